@@ -1,0 +1,35 @@
+"""vlm_collate: training batches for vision- and audio-language models.
+
+Collate functions named as in NeMo AutoModel's ``collate_fns`` module, with
+exact assistant labels and a Rust engine for span search, label masking,
+placeholder expansion and padding.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .conversation import extract_assistant_text
+from .expand import expand_image_tokens, image_token_counts
+from .labels import build_labels
+from .patterns import find_pattern_indices
+from .tokens import decode_single_token
+
+logger = logging.getLogger("vlm_collate")
+logger.addHandler(logging.NullHandler())
+
+# Seed-compatible private names.
+_find_pattern_indices = find_pattern_indices
+_extract_assistant_text = extract_assistant_text
+_decode_single_token = decode_single_token
+_expand_image_tokens = expand_image_tokens
+
+__all__ = [
+    "build_labels",
+    "decode_single_token",
+    "expand_image_tokens",
+    "extract_assistant_text",
+    "find_pattern_indices",
+    "image_token_counts",
+    "logger",
+]

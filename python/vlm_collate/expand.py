@@ -1,0 +1,60 @@
+"""Media placeholder expansion: one placeholder per image becomes as many tokens
+as the vision tower produces, so sequence length is fixed before the model runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import _engine
+from .arrays import as_int64
+
+
+def image_token_counts(grid_thws: Any, merge_kernel_size: tuple[int, int] = (2, 2)) -> np.ndarray:
+    """Tokens per image, ``t * (h / mh) * (w / mw)``, from an ``(N, 3)`` grid."""
+    grids = as_int64(grid_thws)
+    if grids.ndim != 2 or grids.shape[1] != 3:
+        raise ValueError(f"grid_thws must have shape (N, 3), got {tuple(grids.shape)}")
+    return _engine.tokens_per_grid(grids, tuple(merge_kernel_size))
+
+
+def expand_image_tokens(
+    input_ids: Any,
+    attention_mask: Any,
+    grid_thws: Any,
+    media_token_id: int,
+    merge_kernel_size: tuple[int, int] = (2, 2),
+    pad_id: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expands the i-th ``media_token_id`` placeholder to the token count of row i of
+    ``grid_thws``; returns ``(input_ids, attention_mask)`` as tensors.
+
+    ``input_ids`` is one sample ``(L,)`` or a right-padded batch ``(B, L)``; any
+    number of images per sample. Each row owns as many grid rows as it holds
+    placeholders, in order; a mismatch is a ValueError naming both counts.
+    """
+    ids, mask = as_int64(input_ids), as_int64(attention_mask)
+    if ids.shape != mask.shape or ids.ndim not in (1, 2):
+        raise ValueError(
+            f"input_ids {tuple(ids.shape)} and attention_mask {tuple(mask.shape)} must have "
+            "the same shape, (L,) or (B, L)"
+        )
+    counts = image_token_counts(grid_thws, merge_kernel_size)
+    placeholders = ids == media_token_id
+    total = int(placeholders.sum())
+    if total != len(counts):
+        raise ValueError(
+            f"input_ids hold {total} image placeholders (id {media_token_id}) "
+            f"but grid_thws describes {len(counts)} images"
+        )
+    if ids.ndim == 1:
+        repeats = np.ones_like(ids)
+        repeats[placeholders] = counts
+        return torch.from_numpy(np.repeat(ids, repeats)), torch.from_numpy(np.repeat(mask, repeats))
+    per_row = placeholders.sum(axis=1).astype(np.int64)
+    out_ids, out_mask = _engine.expand_placeholders(
+        ids, mask, int(media_token_id), counts, per_row, int(pad_id), "right"
+    )
+    return torch.from_numpy(out_ids), torch.from_numpy(out_mask)

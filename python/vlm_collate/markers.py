@@ -1,0 +1,140 @@
+"""Assistant markers derived from a processor's own chat template.
+
+Rendering probe conversations and mapping the probe reply through the fast
+tokenizer's character offsets gives, for any template:
+* the assistant headers (the tokens between the previous turn and the reply),
+  plus their stable prefix for replies whose first character merges with the
+  header's last token (a reply starting with a newline or a space);
+* the end-of-turn sequence (from the end of the reply up to and including the
+  first special token).
+The result is cached per tokenizer and template.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from .conversation import with_list_content
+from .tokens import media_token_ids, tokenizer_of
+
+logger = logging.getLogger("vlm_collate")
+
+_PROBE = "ZQX probe reply 7"
+_VARIANTS = (_PROBE, "\n" + _PROBE, " " + _PROBE)
+
+
+@dataclass(frozen=True)
+class Markers:
+    """Token sequences that open and close assistant replies."""
+
+    starts: list[list[int]]
+    ends: list[list[int]]
+    ignore_ids: list[int] = field(default_factory=list)
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """The last token of each end-of-turn sequence."""
+        return sorted({e[-1] for e in self.ends})
+
+
+class MarkerError(ValueError):
+    """The chat template has no recognisable assistant turn."""
+
+
+def _render(processor: Any, messages: list[dict[str, Any]], list_content: bool) -> str:
+    if list_content:
+        messages = with_list_content(messages)
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+
+def _reply_tokens(tokenizer: Any, text: str, before: int, start: int, end: int):
+    """(header ids, end-of-turn ids) around the reply at ``text[start:end]``, where
+    the header is every token wholly inside ``text[before:start]``."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    header = [t for t, (a, b) in zip(ids, offsets) if a >= before and b <= start and b > a]
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    tail: list[int] = []
+    for t, (a, _b) in zip(ids, offsets):
+        if a < end:
+            continue
+        tail.append(t)
+        if t in special:
+            return header, tail
+    return header, []
+
+
+def _probe_spans(processor: Any, list_content: bool) -> list[tuple[str, int, int, int]]:
+    """For each probe: (rendering, start of the assistant turn, reply start, reply end)."""
+    user = {"role": "user", "content": "What is shown?"}
+    spans = []
+    for reply in _VARIANTS:
+        assistant = {"role": "assistant", "content": reply}
+        for history in ([user], [user, {"role": "assistant", "content": _PROBE}, user]):
+            before = _render(processor, history, list_content)
+            text = _render(processor, [*history, assistant], list_content)
+            if not text.startswith(before):
+                raise MarkerError("the rendering of a conversation does not extend its prefix")
+            start = text.find(reply, len(before))
+            if start < 0:
+                raise MarkerError("the template does not render replies verbatim")
+            spans.append((text, len(before), start, start + len(reply)))
+    return spans
+
+
+def derive_markers(processor: Any) -> Markers:
+    """Markers of ``processor``'s chat template; MarkerError when none can be derived."""
+    tokenizer = tokenizer_of(processor)
+    spans, failure = None, None
+    for list_content in (True, False):
+        try:
+            spans = _probe_spans(processor, list_content)
+            break
+        except Exception as err:  # noqa: BLE001 - templates fail in many ways on a content form
+            failure = err
+    if spans is None:
+        raise MarkerError(f"the chat template could not render a probe conversation: {failure}")
+    headers, ends = [], []
+    for text, before, start, end in spans:
+        header, tail = _reply_tokens(tokenizer, text, before, start, end)
+        headers.append(header)
+        ends.append(tail)
+    if not all(headers) or not all(ends) or len({tuple(e) for e in ends}) != 1:
+        raise MarkerError("no stable assistant header or end-of-turn token in the chat template")
+    prefix = headers[0]
+    for h in headers[1:]:
+        n = 0
+        while n < min(len(prefix), len(h)) and prefix[n] == h[n]:
+            n += 1
+        prefix = prefix[:n]
+    if not prefix:
+        raise MarkerError("the assistant headers of the chat template share no tokens")
+    starts = sorted({tuple(h) for h in headers} | {tuple(prefix)}, key=len, reverse=True)
+    return Markers(
+        starts=[list(s) for s in starts],
+        ends=[ends[0]],
+        ignore_ids=media_token_ids(processor),
+    )
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, dict[str, Markers | None]] = weakref.WeakKeyDictionary()
+
+
+def markers_for(processor: Any) -> Markers | None:
+    """Cached markers of ``processor``, or None (logged once) when its template has none."""
+    tokenizer = tokenizer_of(processor)
+    template = str(getattr(processor, "chat_template", None) or "")
+    try:
+        per_template = _CACHE.setdefault(tokenizer, {})
+    except TypeError:
+        per_template = {}
+    if template not in per_template:
+        try:
+            per_template[template] = derive_markers(processor)
+        except MarkerError as err:
+            logger.warning("no assistant markers (%s); labels use the content search", err)
+            per_template[template] = None
+    return per_template[template]

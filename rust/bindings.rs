@@ -1,0 +1,335 @@
+//! The only file that knows Python: converts numpy buffers to slices and
+//! back, releases the GIL for the work, and turns every engine error (and any
+//! panic) into a `ValueError` with an actionable message.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use numpy::ndarray::{Array1, Array2};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::batch::{self, Rows, Side};
+use crate::error::EngineError;
+use crate::{expand, labels, pattern, truncate};
+
+type Out1<'py> = Bound<'py, PyArray1<i64>>;
+type Out2<'py> = Bound<'py, PyArray2<i64>>;
+
+/// Runs engine work without the GIL; an engine error or a panic becomes a ValueError.
+fn run<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce() -> Result<T, EngineError> + Send,
+) -> PyResult<T> {
+    py.detach(|| catch_unwind(AssertUnwindSafe(work)))
+        .unwrap_or_else(|_| {
+            Err(EngineError::new(
+                "internal error in the vlm_collate engine (a bug: please report it with the inputs)",
+            ))
+        })
+        .map_err(|e| PyValueError::new_err(e.0))
+}
+
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    match (obj.getattr("dtype"), obj.getattr("ndim")) {
+        (Ok(dtype), Ok(ndim)) => format!("an array of dtype {dtype} with ndim={ndim}"),
+        _ => format!("a {}", obj.get_type()),
+    }
+}
+
+fn array1<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadonlyArray1<'py, i64>> {
+    let array = obj.extract::<PyReadonlyArray1<'py, i64>>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} must be a 1-D int64 numpy array, got {}; convert it with np.asarray(x, dtype=np.int64)",
+            describe(obj)
+        ))
+    })?;
+    require_contiguous(array.is_c_contiguous(), name)?;
+    Ok(array)
+}
+
+fn array2<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadonlyArray2<'py, i64>> {
+    let array = obj.extract::<PyReadonlyArray2<'py, i64>>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} must be a 2-D int64 numpy array, got {}; convert it with np.asarray(x, dtype=np.int64)",
+            describe(obj)
+        ))
+    })?;
+    require_contiguous(array.is_c_contiguous(), name)?;
+    Ok(array)
+}
+
+fn require_contiguous(ok: bool, name: &str) -> PyResult<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name} must be C-contiguous; pass np.ascontiguousarray({name})"
+        )))
+    }
+}
+
+fn non_negative(value: i64, name: &str) -> PyResult<usize> {
+    usize::try_from(value)
+        .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
+}
+
+fn padded_out<'py>(py: Python<'py>, padded: batch::Padded) -> PyResult<(Out2<'py>, Out2<'py>)> {
+    let shape = (padded.rows, padded.len);
+    let ids = Array2::from_shape_vec(shape, padded.ids)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let mask = Array2::from_shape_vec(shape, padded.mask)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((ids.into_pyarray(py), mask.into_pyarray(py)))
+}
+
+fn labels_out<'py>(
+    py: Python<'py>,
+    shape: (usize, usize),
+    labels: Vec<i64>,
+    counts: Vec<usize>,
+) -> PyResult<(Out2<'py>, Out1<'py>)> {
+    let labels =
+        Array2::from_shape_vec(shape, labels).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let counts: Array1<i64> = counts.into_iter().map(|c| c as i64).collect();
+    Ok((labels.into_pyarray(py), counts.into_pyarray(py)))
+}
+
+fn rows_out<'py>(py: Python<'py>, rows: Rows) -> (Out1<'py>, Out1<'py>) {
+    let offsets: Vec<i64> = rows.offsets.iter().map(|&o| o as i64).collect();
+    (rows.values.into_pyarray(py), offsets.into_pyarray(py))
+}
+
+/// First occurrence of `pattern` in `haystack` at or after `start`, or (-1, -1).
+#[pyfunction]
+#[pyo3(signature = (haystack, pattern, start=0, allow_first_token_mismatch=false))]
+fn find_subsequence(
+    py: Python<'_>,
+    haystack: &Bound<'_, PyAny>,
+    pattern: &Bound<'_, PyAny>,
+    start: i64,
+    allow_first_token_mismatch: bool,
+) -> PyResult<(i64, i64)> {
+    let haystack = array1(haystack, "haystack")?;
+    let pattern = array1(pattern, "pattern")?;
+    let start = non_negative(start, "start")?;
+    let (h, p) = (haystack.as_slice()?, pattern.as_slice()?);
+    run(py, || {
+        Ok(
+            pattern::find_subsequence(h, p, start, allow_first_token_mismatch)
+                .map_or((-1, -1), |(s, e)| (s as i64, e as i64)),
+        )
+    })
+}
+
+/// Labels of a padded batch by assistant-start and end-of-turn markers.
+#[pyfunction]
+#[pyo3(signature = (input_ids, attention_mask, starts, ends, ignore_ids=Vec::new()))]
+fn labels_from_markers<'py>(
+    py: Python<'py>,
+    input_ids: &Bound<'py, PyAny>,
+    attention_mask: &Bound<'py, PyAny>,
+    starts: Vec<Vec<i64>>,
+    ends: Vec<Vec<i64>>,
+    ignore_ids: Vec<i64>,
+) -> PyResult<(Out2<'py>, Out1<'py>)> {
+    let ids = array2(input_ids, "input_ids")?;
+    let mask = array2(attention_mask, "attention_mask")?;
+    let shape = (ids.shape()[0], ids.shape()[1]);
+    let markers = labels::Markers {
+        starts,
+        ends,
+        ignore: ignore_ids,
+    };
+    let (i, m) = (ids.as_slice()?, mask.as_slice()?);
+    let (labels, found) = run(py, || {
+        labels::labels_from_markers(i, m, shape.0, shape.1, &markers)
+    })?;
+    labels_out(py, shape, labels, found)
+}
+
+/// Labels of a padded batch by searching each reply's tokens in order.
+#[pyfunction]
+#[pyo3(signature = (input_ids, attention_mask, reply_values, reply_offsets, replies_per_row, stop_ids, headers=Vec::new(), ignore_ids=Vec::new()))]
+#[allow(clippy::too_many_arguments)]
+fn labels_from_contents<'py>(
+    py: Python<'py>,
+    input_ids: &Bound<'py, PyAny>,
+    attention_mask: &Bound<'py, PyAny>,
+    reply_values: &Bound<'py, PyAny>,
+    reply_offsets: &Bound<'py, PyAny>,
+    replies_per_row: &Bound<'py, PyAny>,
+    stop_ids: Vec<i64>,
+    headers: Vec<Vec<i64>>,
+    ignore_ids: Vec<i64>,
+) -> PyResult<(Out2<'py>, Out1<'py>)> {
+    let ids = array2(input_ids, "input_ids")?;
+    let mask = array2(attention_mask, "attention_mask")?;
+    let values = array1(reply_values, "reply_values")?;
+    let offsets = array1(reply_offsets, "reply_offsets")?;
+    let per_row = array1(replies_per_row, "replies_per_row")?;
+    let shape = (ids.shape()[0], ids.shape()[1]);
+    let per_row = per_row
+        .as_slice()?
+        .iter()
+        .enumerate()
+        .map(|(r, &c)| non_negative(c, &format!("replies_per_row[{r}]")))
+        .collect::<PyResult<Vec<usize>>>()?;
+    let replies = Rows::from_parts(values.as_slice()?.to_vec(), offsets.as_slice()?.to_vec())
+        .map_err(|e| PyValueError::new_err(e.0))?;
+    let query = labels::ContentQuery {
+        replies,
+        replies_per_row: per_row,
+        stop_ids,
+        headers,
+        ignore: ignore_ids,
+    };
+    let (i, m) = (ids.as_slice()?, mask.as_slice()?);
+    let (labels, located) = run(py, || {
+        labels::labels_from_contents(i, m, shape.0, shape.1, &query)
+    })?;
+    labels_out(py, shape, labels, located)
+}
+
+/// Pads ragged rows (values + offsets) into `(ids, attention_mask)`.
+#[pyfunction]
+#[pyo3(signature = (values, offsets, pad_value, padding_side="right", max_length=None, pad_to_multiple_of=None))]
+fn pad_rows<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    pad_value: i64,
+    padding_side: &str,
+    max_length: Option<i64>,
+    pad_to_multiple_of: Option<i64>,
+) -> PyResult<(Out2<'py>, Out2<'py>)> {
+    let values = array1(values, "values")?;
+    let offsets = array1(offsets, "offsets")?;
+    let side = Side::parse(padding_side).map_err(|e| PyValueError::new_err(e.0))?;
+    let max_length = max_length
+        .map(|v| non_negative(v, "max_length"))
+        .transpose()?;
+    let multiple = pad_to_multiple_of
+        .map(|v| non_negative(v, "pad_to_multiple_of"))
+        .transpose()?;
+    let (v, o) = (values.as_slice()?, offsets.as_slice()?);
+    let padded = run(py, || {
+        let rows = Rows::from_parts(v.to_vec(), o.to_vec())?;
+        batch::pad(&rows, pad_value, side, max_length, multiple)
+    })?;
+    padded_out(py, padded)
+}
+
+/// Removes padding (attention_mask == 0) from a batch: `(values, offsets)`.
+#[pyfunction]
+fn unpad<'py>(
+    py: Python<'py>,
+    input_ids: &Bound<'py, PyAny>,
+    attention_mask: &Bound<'py, PyAny>,
+) -> PyResult<(Out1<'py>, Out1<'py>)> {
+    let ids = array2(input_ids, "input_ids")?;
+    let mask = array2(attention_mask, "attention_mask")?;
+    let shape = (ids.shape()[0], ids.shape()[1]);
+    let (i, m) = (ids.as_slice()?, mask.as_slice()?);
+    let rows = run(py, || batch::unpad(i, m, shape.0, shape.1))?;
+    Ok(rows_out(py, rows))
+}
+
+/// Expands media placeholders in a padded batch and pads the result again.
+#[pyfunction]
+#[pyo3(signature = (input_ids, attention_mask, placeholder_id, counts, counts_per_row, pad_id, padding_side="right"))]
+#[allow(clippy::too_many_arguments)]
+fn expand_placeholders<'py>(
+    py: Python<'py>,
+    input_ids: &Bound<'py, PyAny>,
+    attention_mask: &Bound<'py, PyAny>,
+    placeholder_id: i64,
+    counts: &Bound<'py, PyAny>,
+    counts_per_row: &Bound<'py, PyAny>,
+    pad_id: i64,
+    padding_side: &str,
+) -> PyResult<(Out2<'py>, Out2<'py>)> {
+    let ids = array2(input_ids, "input_ids")?;
+    let mask = array2(attention_mask, "attention_mask")?;
+    let counts = array1(counts, "counts")?;
+    let per_row = array1(counts_per_row, "counts_per_row")?;
+    let side = Side::parse(padding_side).map_err(|e| PyValueError::new_err(e.0))?;
+    let shape = (ids.shape()[0], ids.shape()[1]);
+    let (i, m, c, p) = (
+        ids.as_slice()?,
+        mask.as_slice()?,
+        counts.as_slice()?,
+        per_row.as_slice()?,
+    );
+    let padded = run(py, || {
+        let rows = batch::unpad(i, m, shape.0, shape.1)?;
+        let expanded = expand::expand_placeholders(&rows, placeholder_id, c, p)?;
+        batch::pad(&expanded, pad_id, side, None, None)
+    })?;
+    padded_out(py, padded)
+}
+
+/// Tokens per image, `t·(h/mh)·(w/mw)`, for an `(N, 3)` grid array.
+#[pyfunction]
+#[pyo3(signature = (grids, merge_kernel_size=(2, 2)))]
+fn tokens_per_grid<'py>(
+    py: Python<'py>,
+    grids: &Bound<'py, PyAny>,
+    merge_kernel_size: (i64, i64),
+) -> PyResult<Out1<'py>> {
+    let grids = array2(grids, "grids")?;
+    if grids.shape()[1] != 3 {
+        return Err(PyValueError::new_err(format!(
+            "grids must have shape (N, 3) holding (t, h, w), got (N, {})",
+            grids.shape()[1]
+        )));
+    }
+    let g = grids.as_slice()?;
+    let counts = run(py, || {
+        let triples: Vec<[i64; 3]> = g.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        expand::tokens_per_grid(&triples, merge_kernel_size)
+    })?;
+    Ok(counts.into_pyarray(py))
+}
+
+/// Per row, the length it keeps when cut to `max_length` without cutting
+/// media, or -1 when its media reach past `max_length`.
+#[pyfunction]
+fn fitted_lengths<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    max_length: i64,
+    media_ids: Vec<i64>,
+) -> PyResult<Out1<'py>> {
+    let values = array1(values, "values")?;
+    let offsets = array1(offsets, "offsets")?;
+    let max_length = non_negative(max_length, "max_length")?;
+    let (v, o) = (values.as_slice()?, offsets.as_slice()?);
+    let lengths = run(py, || {
+        let rows = Rows::from_parts(v.to_vec(), o.to_vec())?;
+        Ok(truncate::fitted_lengths(&rows, max_length, &media_ids))
+    })?;
+    let lengths: Vec<i64> = lengths
+        .into_iter()
+        .map(|l| l.map_or(-1, |n| n as i64))
+        .collect();
+    Ok(lengths.into_pyarray(py))
+}
+
+/// The native engine of vlm_collate.
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(find_subsequence, m)?)?;
+    m.add_function(wrap_pyfunction!(labels_from_markers, m)?)?;
+    m.add_function(wrap_pyfunction!(labels_from_contents, m)?)?;
+    m.add_function(wrap_pyfunction!(pad_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(unpad, m)?)?;
+    m.add_function(wrap_pyfunction!(expand_placeholders, m)?)?;
+    m.add_function(wrap_pyfunction!(tokens_per_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(fitted_lengths, m)?)?;
+    m.add("IGNORE_INDEX", crate::IGNORE_INDEX)?;
+    Ok(())
+}

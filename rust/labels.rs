@@ -1,0 +1,386 @@
+//! Assistant label masks: which tokens of a padded batch are training targets.
+//!
+//! Two strategies share one output: `-100` everywhere except on reply tokens.
+//! * by markers: a reply runs from the end of an assistant-start marker up to
+//!   and including the end-of-turn marker (or the end of the row when
+//!   truncation cut it);
+//! * by contents: each reply's own token sequence is searched for in order,
+//!   then labelled with the stop token that follows it.
+
+use crate::batch::{check_batch_shape, Rows};
+use crate::error::{EngineError, Result};
+use crate::pattern::{find_subsequence, matches_at};
+use crate::IGNORE_INDEX;
+
+/// Token sequences that open and close assistant replies.
+#[derive(Debug, Clone, Default)]
+pub struct Markers {
+    /// Assistant-start sequences; where several match at one position the
+    /// longest wins (a full header beats its stable prefix).
+    pub starts: Vec<Vec<i64>>,
+    /// End-of-turn sequences; they are labelled as part of the reply.
+    pub ends: Vec<Vec<i64>>,
+    /// Ids never labelled even inside a reply (media placeholders).
+    pub ignore: Vec<i64>,
+}
+
+impl Markers {
+    fn validate(&self) -> Result<()> {
+        if self.starts.is_empty() || self.starts.iter().any(Vec::is_empty) {
+            return Err(EngineError::new(
+                "at least one assistant-start marker is needed and none may be empty",
+            ));
+        }
+        if self.ends.is_empty() || self.ends.iter().any(Vec::is_empty) {
+            return Err(EngineError::new(
+                "at least one end-of-turn marker is needed and none may be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Length of the longest pattern of `patterns` matching `row` at `at`.
+fn longest_match(row: &[i64], patterns: &[Vec<i64>], at: usize) -> Option<usize> {
+    patterns
+        .iter()
+        .filter(|p| p[0] == row[at] && matches_at(row, p, at))
+        .map(Vec::len)
+        .max()
+}
+
+/// Labels one row by markers, writing into `out` (already `-100`).
+fn label_row_by_markers(row: &[i64], mask: &[i64], markers: &Markers, out: &mut [i64]) -> usize {
+    let mut replies = 0usize;
+    let mut inside = false;
+    let mut i = 0usize;
+    while i < row.len() {
+        if mask[i] == 0 {
+            // Padding ends any reply and is never a target.
+            inside = false;
+            i += 1;
+            continue;
+        }
+        if !inside {
+            match longest_match(row, &markers.starts, i) {
+                Some(n) => {
+                    inside = true;
+                    replies += 1;
+                    i += n;
+                }
+                None => i += 1,
+            }
+            continue;
+        }
+        if let Some(n) = longest_match(row, &markers.ends, i) {
+            for j in i..i + n {
+                if mask[j] != 0 {
+                    out[j] = row[j];
+                }
+            }
+            inside = false;
+            i += n;
+            continue;
+        }
+        if !markers.ignore.contains(&row[i]) {
+            out[i] = row[i];
+        }
+        i += 1;
+    }
+    replies
+}
+
+/// Labels a padded `rows × len` batch by markers. Returns the labels and, per
+/// row, the number of assistant replies found.
+pub fn labels_from_markers(
+    ids: &[i64],
+    mask: &[i64],
+    rows: usize,
+    len: usize,
+    markers: &Markers,
+) -> Result<(Vec<i64>, Vec<usize>)> {
+    check_batch_shape(ids, mask, rows, len)?;
+    markers.validate()?;
+    let mut labels = vec![IGNORE_INDEX; ids.len()];
+    let mut found = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let span = r * len..(r + 1) * len;
+        found.push(label_row_by_markers(
+            &ids[span.clone()],
+            &mask[span.clone()],
+            markers,
+            &mut labels[span],
+        ));
+    }
+    Ok((labels, found))
+}
+
+/// What the content search needs besides the batch.
+#[derive(Debug, Clone, Default)]
+pub struct ContentQuery {
+    /// All replies of all rows, in order.
+    pub replies: Rows,
+    /// How many of `replies` belong to each row.
+    pub replies_per_row: Vec<usize>,
+    /// Ids that may close a reply; the one right after a reply is labelled.
+    pub stop_ids: Vec<i64>,
+    /// Assistant headers; when given, each reply is searched for only after
+    /// the next header (so prompt text is never matched).
+    pub headers: Vec<Vec<i64>>,
+    /// Ids never labelled even inside a reply.
+    pub ignore: Vec<i64>,
+}
+
+/// End of the earliest header occurrence at or after `from`.
+fn next_header_end(row: &[i64], headers: &[Vec<i64>], from: usize) -> Option<usize> {
+    headers
+        .iter()
+        .filter_map(|h| find_subsequence(row, h, from, false))
+        .min_by_key(|&(s, e)| (s, std::cmp::Reverse(e)))
+        .map(|(_, e)| e)
+}
+
+/// End of the attended part of a row that starts at `from`.
+fn attended_end(mask: &[i64], from: usize) -> usize {
+    mask[from..]
+        .iter()
+        .position(|&m| m == 0)
+        .map_or(mask.len(), |p| from + p)
+}
+
+fn label_span(
+    row: &[i64],
+    mask: &[i64],
+    span: std::ops::Range<usize>,
+    ignore: &[i64],
+    out: &mut [i64],
+) {
+    for j in span {
+        if mask[j] != 0 && !ignore.contains(&row[j]) {
+            out[j] = row[j];
+        }
+    }
+}
+
+/// Labels one row by contents; returns the number of replies located.
+fn label_row_by_contents(
+    row: &[i64],
+    mask: &[i64],
+    replies: &[&[i64]],
+    query: &ContentQuery,
+    out: &mut [i64],
+) -> usize {
+    let mut cursor = 0usize;
+    let mut located = 0usize;
+    for reply in replies {
+        let from = if query.headers.is_empty() {
+            cursor
+        } else {
+            match next_header_end(row, &query.headers, cursor) {
+                Some(e) => e,
+                None => break,
+            }
+        };
+        let hit = if reply.is_empty() {
+            (!query.headers.is_empty()).then_some((from, from))
+        } else {
+            find_subsequence(row, reply, from, false).or_else(|| {
+                (reply.len() >= 2)
+                    .then(|| find_subsequence(row, reply, from, true))
+                    .flatten()
+            })
+        };
+        match hit {
+            Some((s, e)) => {
+                label_span(row, mask, s..e, &query.ignore, out);
+                let mut end = e;
+                if e < row.len() && mask[e] != 0 && query.stop_ids.contains(&row[e]) {
+                    out[e] = row[e];
+                    end = e + 1;
+                }
+                located += 1;
+                cursor = end;
+            }
+            None if !query.headers.is_empty() => {
+                // A reply cut by truncation: the rest of the row is a prefix of it.
+                let stop = attended_end(mask, from);
+                let tail = &row[from..stop];
+                let is_prefix = !tail.is_empty()
+                    && tail.len() < reply.len()
+                    && tail[1..] == reply[1..tail.len()];
+                if is_prefix {
+                    label_span(row, mask, from..stop, &query.ignore, out);
+                    located += 1;
+                }
+                break;
+            }
+            None => break,
+        }
+    }
+    located
+}
+
+/// Labels a padded batch by searching for each reply's tokens in order.
+/// Returns the labels and, per row, how many replies were located.
+pub fn labels_from_contents(
+    ids: &[i64],
+    mask: &[i64],
+    rows: usize,
+    len: usize,
+    query: &ContentQuery,
+) -> Result<(Vec<i64>, Vec<usize>)> {
+    check_batch_shape(ids, mask, rows, len)?;
+    if query.replies_per_row.len() != rows {
+        return Err(EngineError::new(format!(
+            "replies_per_row has {} entries for a batch of {rows} rows",
+            query.replies_per_row.len()
+        )));
+    }
+    let total: usize = query.replies_per_row.iter().sum();
+    if total != query.replies.len() {
+        return Err(EngineError::new(format!(
+            "replies_per_row adds up to {total} but {} replies were given",
+            query.replies.len()
+        )));
+    }
+    if query.headers.iter().any(Vec::is_empty) {
+        return Err(EngineError::new("assistant headers may not be empty"));
+    }
+    let mut labels = vec![IGNORE_INDEX; ids.len()];
+    let mut located = Vec::with_capacity(rows);
+    let mut next_reply = 0usize;
+    for r in 0..rows {
+        let span = r * len..(r + 1) * len;
+        let count = query.replies_per_row[r];
+        let replies: Vec<&[i64]> = (next_reply..next_reply + count)
+            .map(|k| query.replies.row(k))
+            .collect();
+        next_reply += count;
+        located.push(label_row_by_contents(
+            &ids[span.clone()],
+            &mask[span.clone()],
+            &replies,
+            query,
+            &mut labels[span],
+        ));
+    }
+    Ok((labels, located))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 100; // <|im_start|>
+    const A: i64 = 101; // assistant
+    const NL: i64 = 102; // "\n"
+    const E: i64 = 103; // <|im_end|>
+    const U: i64 = 104; // user
+    const IMG: i64 = 105;
+
+    fn markers() -> Markers {
+        Markers {
+            starts: vec![vec![H, A, NL], vec![H, A]],
+            ends: vec![vec![E]],
+            ignore: vec![IMG],
+        }
+    }
+
+    #[test]
+    fn labels_every_reply_and_its_end_token() {
+        // user: 7 IMG ; assistant: 8 9 ; user: 8 ; assistant: (empty)
+        let row = [
+            H, U, NL, 7, IMG, E, NL, H, A, NL, 8, 9, E, NL, H, U, NL, 8, E, NL, H, A, NL, E, NL,
+        ];
+        let mask = [1; 25];
+        let (labels, found) = labels_from_markers(&row, &mask, 1, row.len(), &markers()).unwrap();
+        let targets: Vec<usize> = (0..row.len())
+            .filter(|&i| labels[i] != IGNORE_INDEX)
+            .collect();
+        assert_eq!(targets, vec![10, 11, 12, 23]);
+        assert_eq!(found, vec![2]);
+    }
+
+    #[test]
+    fn merged_header_token_is_labelled_as_content() {
+        // "assistant\n\nHi": the header newline merged into token 55.
+        let row = [H, A, 55, 9, E];
+        let (labels, _) = labels_from_markers(&row, &[1; 5], 1, 5, &markers()).unwrap();
+        assert_eq!(labels, vec![-100, -100, 55, 9, E]);
+    }
+
+    #[test]
+    fn truncated_reply_keeps_surviving_tokens_and_padding_is_never_labelled() {
+        let ids = [H, A, NL, 5, 6, 0, 0, H, A, NL, 5, 6, 7, 8];
+        let mask = [1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1];
+        let (labels, _) = labels_from_markers(&ids, &mask, 2, 7, &markers()).unwrap();
+        assert_eq!(&labels[..7], &[-100, -100, -100, 5, 6, -100, -100]);
+        assert_eq!(&labels[7..], &[-100, -100, -100, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn media_inside_a_reply_is_not_labelled() {
+        let row = [H, A, NL, 5, IMG, IMG, 6, E];
+        let (labels, _) = labels_from_markers(&row, &[1; 8], 1, 8, &markers()).unwrap();
+        assert_eq!(labels, vec![-100, -100, -100, 5, -100, -100, 6, E]);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(labels_from_markers(&[1, 2], &[1, 1], 1, 3, &markers()).is_err());
+        let empty = Markers {
+            starts: vec![vec![]],
+            ends: vec![vec![E]],
+            ignore: vec![],
+        };
+        assert!(labels_from_markers(&[1], &[1], 1, 1, &empty).is_err());
+    }
+
+    fn query(replies: &[Vec<i64>], per_row: Vec<usize>, headers: Vec<Vec<i64>>) -> ContentQuery {
+        ContentQuery {
+            replies: Rows::from_slices(replies),
+            replies_per_row: per_row,
+            stop_ids: vec![E],
+            headers,
+            ignore: vec![IMG],
+        }
+    }
+
+    #[test]
+    fn content_search_skips_prompt_echo_when_headers_are_known() {
+        // The user asks "8" and the assistant answers "8".
+        let row = [H, U, NL, 8, E, H, A, NL, 8, E];
+        let q = query(&[vec![8]], vec![1], vec![vec![H, A, NL]]);
+        let (labels, located) = labels_from_contents(&row, &[1; 10], 1, 10, &q).unwrap();
+        let targets: Vec<usize> = (0..10).filter(|&i| labels[i] != IGNORE_INDEX).collect();
+        assert_eq!(targets, vec![8, 9]);
+        assert_eq!(located, vec![1]);
+    }
+
+    #[test]
+    fn content_search_without_headers_and_first_token_merge() {
+        let row = [H, U, NL, 7, E, H, A, 77, 8, 9, E];
+        let q = query(&[vec![76, 8, 9]], vec![1], vec![]);
+        let (labels, located) = labels_from_contents(&row, &[1; 11], 1, 11, &q).unwrap();
+        assert_eq!(&labels[7..], &[77, 8, 9, E]);
+        assert_eq!(located, vec![1]);
+    }
+
+    #[test]
+    fn content_search_handles_empty_and_truncated_replies() {
+        let row = [H, A, NL, E, H, A, NL, 5, 6];
+        let q = query(&[vec![], vec![5, 6, 7]], vec![2], vec![vec![H, A, NL]]);
+        let (labels, located) = labels_from_contents(&row, &[1; 9], 1, 9, &q).unwrap();
+        let targets: Vec<usize> = (0..9).filter(|&i| labels[i] != IGNORE_INDEX).collect();
+        assert_eq!(targets, vec![3, 7, 8]);
+        assert_eq!(located, vec![2]);
+    }
+
+    #[test]
+    fn content_query_is_validated() {
+        let q = query(&[vec![1]], vec![2], vec![]);
+        assert!(labels_from_contents(&[1], &[1], 1, 1, &q).is_err());
+        let q = query(&[vec![1]], vec![1, 0], vec![]);
+        assert!(labels_from_contents(&[1], &[1], 1, 1, &q).is_err());
+    }
+}
