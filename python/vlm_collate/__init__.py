@@ -12,7 +12,11 @@ import logging
 from .conversation import extract_assistant_text
 from .expand import expand_image_tokens, image_token_counts
 from .labels import build_labels
+from .models.default import default_collate_fn
+from .models.qwen2_5_vl import qwen2_5_collate_fn
 from .patterns import find_pattern_indices
+from .registry import COLLATE_FNS, VLMCollator, get_collate_fn
+from .report import Batch, BatchReport
 from .tokens import decode_single_token
 
 logger = logging.getLogger("vlm_collate")
@@ -25,6 +29,13 @@ _decode_single_token = decode_single_token
 _expand_image_tokens = expand_image_tokens
 
 __all__ = [
+    "COLLATE_FNS",
+    "Batch",
+    "BatchReport",
+    "VLMCollator",
+    "default_collate_fn",
+    "get_collate_fn",
+    "qwen2_5_collate_fn",
     "build_labels",
     "decode_single_token",
     "expand_image_tokens",

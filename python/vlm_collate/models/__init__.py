@@ -1,0 +1,1 @@
+"""One small module per model family; each names the shared steps it uses."""

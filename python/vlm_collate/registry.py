@@ -1,0 +1,50 @@
+"""Which collate function a processor gets, and a DataLoader-ready collator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .models.default import default_collate_fn
+from .models.qwen2_5_vl import qwen2_5_collate_fn
+
+CollateFn = Callable[..., Any]
+
+COLLATE_FNS: dict[str, CollateFn] = {
+    "Qwen2_5_VLProcessor": qwen2_5_collate_fn,
+    "Qwen2VLProcessor": qwen2_5_collate_fn,
+    "default": default_collate_fn,
+}
+"""Processor class name -> collate function (the seed's keys and more)."""
+
+
+def get_collate_fn(processor: Any) -> CollateFn:
+    """The collate function for ``processor``'s class or its nearest registered base
+    class; ``default`` when none is registered."""
+    for cls in type(processor).__mro__:
+        if cls.__name__ in COLLATE_FNS:
+            return COLLATE_FNS[cls.__name__]
+    return COLLATE_FNS["default"]
+
+
+class VLMCollator:
+    """``collate_fn`` for ``DataLoader`` and ``data_collator`` for a Trainer.
+
+    Holds the processor, the resolved collate function and its options; pickles
+    for DataLoader workers started by spawn.
+    """
+
+    def __init__(self, processor: Any, collate_fn: CollateFn | str | None = None, **options: Any):
+        self.processor = processor
+        if isinstance(collate_fn, str):
+            if collate_fn not in COLLATE_FNS:
+                raise ValueError(f"unknown collate function {collate_fn!r}; known: {sorted(COLLATE_FNS)}")
+            collate_fn = COLLATE_FNS[collate_fn]
+        self.collate_fn = collate_fn or get_collate_fn(processor)
+        self.options = options
+
+    def __call__(self, examples: list) -> Any:
+        return self.collate_fn(examples, self.processor, **self.options)
+
+    def __repr__(self) -> str:
+        return f"VLMCollator({type(self.processor).__name__}, {self.collate_fn.__name__}, {self.options})"
