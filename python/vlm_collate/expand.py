@@ -58,3 +58,31 @@ def expand_image_tokens(
         ids, mask, int(media_token_id), counts, per_row, int(pad_id), "right"
     )
     return torch.from_numpy(out_ids), torch.from_numpy(out_mask)
+
+
+def check_expanded_media(
+    input_ids: Any,
+    media_token_id: int,
+    grid_thws: Any,
+    items_per_sample: list[int],
+    indices: list[int],
+    merge_kernel_size: tuple[int, int] = (2, 2),
+    kind: str = "image",
+) -> None:
+    """Checks that each sample holds as many expanded ``media_token_id`` tokens as its
+    grid rows give; a mismatch is a ValueError naming the sample and both numbers."""
+    found = (as_int64(input_ids) == media_token_id).sum(axis=1)
+    grids = as_int64(grid_thws).reshape(-1, 3) if grid_thws is not None else np.zeros((0, 3))
+    if len(grids) != sum(items_per_sample):
+        raise ValueError(
+            f"the processor returned {len(grids)} {kind} grid rows for {sum(items_per_sample)} {kind}s"
+        )
+    counts = image_token_counts(grids, merge_kernel_size) if len(grids) else np.zeros(0)
+    bounds = np.concatenate([[0], np.cumsum(items_per_sample)]).astype(int)
+    for k, index in enumerate(indices):
+        expected = int(counts[bounds[k] : bounds[k + 1]].sum())
+        if int(found[k]) != expected:
+            raise ValueError(
+                f"sample {index}: {int(found[k])} {kind} tokens in input_ids but its grid rows "
+                f"give {expected}; the processor's expansion and grids disagree"
+            )

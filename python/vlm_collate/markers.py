@@ -41,7 +41,11 @@ class Markers:
 
 
 class MarkerError(ValueError):
-    """The chat template has no recognisable assistant turn."""
+    """The chat template has no derivable assistant header or end-of-turn token."""
+
+
+class TemplateError(ValueError):
+    """The chat template does not render assistant replies at all."""
 
 
 def _render(processor: Any, messages: list[dict[str, Any]], list_content: bool) -> str:
@@ -78,25 +82,36 @@ def _probe_spans(processor: Any, list_content: bool) -> list[tuple[str, int, int
             text = _render(processor, [*history, assistant], list_content)
             if not text.startswith(before):
                 raise MarkerError("the rendering of a conversation does not extend its prefix")
-            start = text.find(reply, len(before))
+            rendered = reply
+            start = text.find(rendered, len(before))
+            if start < 0:  # a template that trims replies
+                rendered = reply.strip()
+                start = text.find(rendered, len(before))
             if start < 0:
-                raise MarkerError("the template does not render replies verbatim")
-            spans.append((text, len(before), start, start + len(reply)))
+                raise TemplateError(
+                    "the processor's chat template does not render assistant replies, so no "
+                    "labels can be built; use a template with an assistant turn"
+                )
+            spans.append((text, len(before), start, start + len(rendered)))
     return spans
 
 
 def derive_markers(processor: Any) -> Markers:
     """Markers of ``processor``'s chat template; MarkerError when none can be derived."""
     tokenizer = tokenizer_of(processor)
-    spans, failure = None, None
-    for list_content in (True, False):
+    # Processors' templates take list content; plain tokenizers' templates take strings.
+    forms = (True, False) if tokenizer is not processor else (False, True)
+    spans, failures = None, []
+    for list_content in forms:
         try:
             spans = _probe_spans(processor, list_content)
             break
         except Exception as err:  # noqa: BLE001 - templates fail in many ways on a content form
-            failure = err
+            failures.append(err)
     if spans is None:
-        raise MarkerError(f"the chat template could not render a probe conversation: {failure}")
+        if any(isinstance(f, TemplateError) for f in failures):
+            raise next(f for f in failures if isinstance(f, TemplateError))
+        raise MarkerError(f"the chat template could not render a probe conversation: {failures[-1]}")
     headers, ends = [], []
     for text, before, start, end in spans:
         header, tail = _reply_tokens(tokenizer, text, before, start, end)
@@ -124,7 +139,9 @@ _CACHE: weakref.WeakKeyDictionary[Any, dict[str, Markers | None]] = weakref.Weak
 
 
 def markers_for(processor: Any) -> Markers | None:
-    """Cached markers of ``processor``, or None (logged once) when its template has none."""
+    """Cached markers of ``processor``, or None (logged once) when its template has none.
+
+    A template that does not render assistant replies at all raises TemplateError."""
     tokenizer = tokenizer_of(processor)
     template = str(getattr(processor, "chat_template", None) or "")
     try:

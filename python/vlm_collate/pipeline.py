@@ -165,6 +165,7 @@ def collate_with(
     report = BatchReport(samples=len(conversations))
     labeler = labeler or default_labeler(processor)
     tokenizer = tokenizer_of(processor)
+    pad_id = pad_token_id(tokenizer)
     keep = _unlabeled_policy(conversations, options, report)
     truncate = False
     while True:
@@ -176,6 +177,7 @@ def collate_with(
         if options.max_length is None:
             break
         rows, lengths = _row_ids(encoded)
+        report.truncated = []
         ids = list(media_ids) if media_ids is not None else media_token_ids(processor)
         stay, truncate = _overflow_policy(rows, lengths, keep, options, ids, report)
         if len(stay) == len(keep):
@@ -193,7 +195,7 @@ def collate_with(
         longest, options.max_length if options.pad_to_max_length else None, options.pad_to_multiple_of
     )
     if target > longest:
-        pad_columns(batch, target, pad_token_id(tokenizer), keys)
+        pad_columns(batch, target, pad_id, keys)
     targets_per_row = (batch["labels"] != -100).sum(dim=-1).tolist()
     report.target_tokens = int(sum(targets_per_row))
     report.unlabeled = [keep[k] for k, n in enumerate(targets_per_row) if n == 0]

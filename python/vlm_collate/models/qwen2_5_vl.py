@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..conversation import with_list_content
+from ..expand import check_expanded_media
 from ..media import check_placeholder_counts, images_of, videos_of
 from ..pipeline import CollateOptions, collate_with
 from ..report import Batch
@@ -33,7 +34,7 @@ def qwen2_5_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
         check_placeholder_counts(texts, video_token, [len(x) for x in videos], "video", indices)
         flat_images = [x for sample in images for x in sample]
         flat_videos = [x for sample in videos for x in sample]
-        return processor(
+        encoded = processor(
             text=texts,
             images=flat_images or None,
             videos=flat_videos or None,
@@ -41,5 +42,20 @@ def qwen2_5_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
             padding_side="right",
             return_tensors="pt",
         )
+        merge = getattr(processor.image_processor, "merge_size", 2)
+        for kind, token, items, grid in (
+            ("image", image_token, images, "image_grid_thw"),
+            ("video", video_token, videos, "video_grid_thw"),
+        ):
+            check_expanded_media(
+                encoded["input_ids"],
+                processor.tokenizer.convert_tokens_to_ids(token),
+                encoded.get(grid),
+                [len(x) for x in items],
+                indices,
+                (merge, merge),
+                kind,
+            )
+        return encoded
 
     return collate_with(examples, processor, encode, CollateOptions(**options))
