@@ -9,6 +9,9 @@ pub mod labels;
 pub mod pattern;
 pub mod truncate;
 
+#[cfg(test)]
+mod fuzz;
+
 #[cfg(feature = "python")]
 mod bindings;
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 import functools
 import importlib.resources
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import Qwen2_5_VLProcessor, Qwen2Tokenizer
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -118,7 +121,7 @@ def _qwen2_vocab_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return vocab, merges
 
 
-def _build_qwen2_tokenizer(added: Sequence[tuple[str, bool]]) -> Any:
+def _build_qwen2_tokenizer(added: Sequence[tuple[str, bool]]) -> Qwen2Tokenizer:
     """A fresh ``Qwen2Tokenizer`` with ``added`` appended in order from id 151643."""
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
@@ -153,7 +156,7 @@ def _build_qwen2_tokenizer(added: Sequence[tuple[str, bool]]) -> Any:
     return tokenizer
 
 
-def qwen2_tokenizer(extra_special_tokens: Sequence[str] = ()) -> Any:
+def qwen2_tokenizer(extra_special_tokens: Sequence[str] = ()) -> Qwen2Tokenizer:
     """Qwen2.5 / Qwen2.5-VL tokenizer (``transformers.Qwen2Tokenizer``) with real ids.
 
     ``extra_special_tokens`` are appended as special tokens from id 151665 on.
@@ -164,7 +167,7 @@ def qwen2_tokenizer(extra_special_tokens: Sequence[str] = ()) -> Any:
     return _build_qwen2_tokenizer(added)
 
 
-def qwen3_omni_tokenizer() -> Any:
+def qwen3_omni_tokenizer() -> Qwen2Tokenizer:
     """Qwen3-Omni tokenizer: Qwen2.5's tokens, then Qwen3's and the audio/TTS ones.
 
     ``<|audio_start|>`` = 151669, ``<|audio_end|>`` = 151670, ``<|audio_pad|>`` = 151675.
@@ -175,12 +178,16 @@ def qwen3_omni_tokenizer() -> Any:
 # --------------------------------------------------------------------------- processors
 
 
-def qwen2_5_vl_processor(min_pixels: int = 56 * 56, max_pixels: int = 448 * 448) -> Any:
+def qwen2_5_vl_processor(
+    min_pixels: int = 56 * 56, max_pixels: int = 448 * 448
+) -> Qwen2_5_VLProcessor:
     """A real ``Qwen2_5_VLProcessor`` (torchvision image and video processors).
 
     Small ``max_pixels`` keep tests fast: a 448x448 budget is at most 256
-    ``<|image_pad|>`` tokens per image (``image_grid_thw.prod() // 4``). Videos go
-    in as ``videos=[array]`` with ``array`` of shape ``(T, H, W, 3)`` uint8.
+    ``<|image_pad|>`` tokens per image (``image_grid_thw.prod() // 4``). A video
+    is one entry of ``videos=[...]``: a uint8 array ``(T, H, W, 3)``, a list of
+    frames (arrays or PIL images) or a ``(T, C, H, W)`` tensor; with no metadata
+    the video processor assumes 24 fps.
     """
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
@@ -273,7 +280,8 @@ def offset_targets(
     inserted for it. A token is a target iff its offsets overlap an assistant
     text span, or it is the special token that starts where that assistant
     content ends (the end-of-turn, found from the offsets, not named). Media
-    placeholders and everything outside assistant content are not targets.
+    placeholders and everything outside assistant content are not targets; a
+    token straddling a span edge (``"\\n\\n"`` across header and reply) is one.
 
     Ids are the text-only tokenization (``add_special_tokens=False``, media
     placeholders not expanded). ``tokenizer`` may be a processor; the template
@@ -282,6 +290,8 @@ def offset_targets(
     template = chat_template or getattr(tokenizer, "chat_template", None)
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     template = template or getattr(tokenizer, "chat_template", None) or CHATML_TEMPLATE
+    if isinstance(template, Mapping):  # named templates: use the default one
+        template = template["default"]
     messages = [dict(m) for m in conversation]
 
     def render(msgs: list[Mapping[str, Any]]) -> str:
