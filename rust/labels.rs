@@ -9,7 +9,7 @@
 
 use crate::batch::{check_batch_shape, Rows};
 use crate::error::{EngineError, Result};
-use crate::pattern::{find_subsequence, matches_at};
+use crate::pattern::{find_reply, find_subsequence, matches_at};
 use crate::IGNORE_INDEX;
 
 /// Token sequences that open and close assistant replies.
@@ -184,11 +184,7 @@ fn label_row_by_contents(
         let hit = if reply.is_empty() {
             (!query.headers.is_empty()).then_some((from, from))
         } else {
-            find_subsequence(row, reply, from, false).or_else(|| {
-                (reply.len() >= 2)
-                    .then(|| find_subsequence(row, reply, from, true))
-                    .flatten()
-            })
+            find_reply(row, reply, from)
         };
         match hit {
             Some((s, e)) => {

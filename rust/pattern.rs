@@ -72,6 +72,34 @@ pub fn find_subsequence(
     first_exact(haystack, &pattern[1..], start + 1).map(|s| (s - 1, s - 1 + m))
 }
 
+/// First occurrence of a reply's tokens at or after `start`, tolerating the
+/// merges that tokenizing a reply on its own cannot see: tried in order exactly,
+/// with the first token differing, with the last token differing, and with
+/// both differing (each relaxation needs enough tokens left to match).
+pub fn find_reply(haystack: &[i64], reply: &[i64], start: usize) -> Option<(usize, usize)> {
+    let m = reply.len();
+    find_subsequence(haystack, reply, start, false)
+        .or_else(|| {
+            (m >= 2)
+                .then(|| find_subsequence(haystack, reply, start, true))
+                .flatten()
+        })
+        .or_else(|| {
+            (m >= 2)
+                .then(|| find_subsequence(haystack, &reply[..m - 1], start, false))
+                .flatten()
+                .filter(|&(_, e)| e < haystack.len())
+                .map(|(s, e)| (s, e + 1))
+        })
+        .or_else(|| {
+            (m >= 3)
+                .then(|| find_subsequence(haystack, &reply[..m - 1], start, true))
+                .flatten()
+                .filter(|&(_, e)| e < haystack.len())
+                .map(|(s, e)| (s, e + 1))
+        })
+}
+
 /// Whether `pattern` occurs in `haystack` exactly at `at`.
 pub fn matches_at(haystack: &[i64], pattern: &[i64], at: usize) -> bool {
     at.checked_add(pattern.len())

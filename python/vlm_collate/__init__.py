@@ -13,7 +13,12 @@ from .conversation import extract_assistant_text
 from .expand import expand_image_tokens, image_token_counts
 from .labels import build_labels
 from .models.default import default_collate_fn
+from .models.kimi_k25 import kimi_k25_vl_collate_fn
+from .models.kimi_vl import kimi_vl_collate_fn
+from .models.nemotron_parse import nemotron_parse_collate_fn
+from .models.phi4_mm import phi4_mm_collate_fn
 from .models.qwen2_5_vl import qwen2_5_collate_fn
+from .models.qwen3_omni import qwen3_omni_collate_fn
 from .patterns import find_pattern_indices
 from .registry import COLLATE_FNS, VLMCollator, get_collate_fn
 from .report import Batch, BatchReport
@@ -35,7 +40,12 @@ __all__ = [
     "VLMCollator",
     "default_collate_fn",
     "get_collate_fn",
+    "kimi_k25_vl_collate_fn",
+    "kimi_vl_collate_fn",
+    "nemotron_parse_collate_fn",
+    "phi4_mm_collate_fn",
     "qwen2_5_collate_fn",
+    "qwen3_omni_collate_fn",
     "build_labels",
     "decode_single_token",
     "expand_image_tokens",

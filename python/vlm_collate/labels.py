@@ -32,9 +32,11 @@ def labels_by_contents(
     attention_mask: np.ndarray,
     conversations: Sequence[Sequence[dict[str, Any]]],
     processor: Any,
+    headers: Sequence[Sequence[int]] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels found by searching each reply's own tokens in order (the fallback
-    for templates without derivable markers). Returns (labels, replies located)."""
+    """Labels found by searching each reply's own tokens in order, after the next
+    assistant header when headers are known (the fallback for templates without
+    derivable markers). Returns (labels, replies located)."""
     tokenizer = tokenizer_of(processor)
     replies = [
         tokenizer(extract_assistant_text(m), add_special_tokens=False)["input_ids"]
@@ -51,7 +53,7 @@ def labels_by_contents(
         offsets,
         per_row,
         stop_ids,
-        [],
+        [list(h) for h in headers],
         media_token_ids(processor),
     )
 
@@ -74,6 +76,8 @@ def label_array(
     markers = markers_for(processor)
     if markers is None:
         return labels_by_contents(ids, mask, conversations, processor)
+    if not markers.ends:
+        return labels_by_contents(ids, mask, conversations, processor, markers.starts)
     return _engine.labels_from_markers(ids, mask, markers.starts, markers.ends, markers.ignore_ids)
 
 

@@ -32,6 +32,8 @@ class Markers:
 
     starts: list[list[int]]
     ends: list[list[int]]
+    """Empty when the template closes replies with no special token: labels then
+    come from the content search, after each assistant header."""
     ignore_ids: list[int] = field(default_factory=list)
 
     @property
@@ -117,8 +119,8 @@ def derive_markers(processor: Any) -> Markers:
         header, tail = _reply_tokens(tokenizer, text, before, start, end)
         headers.append(header)
         ends.append(tail)
-    if not all(headers) or not all(ends) or len({tuple(e) for e in ends}) != 1:
-        raise MarkerError("no stable assistant header or end-of-turn token in the chat template")
+    if not all(headers):
+        raise MarkerError("no assistant header in the chat template")
     prefix = headers[0]
     for h in headers[1:]:
         n = 0
@@ -128,9 +130,10 @@ def derive_markers(processor: Any) -> Markers:
     if not prefix:
         raise MarkerError("the assistant headers of the chat template share no tokens")
     starts = sorted({tuple(h) for h in headers} | {tuple(prefix)}, key=len, reverse=True)
+    stable_end = all(ends) and len({tuple(e) for e in ends}) == 1
     return Markers(
         starts=[list(s) for s in starts],
-        ends=[ends[0]],
+        ends=[ends[0]] if stable_end else [],
         ignore_ids=media_token_ids(processor),
     )
 
@@ -150,8 +153,14 @@ def markers_for(processor: Any) -> Markers | None:
         per_template = {}
     if template not in per_template:
         try:
-            per_template[template] = derive_markers(processor)
+            markers = derive_markers(processor)
         except MarkerError as err:
             logger.warning("no assistant markers (%s); labels use the content search", err)
-            per_template[template] = None
+            markers = None
+        if markers is not None and not markers.ends:
+            logger.warning(
+                "no end-of-turn token in the chat template; labels use the content search "
+                "after each assistant header"
+            )
+        per_template[template] = markers
     return per_template[template]

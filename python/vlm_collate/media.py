@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 _REMOTE_SCHEMES = ("http", "https", "s3", "gs")
@@ -40,8 +41,12 @@ def _item_value(item: Mapping[str, Any], kind: str) -> Any:
     return None
 
 
-def media_of(conversation: Sequence[Mapping[str, Any]], index: int) -> SampleMedia:
-    """The raw media items of a conversation (sample ``index``), in order."""
+def media_of(
+    conversation: Sequence[Mapping[str, Any]],
+    index: int,
+    kinds: Sequence[str] = ("image", "video", "audio"),
+) -> SampleMedia:
+    """The raw media items of ``kinds`` in a conversation (sample ``index``), in order."""
     media = SampleMedia()
     for turn, message in enumerate(conversation):
         content = message.get("content")
@@ -49,7 +54,7 @@ def media_of(conversation: Sequence[Mapping[str, Any]], index: int) -> SampleMed
             continue
         for k, item in enumerate(content):
             kind = item.get("type")
-            if kind not in ("image", "video", "audio"):
+            if kind not in kinds:
                 continue
             value = _item_value(item, kind)
             if value is None:
@@ -185,7 +190,7 @@ def images_of(conversation: Sequence[Mapping[str, Any]], index: int) -> list[Ima
     """The images of sample ``index``, loaded as RGB."""
     return [
         load_image(v, f"sample {index}, image {k}")
-        for k, v in enumerate(media_of(conversation, index).images)
+        for k, v in enumerate(media_of(conversation, index, ("image",)).images)
     ]
 
 
@@ -193,8 +198,39 @@ def videos_of(conversation: Sequence[Mapping[str, Any]], index: int) -> list[Any
     """The videos of sample ``index``, loaded."""
     return [
         load_video(v, f"sample {index}, video {k}")
-        for k, v in enumerate(media_of(conversation, index).videos)
+        for k, v in enumerate(media_of(conversation, index, ("video",)).videos)
     ]
+
+
+def sampling_rate_of(processor: Any) -> int | None:
+    """The sampling rate the processor's audio feature extractor expects, if any."""
+    for name in ("feature_extractor", "audio_processor"):
+        rate = getattr(getattr(processor, name, None), "sampling_rate", None)
+        if rate is not None:
+            return int(rate)
+    return None
+
+
+def waveform_at(value: Any, sampling_rate: int | None, where: str = "audio") -> np.ndarray:
+    """The waveform of an audio item, its sampling rate checked against ``sampling_rate``
+    (audio is never resampled silently)."""
+    waveform, rate = load_audio(value, where)
+    if rate is not None and sampling_rate is not None and rate != sampling_rate:
+        raise ValueError(
+            f"{where}: the audio is sampled at {rate} Hz but the processor expects "
+            f"{sampling_rate} Hz; resample it when building the dataset"
+        )
+    return waveform
+
+
+def media_counts(**counts: Sequence[int]) -> dict[str, Any]:
+    """``n_<kind>_per_sample`` tensors ``(B,)`` for each kind present in the batch,
+    e.g. ``media_counts(images=[1, 0])`` -> ``{"n_images_per_sample": tensor([1, 0])}``."""
+    return {
+        f"n_{kind}_per_sample": torch.tensor(list(per_sample), dtype=torch.long)
+        for kind, per_sample in counts.items()
+        if any(per_sample)
+    }
 
 
 def check_placeholder_counts(

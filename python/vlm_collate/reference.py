@@ -33,6 +33,22 @@ def find_subsequence(
     return -1, -1
 
 
+def find_reply(haystack, reply, start: int = 0) -> tuple[int, int]:
+    """A reply's tokens at or after ``start``: exactly, else with its first, its last,
+    or both its first and last tokens differing (merged with their neighbours)."""
+    h, r = _as_list(haystack), _as_list(reply)
+    m = len(r)
+    hit = find_subsequence(h, r, start)
+    if hit[0] < 0 and m >= 2:
+        hit = find_subsequence(h, r, start, allow_first_token_mismatch=True)
+    for flag, need in ((False, 2), (True, 3)):
+        if hit[0] < 0 and m >= need:
+            s, e = find_subsequence(h, r[:-1], start, allow_first_token_mismatch=flag)
+            if s >= 0 and e < len(h):
+                hit = (s, e + 1)
+    return hit
+
+
 def _longest_match(row: list[int], patterns: Sequence[Sequence[int]], at: int) -> int:
     lengths = [len(p) for p in patterns if row[at : at + len(p)] == list(p)]
     return max(lengths, default=0)
@@ -111,9 +127,7 @@ def labels_from_contents(
             if not reply:
                 hit = (start, start) if headers else (-1, -1)
             else:
-                hit = find_subsequence(row, reply, start)
-                if hit[0] < 0 and len(reply) >= 2:
-                    hit = find_subsequence(row, reply, start, allow_first_token_mismatch=True)
+                hit = find_reply(row, reply, start)
             if hit[0] >= 0:
                 s, e = hit
                 label(s, e)

@@ -6,13 +6,24 @@ from collections.abc import Callable
 from typing import Any
 
 from .models.default import default_collate_fn
+from .models.kimi_k25 import kimi_k25_vl_collate_fn
+from .models.kimi_vl import kimi_vl_collate_fn
+from .models.nemotron_parse import nemotron_parse_collate_fn
+from .models.phi4_mm import phi4_mm_collate_fn
 from .models.qwen2_5_vl import qwen2_5_collate_fn
+from .models.qwen3_omni import qwen3_omni_collate_fn
 
 CollateFn = Callable[..., Any]
 
 COLLATE_FNS: dict[str, CollateFn] = {
     "Qwen2_5_VLProcessor": qwen2_5_collate_fn,
     "Qwen2VLProcessor": qwen2_5_collate_fn,
+    "Qwen3OmniMoeProcessor": qwen3_omni_collate_fn,
+    "KimiVLProcessor": kimi_vl_collate_fn,
+    "KimiK25Processor": kimi_k25_vl_collate_fn,
+    "Kimi_K25Processor": kimi_k25_vl_collate_fn,
+    "NemotronParseProcessor": nemotron_parse_collate_fn,
+    "Phi4MultimodalProcessor": phi4_mm_collate_fn,
     "default": default_collate_fn,
 }
 """Processor class name -> collate function (the seed's keys and more)."""

@@ -53,6 +53,8 @@ _MEDIA_ATTRIBUTES = (
     "media_token",
     "vision_start_token",
     "vision_end_token",
+    "vision_bos_token",
+    "vision_eos_token",
     "audio_bos_token",
     "audio_eos_token",
     "image_start_token",

@@ -1,0 +1,144 @@
+"""Kimi K2.5: image placeholders expanded to their token counts before the model runs,
+so sequence length is fixed (pipeline parallelism)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _engine
+from ..arrays import as_int64, ragged
+from ..conversation import with_list_content
+from ..expand import expand_image_tokens, image_token_counts
+from ..media import check_placeholder_counts, images_of
+from ..pipeline import CollateOptions, collate_with
+from ..report import Batch
+from ..tokens import pad_token_id, token_id, tokenizer_of
+
+_PLACEHOLDER = "<|media_pad|>"
+
+
+def media_token_id(processor: Any) -> int:
+    """Id of the image placeholder, from the processor or its tokenizer, checked
+    against the tokenizer's unknown id (never a hard-coded id)."""
+    tokenizer = tokenizer_of(processor)
+    for owner in (processor, tokenizer):
+        for attribute in ("media_placeholder_token_id", "image_token_id"):
+            tid = getattr(owner, attribute, None)
+            if isinstance(tid, (int, np.integer)) and tid >= 0 and tid != tokenizer.unk_token_id:
+                return int(tid)
+    token = getattr(processor, "image_token", None) or _PLACEHOLDER
+    return token_id(tokenizer, token, what="image placeholder token")
+
+
+def _merge_kernel(processor: Any) -> tuple[int, int]:
+    image_processor = getattr(processor, "image_processor", None)
+    kernel = getattr(image_processor, "merge_kernel_size", None)
+    if kernel is not None:
+        return (int(kernel[0]), int(kernel[1]))
+    merge = int(getattr(image_processor, "merge_size", None) or 2)
+    return (merge, merge)
+
+
+def _takes_medias(processor: Any) -> bool:
+    """Whether the processor is the original remote-code one (``medias=`` argument,
+    one placeholder per image)."""
+    return "medias" in inspect.signature(processor.__call__).parameters
+
+
+def _check_expanded(ids: np.ndarray, mid: int, counts: np.ndarray, per_row: list[int], indices: list[int]) -> None:
+    """Each row holds as many placeholder tokens as its images' grids describe."""
+    bounds = np.cumsum([0, *per_row])
+    for row, index in enumerate(indices):
+        expected = int(counts[bounds[row] : bounds[row + 1]].sum())
+        found = int((ids[row] == mid).sum())
+        if found != expected:
+            raise ValueError(
+                f"sample {index}: {found} image tokens (id {mid}) but its image grids describe "
+                f"{expected}; the processor and its image processor disagree"
+            )
+
+
+def kimi_k25_vl_collate_fn(
+    examples: list, processor: Any, max_length: int | None = None, **options: Any
+) -> Batch:
+    """Batch for Kimi K2.5 with every image placeholder expanded to
+    ``t * (h / 2) * (w / 2)`` tokens: ``input_ids``, ``attention_mask``, ``labels``
+    (built on the expanded ids), ``n_images_per_sample`` ``(B,)``, and, when the
+    batch holds images, ``pixel_values``, ``grid_thws`` ``(N, 3)`` and
+    ``image_grid_hws`` ``(N, 2)`` (plus ``image_grid_thw`` from the native processor).
+
+    Works with the original remote-code processor (``medias=``, one placeholder per
+    image, ``grid_thws``: expanded here by the engine) and with transformers'
+    ``Kimi_K25Processor`` (already expanded, checked against ``image_grid_thw``).
+    With ``max_length`` every batch is padded to exactly that length (one less after
+    the shift); an over-long sample follows ``on_overflow`` and images are never cut.
+    """
+    mid = media_token_id(processor)
+    kernel = _merge_kernel(processor)
+    pad_id = pad_token_id(tokenizer_of(processor))
+    remote = _takes_medias(processor)
+    options.setdefault("pad_to_max_length", max_length is not None)
+
+    def by_sample(texts: list[str], images: list[list[Any]]) -> dict:
+        rows, pixels, grids = [], [], []
+        for text, sample in zip(texts, images):
+            medias = [{"type": "image", "image": x} for x in sample]
+            out = processor(text=text, medias=medias or None, add_special_tokens=False, return_tensors="pt")
+            rows.append(as_int64(out["input_ids"]).reshape(-1))
+            if sample:
+                pixels.append(out["pixel_values"])
+                grids.append(out["grid_thws"])
+        ids, mask = _engine.pad_rows(*ragged(rows), pad_id, "right")
+        if not grids:
+            return {"input_ids": ids, "attention_mask": mask}
+        grid = torch.cat(grids)
+        ids, mask = expand_image_tokens(ids, mask, grid, mid, kernel, pad_id)
+        return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.cat(pixels), "grid_thws": grid}
+
+    def batched(texts: list[str], images: list[list[Any]]) -> dict:
+        flat = [x for sample in images for x in sample]
+        kwargs: dict[str, Any] = {"images": flat} if flat else {}
+        return dict(
+            processor(
+                text=texts,
+                padding=True,
+                padding_side="right",
+                add_special_tokens=False,
+                return_tensors="pt",
+                **kwargs,
+            )
+        )
+
+    def encode(batch: list, conversations: list, indices: list[int]) -> dict:
+        texts = [
+            processor.apply_chat_template(
+                with_list_content(c), tokenize=False, add_generation_prompt=False
+            )
+            for c in conversations
+        ]
+        images = [images_of(c, i) for c, i in zip(conversations, indices)]
+        per_row = [len(x) for x in images]
+        placeholder = tokenizer_of(processor).convert_ids_to_tokens(mid)
+        check_placeholder_counts(texts, placeholder, per_row, "image", indices)
+        encoded = (by_sample if remote else batched)(texts, images)
+        grid = encoded.get("grid_thws", encoded.get("image_grid_thw"))
+        if grid is not None:
+            grid = torch.as_tensor(grid)
+            counts = image_token_counts(grid, kernel)
+            _check_expanded(as_int64(encoded["input_ids"]), mid, counts, per_row, indices)
+            encoded["grid_thws"] = grid
+            encoded["image_grid_hws"] = grid[:, 1:]
+        encoded["n_images_per_sample"] = torch.tensor(per_row, dtype=torch.long)
+        return encoded
+
+    return collate_with(
+        examples,
+        processor,
+        encode,
+        CollateOptions(max_length=max_length, **options),
+        media_ids=[mid],
+    )

@@ -1,0 +1,53 @@
+"""Kimi-VL: images flattened over the batch, the template's text without added specials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..conversation import with_list_content
+from ..media import check_placeholder_counts, images_of, media_counts
+from ..pipeline import CollateOptions, collate_with
+from ..report import Batch
+
+
+def kimi_vl_collate_fn(
+    examples: list, processor: Any, max_length: int | None = None, **options: Any
+) -> Batch:
+    """Batch for Kimi-VL: ``input_ids``, ``attention_mask``, ``labels``, and
+    ``pixel_values``/``image_grid_hws`` and ``n_images_per_sample`` ``(B,)`` when the
+    batch holds images (flattened over the batch in order).
+
+    The rendered template is tokenized with ``add_special_tokens=False``. With
+    ``max_length`` every batch is padded to exactly that length (one less after the
+    shift); an over-long sample follows ``on_overflow``. Options: see
+    :class:`~vlm_collate.pipeline.CollateOptions`.
+    """
+    placeholder = getattr(processor, "media_token", None) or "<|media_pad|>"
+    options.setdefault("pad_to_max_length", max_length is not None)
+
+    def encode(batch: list, conversations: list, indices: list[int]) -> dict:
+        texts = [
+            processor.apply_chat_template(
+                with_list_content(c), tokenize=False, add_generation_prompt=False
+            )
+            for c in conversations
+        ]
+        images = [images_of(c, i) for c, i in zip(conversations, indices)]
+        check_placeholder_counts(texts, placeholder, [len(x) for x in images], "image", indices)
+        kwargs: dict[str, Any] = {
+            "text": texts,
+            "padding": True,
+            "padding_side": "right",
+            "add_special_tokens": False,
+            "return_tensors": "pt",
+        }
+        flat = [x for sample in images for x in sample]
+        if flat:
+            kwargs["images"] = flat
+        encoded = dict(processor(**kwargs))
+        encoded.update(media_counts(images=[len(x) for x in images]))
+        return encoded
+
+    return collate_with(
+        examples, processor, encode, CollateOptions(max_length=max_length, **options)
+    )

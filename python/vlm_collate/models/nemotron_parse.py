@@ -1,0 +1,120 @@
+"""Nemotron-Parse: an encoder-decoder with no chat template; the decoder text is the
+task prompt followed by the first assistant reply and the end token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..arrays import as_int64
+from ..conversation import assistant_turns, extract_assistant_text
+from ..media import images_of, media_counts
+from ..pipeline import CollateOptions, collate_with
+from ..report import Batch
+from ..tokens import tokenizer_of
+
+DEFAULT_TASK_PROMPT = "</s><s><predict_bbox><predict_classes><output_markdown>"
+
+
+def _decoder_start_id(processor: Any) -> int:
+    tokenizer = tokenizer_of(processor)
+    for owner, attribute in (
+        (processor, "decoder_start_token_id"),
+        (tokenizer, "decoder_start_token_id"),
+        (tokenizer, "bos_token_id"),
+        (tokenizer, "eos_token_id"),
+    ):
+        tid = getattr(owner, attribute, None)
+        if isinstance(tid, int):
+            return tid
+    raise ValueError(
+        f"{type(tokenizer).__name__} has no decoder start, bos or eos token; "
+        "set tokenizer.bos_token before collating with shift=False"
+    )
+
+
+def _page_image(conversation: list[dict], index: int) -> Any:
+    images = images_of(conversation, index)
+    if len(images) != 1:
+        raise ValueError(
+            f"sample {index} has {len(images)} images; Nemotron-Parse reads exactly one page "
+            "image per sample: put one {'type': 'image', 'image': ...} item in the user turn"
+        )
+    return images[0]
+
+
+def nemotron_parse_collate_fn(
+    examples: list,
+    processor: Any,
+    task_prompt: str = DEFAULT_TASK_PROMPT,
+    pixel_dtype: torch.dtype | None = torch.bfloat16,
+    **options: Any,
+) -> Batch:
+    """Batch for Nemotron-Parse: ``pixel_values`` (cast to ``pixel_dtype``, bfloat16 by
+    default), ``input_ids``, ``attention_mask``, ``labels``, ``decoder_input_ids``,
+    ``decoder_attention_mask`` and ``n_images_per_sample`` ``(B,)``.
+
+    The text is ``task_prompt + first assistant reply + eos`` (tokenized without added
+    specials); the prompt is -100, the reply and its end token are targets. Shifted
+    (the default, as the seed): ``decoder_input_ids`` equals the shifted ``input_ids``
+    and position i predicts ``labels[:, i]``. With ``shift=False`` labels are
+    unshifted and ``decoder_input_ids`` is ``input_ids`` shifted right behind the
+    decoder start token, as Hugging Face encoder-decoders expect. Every sample needs
+    exactly one image.
+    """
+    tokenizer = tokenizer_of(processor)
+    eos = tokenizer.eos_token
+    if eos is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no eos token to close the reply; set one")
+    prompt = as_int64(tokenizer(task_prompt, add_special_tokens=False)["input_ids"])
+    shift = options.get("shift", True)
+    start = None if shift else _decoder_start_id(processor)
+
+    def encode(batch: list, conversations: list, indices: list[int]) -> dict:
+        images = [_page_image(c, i) for c, i in zip(conversations, indices)]
+        replies = [
+            extract_assistant_text(turns[0]) if (turns := assistant_turns(c)) else ""
+            for c in conversations
+        ]
+        encoded = dict(
+            processor(
+                images=images,
+                text=[task_prompt + reply + eos for reply in replies],
+                add_special_tokens=False,
+                padding=True,
+                return_tensors="pt",
+            )
+        )
+        ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
+        for row, index in enumerate(indices):
+            if mask[row, 0] == 0:
+                raise ValueError("the processor pads on the left; set its tokenizer's padding_side='right'")
+            if not np.array_equal(ids[row, : len(prompt)], prompt):
+                raise ValueError(
+                    f"sample {index}: the task prompt's tokens merge with the reply's; end the "
+                    "task prompt with a special token (as the default does)"
+                )
+        if pixel_dtype is not None and isinstance(encoded.get("pixel_values"), torch.Tensor):
+            encoded["pixel_values"] = encoded["pixel_values"].to(pixel_dtype)
+        encoded.update(media_counts(images=[1] * len(images)))
+        return encoded
+
+    def label(encoded: dict, conversations: list) -> np.ndarray:
+        ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
+        replied = np.array([bool(assistant_turns(c)) for c in conversations])[:, None]
+        after_prompt = np.arange(ids.shape[1])[None, :] >= len(prompt)
+        return np.where((mask != 0) & after_prompt & replied, ids, -100)
+
+    batch = collate_with(
+        examples, processor, encode, CollateOptions(**options), labeler=label, media_ids=[]
+    )
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if shift:
+        batch["decoder_input_ids"], batch["decoder_attention_mask"] = ids.clone(), mask.clone()
+    else:
+        first = torch.full((ids.shape[0], 1), start, dtype=ids.dtype)
+        batch["decoder_input_ids"] = torch.cat([first, ids[:, :-1]], dim=1)
+        batch["decoder_attention_mask"] = torch.cat([torch.ones_like(first), mask[:, :-1]], dim=1)
+    return batch

@@ -1,0 +1,93 @@
+"""Phi-4-multimodal: audio from ``example["audio"]`` (and images) through transformers'
+native ``Phi4MultimodalProcessor``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..conversation import with_list_content
+from ..media import (
+    check_placeholder_counts,
+    images_of,
+    media_counts,
+    media_of,
+    sampling_rate_of,
+    waveform_at,
+)
+from ..pipeline import CollateOptions, collate_with
+from ..report import Batch
+
+# Placeholders of the original remote-code processor, written into dataset texts.
+_REMOTE_PLACEHOLDER = re.compile(r"<\|(audio|image)_\d+\|>")
+
+
+def _audio_values(example: Mapping[str, Any], conversation: list[dict], index: int) -> list[Any]:
+    """The sample's audio: ``example["audio"]`` (one audio or a list of them), else the
+    data of the conversation's audio items."""
+    given = example.get("audio")
+    if given is None:
+        return media_of(conversation, index, ("audio",)).audios
+    if isinstance(given, list) and given and not np.isscalar(given[0]):
+        return list(given)
+    return [given]
+
+
+def phi4_mm_collate_fn(
+    examples: list, processor: Any, max_length: int | None = None, **options: Any
+) -> Batch:
+    """Batch for Phi-4-multimodal: ``input_ids``, ``attention_mask``, ``labels`` (shifted
+    like every other function), ``audio_input_features``/``audio_embed_sizes``
+    (``audio_attention_mask`` for several audios) when the batch holds audio,
+    ``image_pixel_values``/``image_sizes``/``image_attention_mask`` when it holds
+    images, and ``n_audios_per_sample``/``n_images_per_sample`` ``(B,)``.
+
+    Audio comes from ``example["audio"]`` (``{"array", "sampling_rate"}``, an
+    ``(array, rate)`` pair, or a list of them) placed at the conversation's
+    ``{"type": "audio"}`` items or at the remote processor's ``<|audio_1|>`` text
+    placeholders. ``max_length`` has no default cut; an over-long sample follows
+    ``on_overflow``, and truncation never cuts audio or image tokens.
+    """
+    audio_token, image_token = processor.audio_token, processor.image_token
+    rate = sampling_rate_of(processor)
+
+    def native(match: re.Match) -> str:
+        return audio_token if match.group(1) == "audio" else image_token
+
+    def encode(batch: list, conversations: list, indices: list[int]) -> dict:
+        texts = [
+            _REMOTE_PLACEHOLDER.sub(
+                native, processor.apply_chat_template(with_list_content(c), tokenize=False)
+            )
+            for c in conversations
+        ]
+        audios = [
+            [waveform_at(v, rate, f"sample {i}, audio {k}") for k, v in enumerate(_audio_values(e, c, i))]
+            for e, c, i in zip(batch, conversations, indices)
+        ]
+        images = [images_of(c, i) for c, i in zip(conversations, indices)]
+        check_placeholder_counts(texts, audio_token, [len(a) for a in audios], "audio", indices)
+        check_placeholder_counts(texts, image_token, [len(x) for x in images], "image", indices)
+        kwargs: dict[str, Any] = {
+            "text": texts,
+            "padding": True,
+            "padding_side": "right",
+            "return_tensors": "pt",
+        }
+        flat_audios = [a for sample in audios for a in sample]
+        flat_images = [x for sample in images for x in sample]
+        if flat_audios:
+            kwargs["audio"] = flat_audios
+            kwargs["sampling_rate"] = rate
+        if flat_images:
+            kwargs["images"] = flat_images
+        encoded = dict(processor(**kwargs))
+        encoded.update(media_counts(audios=[len(a) for a in audios], images=[len(x) for x in images]))
+        return encoded
+
+    return collate_with(
+        examples, processor, encode, CollateOptions(max_length=max_length, **options)
+    )
