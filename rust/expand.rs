@@ -76,9 +76,9 @@ pub fn expand_placeholders(
     };
     out.offsets.push(0);
     let mut next = 0usize;
-    for r in 0..rows.len() {
+    for (r, &expected) in counts_per_row.iter().enumerate() {
         let row = rows.row(r);
-        let expected = counts_per_row[r] as usize;
+        let expected = expected as usize;
         let found = row.iter().filter(|&&t| t == placeholder).count();
         if found != expected {
             return Err(EngineError::new(format!(
