@@ -25,7 +25,10 @@ def test_find_pattern_indices_accepts_any_sequence(form):
     template = form([5, 1, 2, 3, 1, 2, 3])
     assert find_pattern_indices(template, form([1, 2, 3])) == (1, 4)
     assert find_pattern_indices(template, form([1, 2, 3]), 2) == (4, 7)
-    assert find_pattern_indices(template, form([9, 2, 3]), 0, allow_first_token_mismatch=True) == (1, 4)
+    assert find_pattern_indices(template, form([9, 2, 3]), 0, allow_first_token_mismatch=True) == (
+        1,
+        4,
+    )
     assert find_pattern_indices(template, form([9, 2, 3])) == (-1, -1)
     assert find_pattern_indices(form([1]), form([1, 2])) == (-1, -1)
 
@@ -52,7 +55,9 @@ def test_decode_single_token_forms(qwen_tokenizer):
 
 def test_expand_image_tokens_many_images_per_sample():
     ids = torch.tensor([7, 9, 8, 9, 6])
-    out_ids, out_mask = expand_image_tokens(ids, torch.ones(5, dtype=torch.long), [[1, 2, 4], [2, 2, 2]], 9)
+    out_ids, out_mask = expand_image_tokens(
+        ids, torch.ones(5, dtype=torch.long), [[1, 2, 4], [2, 2, 2]], 9
+    )
     assert out_ids.tolist() == [7, 9, 9, 8, 9, 9, 6]
     assert out_mask.tolist() == [1] * 7
 

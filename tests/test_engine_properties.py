@@ -70,8 +70,12 @@ def content_queries(draw):
 def test_labels_from_contents(query):
     ids, mask, replies, per_row, stops, headers, ignore = query
     values, offsets = ragged(replies)
-    got = _engine.labels_from_contents(ids, mask, values, offsets, i64(per_row), stops, headers, ignore)
-    want = reference.labels_from_contents(ids, mask, values, offsets, per_row, stops, headers, ignore)
+    got = _engine.labels_from_contents(
+        ids, mask, values, offsets, i64(per_row), stops, headers, ignore
+    )
+    want = reference.labels_from_contents(
+        ids, mask, values, offsets, per_row, stops, headers, ignore
+    )
     assert got[0].tolist() == want[0]
     assert got[1].tolist() == want[1]
 

@@ -5,15 +5,29 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import make_image
 from vlm_collate import build_labels, qwen2_5_collate_fn
 from vlm_collate.markers import markers_for
 from vlm_collate.testing import offset_targets
 
-WORDS = ["the", "cat", "A", "Yes", "2", "blue", "sky", "ünïcødé", "数字", "😀", "x=1;", "Yes.", "{}"]
+WORDS = [
+    "the",
+    "cat",
+    "A",
+    "Yes",
+    "2",
+    "blue",
+    "sky",
+    "ünïcødé",
+    "数字",
+    "😀",
+    "x=1;",
+    "Yes.",
+    "{}",
+]
 SEPARATORS = [" ", "", "\n", ", ", "  "]
 
 
@@ -37,7 +51,9 @@ def conversations(draw):
         user = question
         if draw(st.booleans()):
             user = [{"type": "text", "text": question}]
-            user += [{"type": "image", "image": make_image()} for _ in range(draw(st.integers(0, 2)))]
+            user += [
+                {"type": "image", "image": make_image()} for _ in range(draw(st.integers(0, 2)))
+            ]
         messages.append({"role": "user", "content": user})
         # Prompt echo: the reply repeats a word of the question.
         echo = draw(st.sampled_from(question.split() or ["A"]))
@@ -85,7 +101,10 @@ CASES = {
     ],
     "multi_part": [
         {"role": "user", "content": "Two parts"},
-        {"role": "assistant", "content": [{"type": "text", "text": "first "}, {"type": "text", "text": "second"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "first "}, {"type": "text", "text": "second"}],
+        },
     ],
     "empty_reply": [
         {"role": "user", "content": "Say nothing"},
@@ -146,12 +165,19 @@ def image_conversation(n_images: int, reply: str) -> list[dict]:
         {"role": "user", "content": [*content, {"type": "text", "text": f"Describe {reply}"}]},
         {"role": "assistant", "content": reply},
         {"role": "user", "content": "And again?"},
-        {"role": "assistant", "content": [{"type": "text", "text": reply}, {"type": "text", "text": "!"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": reply}, {"type": "text", "text": "!"}],
+        },
     ]
 
 
 def test_collate_labels_with_images_match_offsets(qwen_processor):
-    batch = [image_conversation(2, "A"), [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Yes"}], image_conversation(1, "\nblue sky")]
+    batch = [
+        image_conversation(2, "A"),
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Yes"}],
+        image_conversation(1, "\nblue sky"),
+    ]
     out = qwen2_5_collate_fn([{"conversation": c} for c in batch], qwen_processor, shift=False)
     media_id = qwen_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     grid = out["image_grid_thw"]
@@ -171,7 +197,10 @@ def test_collate_labels_with_images_match_offsets(qwen_processor):
 
 
 def test_shift_is_applied_once_by_default(qwen_processor):
-    examples = [{"conversation": image_conversation(1, "Yes")}, {"conversation": CASES["prompt_echo"]}]
+    examples = [
+        {"conversation": image_conversation(1, "Yes")},
+        {"conversation": CASES["prompt_echo"]},
+    ]
     plain = qwen2_5_collate_fn(examples, qwen_processor, shift=False)
     shifted = qwen2_5_collate_fn(examples, qwen_processor)
     assert torch.equal(shifted["labels"], plain["labels"][:, 1:])
@@ -182,9 +211,16 @@ def test_shift_is_applied_once_by_default(qwen_processor):
 
 
 def test_text_only_sample_in_an_image_batch_and_padding_never_labelled(qwen_processor):
-    examples = [{"conversation": CASES["empty_reply"]}, {"conversation": image_conversation(1, "cat")}]
+    examples = [
+        {"conversation": CASES["empty_reply"]},
+        {"conversation": image_conversation(1, "cat")},
+    ]
     out = qwen2_5_collate_fn(examples, qwen_processor, shift=False, pad_to_multiple_of=64)
     assert out["input_ids"].shape[1] % 64 == 0
     assert ((out["attention_mask"] == 0) <= (out["labels"] == -100)).all()
-    assert out.report.samples == 2 and out.report.target_tokens == int((out["labels"] != -100).sum())
-    assert np.array_equal(out["pixel_values"].shape[:1], [int(out["image_grid_thw"].prod(dim=1).sum())])
+    assert out.report.samples == 2 and out.report.target_tokens == int(
+        (out["labels"] != -100).sum()
+    )
+    assert np.array_equal(
+        out["pixel_values"].shape[:1], [int(out["image_grid_thw"].prod(dim=1).sum())]
+    )

@@ -9,11 +9,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
+from conftest import make_image
 from vlm_collate import VLMCollator, _engine, expand_image_tokens, qwen2_5_collate_fn, reference
 from vlm_collate.testing import qwen2_5_vl_processor
 from vlm_collate.tokens import token_id
@@ -40,9 +39,18 @@ GOOD = chat()
         ({"conversation": []}, "'conversation' is empty"),
         ({"conversation": [{"content": "x"}]}, "message 0: missing 'role'"),
         ({"conversation": [{"role": "user"}]}, "message 0: missing 'content'"),
-        ({"conversation": [{"role": "user", "content": [{"type": "smell"}]}]}, "unknown content item 'smell'"),
-        ({"conversation": [{"role": "user", "content": 3}]}, "'content' must be a string or a list"),
-        ({"conversation": [{"role": "user", "content": [{"type": "text"}]}]}, "needs a string 'text'"),
+        (
+            {"conversation": [{"role": "user", "content": [{"type": "smell"}]}]},
+            "unknown content item 'smell'",
+        ),
+        (
+            {"conversation": [{"role": "user", "content": 3}]},
+            "'content' must be a string or a list",
+        ),
+        (
+            {"conversation": [{"role": "user", "content": [{"type": "text"}]}]},
+            "needs a string 'text'",
+        ),
         ({"conversation": [{"role": "user", "content": [{"type": "image"}]}]}, "needs its data"),
         ("not a dict", "must be a dict"),
     ],
@@ -58,7 +66,14 @@ def test_empty_batch_is_an_error(qwen_processor):
         qwen2_5_collate_fn([], qwen_processor)
 
 
-NO_ASSISTANT = {"conversation": [{"role": "user", "content": [{"type": "image", "image": make_image()}, {"type": "text", "text": "hi"}]}]}
+NO_ASSISTANT = {
+    "conversation": [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": make_image()}, {"type": "text", "text": "hi"}],
+        }
+    ]
+}
 
 
 def test_sample_without_assistant_turn_warns_and_is_reported(qwen_processor, caplog):
@@ -72,7 +87,9 @@ def test_sample_without_assistant_turn_warns_and_is_reported(qwen_processor, cap
 def test_sample_without_assistant_turn_raises_or_is_dropped(qwen_processor):
     with pytest.raises(ValueError, match="sample 1 has no assistant turn"):
         qwen2_5_collate_fn([GOOD, NO_ASSISTANT], qwen_processor, on_unlabeled="raise")
-    out = qwen2_5_collate_fn([GOOD, NO_ASSISTANT, chat(images=[make_image()])], qwen_processor, on_unlabeled="drop")
+    out = qwen2_5_collate_fn(
+        [GOOD, NO_ASSISTANT, chat(images=[make_image()])], qwen_processor, on_unlabeled="drop"
+    )
     assert out["input_ids"].shape[0] == 2
     assert out.report.dropped == [(1, "no assistant turn")]
     # The dropped sample's image went with it: one image left.
@@ -120,7 +137,10 @@ def test_odd_image_modes_and_forms_are_converted(qwen_processor, tmp_path):
 
 def test_placeholder_count_mismatch_names_the_sample(qwen_processor):
     typed = chat(question="what is <|image_pad|> here?", images=[make_image()])
-    with pytest.raises(ValueError, match=r"sample 1: the rendered conversation has 2 image placeholders .* holds 1 image"):
+    with pytest.raises(
+        ValueError,
+        match=r"sample 1: the rendered conversation has 2 image placeholders .* holds 1 image",
+    ):
         qwen2_5_collate_fn([GOOD, typed], qwen_processor)
 
 
@@ -128,7 +148,10 @@ def test_grid_mismatches_name_both_numbers():
     ids, mask = torch.tensor([[1, 9, 2]]), torch.ones(1, 3, dtype=torch.long)
     with pytest.raises(ValueError, match="1 image placeholders .* describes 2 images"):
         expand_image_tokens(ids, mask, [[1, 2, 2], [1, 2, 2]], 9)
-    with pytest.raises(ValueError, match=r"image 0 has grid \(t=1, h=3, w=4\), not divisible by the merge kernel \(2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"image 0 has grid \(t=1, h=3, w=4\), not divisible by the merge kernel \(2, 2\)",
+    ):
         expand_image_tokens(ids, mask, [[1, 3, 4]], 9)
 
 
@@ -144,7 +167,9 @@ def test_overflow_drop_and_truncate(qwen_processor):
     assert dropped["input_ids"].shape[0] == 1
     assert dropped.report.dropped[0][0] == 1 and "max_length=64" in dropped.report.dropped[0][1]
 
-    cut = qwen2_5_collate_fn([GOOD, long], qwen_processor, max_length=64, on_overflow="truncate", shift=False)
+    cut = qwen2_5_collate_fn(
+        [GOOD, long], qwen_processor, max_length=64, on_overflow="truncate", shift=False
+    )
     assert cut["input_ids"].shape == (2, 64)
     assert cut.report.truncated == [1]
     # The cut reply keeps its surviving tokens as targets, up to the last column.
@@ -154,26 +179,42 @@ def test_overflow_drop_and_truncate(qwen_processor):
 def test_truncate_never_cuts_media(qwen_processor):
     image_late = {
         "conversation": [
-            {"role": "user", "content": [{"type": "text", "text": "word " * 40}, {"type": "image", "image": make_image(128, 128)}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "word " * 40},
+                    {"type": "image", "image": make_image(128, 128)},
+                ],
+            },
             {"role": "assistant", "content": "Yes"},
         ]
     }
     text_late = chat(reply="word " * 200, images=[make_image(32, 32)])
     out = qwen2_5_collate_fn(
-        [GOOD, image_late, text_late], qwen_processor, max_length=60, on_overflow="truncate", shift=False
+        [GOOD, image_late, text_late],
+        qwen_processor,
+        max_length=60,
+        on_overflow="truncate",
+        shift=False,
     )
     # image_late's image would be cut, so it is dropped; text_late is cut after its image.
     assert [i for i, _ in out.report.dropped] == [1]
     assert "media" in out.report.dropped[0][1]
     assert out.report.truncated == [2]
     media = qwen_processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    assert int((out["input_ids"] == media).sum()) == int(out["image_grid_thw"].prod(dim=1).sum()) // 4
+    assert (
+        int((out["input_ids"] == media).sum()) == int(out["image_grid_thw"].prod(dim=1).sum()) // 4
+    )
 
 
 def test_fixed_length_padding_for_pipeline_parallelism(qwen_processor):
-    out = qwen2_5_collate_fn([GOOD], qwen_processor, max_length=80, pad_to_max_length=True, shift=False)
+    out = qwen2_5_collate_fn(
+        [GOOD], qwen_processor, max_length=80, pad_to_max_length=True, shift=False
+    )
     assert out["input_ids"].shape == (1, 80)
-    assert (out["input_ids"][0, out["attention_mask"][0] == 0] == qwen_processor.tokenizer.pad_token_id).all()
+    assert (
+        out["input_ids"][0, out["attention_mask"][0] == 0] == qwen_processor.tokenizer.pad_token_id
+    ).all()
 
 
 def test_tokenizer_without_pad_token_is_a_clear_error():
@@ -209,7 +250,9 @@ MESSAGE = st.one_of(
     st.fixed_dictionaries(
         {
             "role": st.sampled_from(["user", "assistant", "system", "tool", ""]),
-            "content": st.one_of(st.text(ALPHABET, max_size=60), st.lists(CONTENT_ITEM, max_size=3), st.none()),
+            "content": st.one_of(
+                st.text(ALPHABET, max_size=60), st.lists(CONTENT_ITEM, max_size=3), st.none()
+            ),
         }
     ),
     st.dictionaries(st.sampled_from(["role", "content", "x"]), st.text(max_size=3), max_size=2),

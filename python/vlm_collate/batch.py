@@ -37,9 +37,7 @@ def token_axis_keys(batch: Mapping[str, Any], extra: Iterable[str] = ()) -> list
     return [k for k in dict.fromkeys(names) if k in batch and batch[k] is not None]
 
 
-def pad_columns(
-    batch: dict[str, Any], length: int, pad_id: int, keys: Iterable[str]
-) -> None:
+def pad_columns(batch: dict[str, Any], length: int, pad_id: int, keys: Iterable[str]) -> None:
     """Right-pads the token-axis tensors of ``batch`` in place to ``length`` columns
     (``input_ids`` with ``pad_id``, ``labels`` with -100, the rest with 0)."""
     for key in keys:

@@ -113,7 +113,9 @@ def derive_markers(processor: Any) -> Markers:
     if spans is None:
         if any(isinstance(f, TemplateError) for f in failures):
             raise next(f for f in failures if isinstance(f, TemplateError))
-        raise MarkerError(f"the chat template could not render a probe conversation: {failures[-1]}")
+        raise MarkerError(
+            f"the chat template could not render a probe conversation: {failures[-1]}"
+        )
     headers, ends = [], []
     for text, before, start, end in spans:
         header, tail = _reply_tokens(tokenizer, text, before, start, end)

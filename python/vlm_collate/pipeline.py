@@ -61,9 +61,13 @@ class CollateOptions:
 
     def __post_init__(self) -> None:
         if self.on_overflow not in ("error", "drop", "truncate"):
-            raise ValueError(f"on_overflow must be 'error', 'drop' or 'truncate', got {self.on_overflow!r}")
+            raise ValueError(
+                f"on_overflow must be 'error', 'drop' or 'truncate', got {self.on_overflow!r}"
+            )
         if self.on_unlabeled not in ("warn", "raise", "drop"):
-            raise ValueError(f"on_unlabeled must be 'warn', 'raise' or 'drop', got {self.on_unlabeled!r}")
+            raise ValueError(
+                f"on_unlabeled must be 'warn', 'raise' or 'drop', got {self.on_unlabeled!r}"
+            )
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if self.pad_to_max_length and self.max_length is None:
@@ -192,7 +196,9 @@ def collate_with(
         trim_columns(batch, options.max_length, keys)
     longest = int(batch["input_ids"].shape[-1])
     target = padded_length(
-        longest, options.max_length if options.pad_to_max_length else None, options.pad_to_multiple_of
+        longest,
+        options.max_length if options.pad_to_max_length else None,
+        options.pad_to_multiple_of,
     )
     if target > longest:
         pad_columns(batch, target, pad_id, keys)

@@ -159,7 +159,9 @@ def pad_rows(rows, pad_value, padding_side="right", max_length=None, pad_to_mult
     if max_length is not None:
         for i, r in enumerate(rows):
             if len(r) > max_length:
-                raise ValueError(f"sample {i} has {len(r)} tokens, more than max_length={max_length}")
+                raise ValueError(
+                    f"sample {i} has {len(r)} tokens, more than max_length={max_length}"
+                )
         length = max_length
     if pad_to_multiple_of:
         length = -(-length // pad_to_multiple_of) * pad_to_multiple_of

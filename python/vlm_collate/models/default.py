@@ -20,7 +20,9 @@ def _with_loaded_images(conversation: list[dict], index: int) -> list[dict]:
         content = []
         for item in message["content"]:
             if item.get("type") == "image":
-                value = next(item[key] for key in ("image", "path", "url") if item.get(key) is not None)
+                value = next(
+                    item[key] for key in ("image", "path", "url") if item.get(key) is not None
+                )
                 item = {"type": "image", "image": load_image(value, f"sample {index}, image {k}")}
                 k += 1
             content.append(item)
@@ -58,4 +60,6 @@ def default_collate_fn(
             encoded["pixel_values"] = encoded["pixel_values"].to(pixel_dtype)
         return encoded
 
-    return collate_with(examples, processor, encode, CollateOptions(max_length=max_length, **options))
+    return collate_with(
+        examples, processor, encode, CollateOptions(max_length=max_length, **options)
+    )
