@@ -75,10 +75,29 @@ def label_array(
     mask = _mask_for(ids, attention_mask, tokenizer)
     markers = markers_for(processor)
     if markers is None:
-        return labels_by_contents(ids, mask, conversations, processor)
-    if not markers.ends:
-        return labels_by_contents(ids, mask, conversations, processor, markers.starts)
-    return _engine.labels_from_markers(ids, mask, markers.starts, markers.ends, markers.ignore_ids)
+        labels, found = labels_by_contents(ids, mask, conversations, processor)
+    elif not markers.ends:
+        labels, found = labels_by_contents(ids, mask, conversations, processor, markers.starts)
+    else:
+        labels, found = _engine.labels_from_markers(
+            ids, mask, markers.starts, markers.ends, markers.ignore_ids
+        )
+    _warn_missing_replies(found, conversations)
+    return labels, found
+
+
+def _warn_missing_replies(found: np.ndarray, conversations: Sequence[Sequence[dict]]) -> None:
+    """Says which samples have fewer located replies than assistant turns."""
+    for i, (n, conversation) in enumerate(zip(found.tolist(), conversations)):
+        expected = len(assistant_turns(conversation))
+        if n < expected:
+            logger.warning(
+                "sample %d: %d of its %d assistant replies were located in input_ids "
+                "(cut by the processor or not rendered); the rest are not labelled",
+                i,
+                n,
+                expected,
+            )
 
 
 def build_labels(
