@@ -20,6 +20,16 @@ if [ ! -f "$venv/.complete" ]; then
     touch "$venv/.complete"
 fi
 
+# Headless Chromium for the browser check of `vlm-collate inspect --html` (tests/test_cli.py).
+# Idempotent, and never fails the setup: without apt (or root) that one test skips.
+if ! command -v chromium >/dev/null 2>&1 && [ "${VLM_COLLATE_NO_CHROMIUM:-0}" != 1 ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "vlm_collate: installing Debian's chromium for the HTML view test" >&2
+        (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium) >&2 \
+            || echo "vlm_collate: could not install chromium; the HTML browser test will skip" >&2
+    fi
+fi
+
 # Build the Rust engine and install this clone's package (editable) into the venv.
 export VIRTUAL_ENV="$venv"
 export PATH="$venv/bin:$PATH"

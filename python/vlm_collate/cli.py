@@ -10,6 +10,7 @@ Errors are one line on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import sys
@@ -193,6 +194,22 @@ def find_benches(start: Path = PACKAGE_DIR) -> Path | None:
     return None
 
 
+def _bench_module(benches: Path) -> Any:
+    """``benches/run_all.py``, imported as ``benches.run_all`` when the folder is a
+    package (its sibling modules import relatively), else from its file."""
+    if (benches / "__init__.py").is_file():
+        root = str(benches.parent)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        return importlib.import_module(f"{benches.name}.run_all")
+    spec = importlib.util.spec_from_file_location(
+        "vlm_collate_bench_run_all", benches / "run_all.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_bench(args: argparse.Namespace) -> int:
     benches = find_benches()
     if benches is None:
@@ -200,14 +217,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "the benchmark suite lives in the repository's benches/ folder, which this "
             "installation does not have; run it from a clone (pip install -e . or make bench)"
         )
-    for folder in (str(benches.parent), str(benches)):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(
-        "vlm_collate_benches_run_all", benches / "run_all.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _bench_module(benches)
     argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
     return int(module.main(argv) or 0)
 

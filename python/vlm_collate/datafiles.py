@@ -65,7 +65,20 @@ def _resolved(value: Any, folder: Path) -> Any:
     return str(folder / value) if _looks_like_path(value) else value  # else bare base64
 
 
-def _with_resolved_media(example: dict[str, Any], folder: Path) -> dict[str, Any]:
+def _arrow_image(value: Any, folder: Path) -> Any:
+    """An undecoded ``datasets`` Image value (``{"bytes", "path"}``) as bytes or a path."""
+    if isinstance(value, Mapping) and ("bytes" in value or "path" in value):
+        if value.get("bytes") is not None:
+            return value["bytes"]
+        if value.get("path") is not None:
+            return _resolved(value["path"], folder)
+    return _resolved(value, folder)
+
+
+def _with_resolved_media(
+    example: dict[str, Any], folder: Path, resolve: Callable[[Any, Path], Any] | None = None
+) -> dict[str, Any]:
+    resolve = resolve or _resolved
     conversation = example.get("conversation")
     if not isinstance(conversation, list):
         return example
@@ -80,7 +93,7 @@ def _with_resolved_media(example: dict[str, Any], folder: Path) -> dict[str, Any
             if isinstance(item, Mapping) and item.get("type") in MEDIA_TYPES:
                 kind = item["type"]
                 keys = (kind, f"{kind}_url", *_MEDIA_KEYS)
-                item = {k: _resolved(v, folder) if k in keys else v for k, v in item.items()}
+                item = {k: resolve(v, folder) if k in keys else v for k, v in item.items()}
             items.append(item)
         messages.append({**message, "content": items})
     return {**example, "conversation": messages}
@@ -133,7 +146,7 @@ def _dataset_records(path: Path, label: str) -> Iterator[Record]:
         where = f"{label} row {row}"
         if not isinstance(example, Mapping):
             raise DataError(f"{where}: a row must be a mapping, got {type(example).__name__}")
-        yield Record(dict(example), where)
+        yield Record(_with_resolved_media(dict(example), path, _arrow_image), where)
 
 
 def iter_records(data: str | os.PathLike[str], label: str | None = None) -> Iterator[Record]:

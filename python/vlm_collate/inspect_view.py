@@ -386,6 +386,7 @@ pre.tokens { font: 13px/1.7 ui-monospace, Menlo, Consolas, monospace; white-spac
 .tok { border-radius: 2px; }
 .tok:hover, .media:hover { outline: 1px solid #555; }
 .tgt { background: #b7f0b1; color: #0b3d0b; }
+.tgt + .tgt { box-shadow: inset 1px 0 rgba(11, 61, 11, .18); }
 .special { color: #1d5fa8; }
 .media { background: #eadcf8; color: #5b2a86; padding: 0 .2em; border-radius: 3px; }
 .media.tgt { background: #f7b1b1; color: #7a0b0b; outline: 2px solid #c00; }

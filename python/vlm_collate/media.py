@@ -182,7 +182,9 @@ def load_audio(value: Any, where: str = "audio") -> tuple[np.ndarray, int | None
     if waveform.ndim == 2:
         waveform = waveform.mean(axis=0 if waveform.shape[0] < waveform.shape[1] else 1)
     if waveform.ndim != 1 or waveform.size == 0:
-        raise ValueError(f"{where}: the waveform must be a non-empty 1-D array, got {waveform.shape}")
+        raise ValueError(
+            f"{where}: the waveform must be a non-empty 1-D array, got {waveform.shape}"
+        )
     return waveform, int(rate) if rate is not None else None
 
 

@@ -44,20 +44,21 @@ __all__ = [
 # --------------------------------------------------------------------------- small tokenizers
 
 _WORDS = (
-    "the a an is are was what which who where when how why yes no not and or but of to in on at "
-    "for with from by this that these those it its image picture photo audio sound video frame "
-    "cat dog bird car tree house sky blue red green white black small large left right top bottom "
-    "describe answer question shown show says said there here one two three four five many some "
-    "number text table page document title header footer caption figure markdown bounding box "
-    "class label transcribe speech speaker music noise quiet loud hello world thanks please sure"
-).split()
+    "the a an is are was what which who where when how why yes no not and or but of to "
+    "in on at for with from by this that these those it its image picture photo audio "
+    "sound video frame cat dog bird car tree house sky blue red green white black small "
+    "large left right top bottom describe answer question shown show says said there "
+    "here one two three four five many some number text table page document title header "
+    "footer caption figure markdown bounding box class label transcribe speech speaker "
+    "music noise quiet loud hello world thanks please sure"
+)
 
 
 def _corpus() -> list[str]:
     rng = np.random.default_rng(0)
     lines = []
     for _ in range(400):
-        words = rng.choice(_WORDS, size=int(rng.integers(4, 14)))
+        words = rng.choice(_WORDS.split(), size=int(rng.integers(4, 14)))
         line = " ".join(words)
         lines.append(line.capitalize() + rng.choice([".", "?", "!", ",", ":"]) + " 12 34.5\n")
     return lines
@@ -234,7 +235,7 @@ def phi4_multimodal_processor(image_size: int = 448) -> Any:
     )
 
 
-# --------------------------------------------------------------------------- Kimi tokenizers and templates
+# ------------------------------------------------------------------- Kimi tokenizers and templates
 
 _KIMI_SPECIALS = (
     "[UNK]",
@@ -279,8 +280,9 @@ def _kimi_template(media_open: str, reply_prefix: str) -> str:
     )
 
 
-#: Kimi-VL: ``<|im_user|>user<|im_middle|>…<|im_end|><|im_assistant|>assistant<|im_middle|>…<|im_end|>``,
-#: images as ``<|media_start|>image<|media_content|><|media_pad|><|media_end|>``.
+#: Kimi-VL: ``<|im_user|>user<|im_middle|>…<|im_end|>`` then
+#: ``<|im_assistant|>assistant<|im_middle|>…<|im_end|>``; images as
+#: ``<|media_start|>image<|media_content|><|media_pad|><|media_end|>``.
 KIMI_VL_TEMPLATE = _kimi_template("<|media_start|>", "")
 
 #: Kimi K2.5: as Kimi-VL with ``<|media_begin|>``, and past assistant turns opened
@@ -294,7 +296,6 @@ def kimi_tokenizer(chat_template: str | None = None) -> Any:
     ``[UNK]``, the ``<|im_*|>`` role tokens and the ``<|media_*|>`` image tokens."""
     tokenizer = small_tokenizer(
         _KIMI_SPECIALS,
-        named={"media_placeholder_token": "<|media_pad|>"},
         prefix=("[BOS]",),
         chat_template=chat_template,
         bos_token="[BOS]",
@@ -324,9 +325,14 @@ def _expand_in_texts(texts: list[str], token: str, counts: Sequence[int]) -> lis
     """Each ``token`` in ``texts`` (in order over the batch) repeated ``counts[i]`` times."""
     found = sum(t.count(token) for t in texts)
     if found != len(counts):
-        raise ValueError(f"the texts hold {found} {token} placeholders but {len(counts)} images were given")
+        raise ValueError(
+            f"the texts hold {found} {token} placeholders but {len(counts)} images were given"
+        )
     it = iter(counts)
-    return ["".join(p + token * next(it) for p in t.split(token)[:-1]) + t.split(token)[-1] for t in texts]
+    return [
+        "".join(p + token * next(it) for p in t.split(token)[:-1]) + t.split(token)[-1]
+        for t in texts
+    ]
 
 
 # --------------------------------------------------------------------------- Kimi-VL (stand-in)
@@ -343,7 +349,7 @@ class KimiVLProcessor(ProcessorMixin):
 
     def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None):
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
-        self.media_token = "<|media_pad|>"
+        self.image_token = "<|media_pad|>"
 
     def __call__(self, images: Any = None, text: Any = None, **kwargs: Any) -> BatchFeature:
         texts = [text] if isinstance(text, str) else list(text or [])
@@ -353,8 +359,8 @@ class KimiVLProcessor(ProcessorMixin):
             pixels = self.image_processor(images, return_tensors="pt")
             hws = pixels["image_grid_thw"][:, 1:]
             data = {"pixel_values": pixels["pixel_values"], "image_grid_hws": hws}
-            texts = _expand_in_texts(texts, self.media_token, (hws.prod(-1) // 4).tolist())
-        elif any(self.media_token in t for t in texts):
+            texts = _expand_in_texts(texts, self.image_token, (hws.prod(-1) // 4).tolist())
+        elif any(self.image_token in t for t in texts):
             raise ValueError("the text holds <|media_pad|> placeholders but no images were given")
         data.update(self.tokenizer(texts, **kwargs))
         return BatchFeature(data)
@@ -421,7 +427,7 @@ def kimi_k25_processor(max_patches: int = 256) -> Any:
     )
 
 
-# --------------------------------------------------------------------------- Nemotron-Parse (stand-in)
+# ---------------------------------------------------------------------- Nemotron-Parse (stand-in)
 
 _NEMOTRON_SPECIALS = (
     "<unk>",

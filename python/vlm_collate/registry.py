@@ -49,7 +49,9 @@ class VLMCollator:
         self.processor = processor
         if isinstance(collate_fn, str):
             if collate_fn not in COLLATE_FNS:
-                raise ValueError(f"unknown collate function {collate_fn!r}; known: {sorted(COLLATE_FNS)}")
+                raise ValueError(
+                    f"unknown collate function {collate_fn!r}; known: {sorted(COLLATE_FNS)}"
+                )
             collate_fn = COLLATE_FNS[collate_fn]
         self.collate_fn = collate_fn or get_collate_fn(processor)
         self.options = options

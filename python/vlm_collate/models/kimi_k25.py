@@ -49,7 +49,9 @@ def _takes_medias(processor: Any) -> bool:
     return "medias" in inspect.signature(processor.__call__).parameters
 
 
-def _check_expanded(ids: np.ndarray, mid: int, counts: np.ndarray, per_row: list[int], indices: list[int]) -> None:
+def _check_expanded(
+    ids: np.ndarray, mid: int, counts: np.ndarray, per_row: list[int], indices: list[int]
+) -> None:
     """Each row holds as many placeholder tokens as its images' grids describe."""
     bounds = np.cumsum([0, *per_row])
     for row, index in enumerate(indices):
@@ -87,7 +89,9 @@ def kimi_k25_vl_collate_fn(
         rows, pixels, grids = [], [], []
         for text, sample in zip(texts, images):
             medias = [{"type": "image", "image": x} for x in sample]
-            out = processor(text=text, medias=medias or None, add_special_tokens=False, return_tensors="pt")
+            out = processor(
+                text=text, medias=medias or None, add_special_tokens=False, return_tensors="pt"
+            )
             rows.append(as_int64(out["input_ids"]).reshape(-1))
             if sample:
                 pixels.append(out["pixel_values"])
@@ -97,7 +101,12 @@ def kimi_k25_vl_collate_fn(
             return {"input_ids": ids, "attention_mask": mask}
         grid = torch.cat(grids)
         ids, mask = expand_image_tokens(ids, mask, grid, mid, kernel, pad_id)
-        return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.cat(pixels), "grid_thws": grid}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "pixel_values": torch.cat(pixels),
+            "grid_thws": grid,
+        }
 
     def batched(texts: list[str], images: list[list[Any]]) -> dict:
         flat = [x for sample in images for x in sample]

@@ -22,7 +22,7 @@ def kimi_vl_collate_fn(
     shift); an over-long sample follows ``on_overflow``. Options: see
     :class:`~vlm_collate.pipeline.CollateOptions`.
     """
-    placeholder = getattr(processor, "media_token", None) or "<|media_pad|>"
+    placeholder = getattr(processor, "image_token", None) or "<|media_pad|>"
     options.setdefault("pad_to_max_length", max_length is not None)
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:

@@ -90,7 +90,9 @@ def nemotron_parse_collate_fn(
         ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
         for row, index in enumerate(indices):
             if mask[row, 0] == 0:
-                raise ValueError("the processor pads on the left; set its tokenizer's padding_side='right'")
+                raise ValueError(
+                    "the processor pads on the left; set its tokenizer's padding_side='right'"
+                )
             if not np.array_equal(ids[row, : len(prompt)], prompt):
                 raise ValueError(
                     f"sample {index}: the task prompt's tokens merge with the reply's; end the "

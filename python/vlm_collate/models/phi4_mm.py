@@ -65,7 +65,10 @@ def phi4_mm_collate_fn(
             for c in conversations
         ]
         audios = [
-            [waveform_at(v, rate, f"sample {i}, audio {k}") for k, v in enumerate(_audio_values(e, c, i))]
+            [
+                waveform_at(v, rate, f"sample {i}, audio {k}")
+                for k, v in enumerate(_audio_values(e, c, i))
+            ]
             for e, c, i in zip(batch, conversations, indices)
         ]
         images = [images_of(c, i) for c, i in zip(conversations, indices)]
@@ -85,7 +88,9 @@ def phi4_mm_collate_fn(
         if flat_images:
             kwargs["images"] = flat_images
         encoded = dict(processor(**kwargs))
-        encoded.update(media_counts(audios=[len(a) for a in audios], images=[len(x) for x in images]))
+        encoded.update(
+            media_counts(audios=[len(a) for a in audios], images=[len(x) for x in images])
+        )
         return encoded
 
     return collate_with(

@@ -18,7 +18,11 @@ from ..report import Batch
 
 
 def _audio_slots(
-    conversation: list[dict], index: int, use_audio_in_video: bool, rate: int | None, first_video: int
+    conversation: list[dict],
+    index: int,
+    use_audio_in_video: bool,
+    rate: int | None,
+    first_video: int,
 ) -> tuple[list[Any], list[int | None]]:
     """Waveforms of a sample in conversation order, each with the batch index of the
     video it belongs to (``None`` for a standalone audio item)."""
@@ -29,9 +33,14 @@ def _audio_slots(
         for item in message["content"]:
             kind = item.get("type")
             if kind == "audio":
-                value = next((item[k] for k in ("audio", "path", "url") if item.get(k) is not None), None)
+                value = next(
+                    (item[k] for k in ("audio", "path", "url") if item.get(k) is not None), None
+                )
                 if value is None:
-                    raise ValueError(f"sample {index}, audio {audio_k}: an audio item needs its data under 'audio'")
+                    raise ValueError(
+                        f"sample {index}, audio {audio_k}: an audio item needs its waveform "
+                        "under 'audio'"
+                    )
                 waveforms.append(waveform_at(value, rate, f"sample {index}, audio {audio_k}"))
                 sources.append(None)
                 audio_k += 1
@@ -39,9 +48,10 @@ def _audio_slots(
                 if use_audio_in_video:
                     if item.get("audio") is None:
                         raise ValueError(
-                            f"sample {index}, video {video_k}: use_audio_in_video=True needs the video's "
-                            "audio track as the item's 'audio' ({'array', 'sampling_rate'}); decode it "
-                            "when building the dataset, or pass use_audio_in_video=False"
+                            f"sample {index}, video {video_k}: use_audio_in_video=True needs "
+                            "the video's audio track as the item's 'audio' ({'array', "
+                            "'sampling_rate'}); decode it when building the dataset, or pass "
+                            "use_audio_in_video=False"
                         )
                     where = f"sample {index}, audio of video {video_k}"
                     waveforms.append(waveform_at(item["audio"], rate, where))
@@ -70,7 +80,11 @@ def qwen3_omni_collate_fn(
     audio_token = getattr(processor, "audio_token", None) or "<|audio_pad|>"
     rate = sampling_rate_of(processor)
     # transformers >= 5.24 names the flag load_audio_from_video; older releases use_audio_in_video.
-    flag = "load_audio_from_video" if hasattr(processor, "load_audio_from_video") else "use_audio_in_video"
+    flag = (
+        "load_audio_from_video"
+        if hasattr(processor, "load_audio_from_video")
+        else "use_audio_in_video"
+    )
 
     # Released templates that read the flag get it; any other keyword would reach the processor.
     template_kwargs = (

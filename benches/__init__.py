@@ -1,0 +1,1 @@
+"""Benchmarks of vlm_collate: scripts that print tables and write a plot (see run_all.py)."""

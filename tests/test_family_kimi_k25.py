@@ -1,0 +1,170 @@
+"""kimi_k25_vl_collate_fn on transformers' native Kimi_K25Processor and on the test
+stand-in of the original remote-code processor (one placeholder per image)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from family_checks import (
+    IGNORE,
+    assert_exact_labels,
+    assert_shift_consistent,
+    assistant,
+    label_cases,
+    make_image,
+    token_count,
+    user,
+)
+from vlm_collate import COLLATE_FNS, get_collate_fn, kimi_k25_vl_collate_fn
+from vlm_collate.models.kimi_k25 import media_token_id
+from vlm_collate.offline_processors import (
+    kimi_k25_processor,
+    kimi_k25_remote_processor,
+    small_tokenizer,
+)
+
+BUILDERS = {"native": kimi_k25_processor, "remote": kimi_k25_remote_processor}
+
+
+@pytest.fixture(scope="module")
+def processors() -> dict:
+    return {name: build() for name, build in BUILDERS.items()}
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def processor(request, processors):
+    return processors[request.param]
+
+
+def image_item(k: int) -> dict:
+    return {"type": "image", "image": make_image(48 + 16 * k, 40 + 8 * k, seed=k)}
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[list[dict]]:
+    return label_cases(image_item)
+
+
+def collate(processor, conversations, **options):
+    return kimi_k25_vl_collate_fn(
+        [{"conversation": c} for c in conversations], processor, **options
+    )
+
+
+@pytest.fixture(scope="module")
+def unshifted(processors, cases) -> dict:
+    return {name: collate(p, cases, shift=False) for name, p in processors.items()}
+
+
+def pad_id(processor) -> int:
+    return processor.tokenizer.convert_tokens_to_ids("<|media_pad|>")
+
+
+def test_registry_resolves_both_processors(processors):
+    for p in processors.values():
+        assert get_collate_fn(p) is kimi_k25_vl_collate_fn
+    assert COLLATE_FNS["KimiK25Processor"] is COLLATE_FNS["Kimi_K25Processor"]
+
+
+def test_media_token_id_is_resolved_not_hard_coded(processor):
+    assert media_token_id(processor) == pad_id(processor)
+
+
+def test_labels_match_offset_ground_truth(processor, cases, unshifted):
+    batch = unshifted["native" if type(processor).__name__ == "Kimi_K25Processor" else "remote"]
+    assert_exact_labels(batch, processor, cases, expanded={pad_id(processor)})
+
+
+def test_remote_and_native_give_the_same_batch(unshifted):
+    native, remote = unshifted["native"], unshifted["remote"]
+    for key in ("input_ids", "attention_mask", "labels", "pixel_values", "grid_thws"):
+        assert torch.equal(native[key], remote[key]), key
+
+
+def test_keys_shapes_dtypes(unshifted, cases):
+    common = {
+        "input_ids",
+        "attention_mask",
+        "labels",
+        "pixel_values",
+        "grid_thws",
+        "image_grid_hws",
+        "n_images_per_sample",
+    }
+    assert set(unshifted["remote"]) == common
+    assert set(unshifted["native"]) == common | {"image_grid_thw"}
+    batch = unshifted["remote"]
+    assert batch["grid_thws"].shape == (4, 3) and batch["grid_thws"].dtype == torch.int64
+    assert torch.equal(batch["image_grid_hws"], batch["grid_thws"][:, 1:])
+    assert batch["n_images_per_sample"].tolist() == [1, 0, 1, 0, 0, 2]
+    assert batch["pixel_values"].shape == (int(batch["grid_thws"].prod(-1).sum()), 3, 14, 14)
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert batch[key].dtype == torch.int64 and batch[key].shape[0] == len(cases)
+
+
+def test_expanded_to_t_h_w_over_4_per_image(processor, unshifted):
+    batch = unshifted["remote"]
+    per_image = [t * (h // 2) * (w // 2) for t, h, w in batch["grid_thws"].tolist()]
+    expected = [per_image[0], 0, per_image[1], 0, 0, per_image[2] + per_image[3]]
+    assert token_count(batch, pad_id(processor)) == expected
+
+
+def test_shift_default_matches_unshifted(processor, cases, unshifted):
+    name = "native" if type(processor).__name__ == "Kimi_K25Processor" else "remote"
+    assert_shift_consistent(collate(processor, cases), unshifted[name])
+
+
+def test_text_only_batch(processor, cases):
+    batch = collate(processor, [cases[1], cases[3]])
+    assert batch["n_images_per_sample"].tolist() == [0, 0]
+    assert "pixel_values" not in batch and "grid_thws" not in batch
+
+
+def test_max_length_pads_to_exactly_that_length(processor, cases):
+    batch = collate(processor, [cases[0], cases[1]], max_length=128)
+    assert batch["input_ids"].shape == (2, 127)
+    assert batch["labels"][1, -1] == IGNORE
+
+
+def test_truncation_never_cuts_an_image(processor, cases):
+    long_text = [user(image_item(0), "word " * 60), assistant("reply " * 40)]
+    fits = [user("Hi"), assistant("reply " * 40)]
+    batch = collate(processor, [long_text, fits], max_length=48, on_overflow="truncate")
+    assert batch["input_ids"].shape == (2, 47)
+    assert batch.report.truncated == [0, 1]
+    assert token_count(batch, pad_id(processor))[0] == int(batch["grid_thws"].prod(-1).sum()) // 4
+    image_late = [user("word " * 60, image_item(0)), assistant("ok")]
+    batch = collate(processor, [image_late, fits], max_length=48, on_overflow="truncate")
+    assert [i for i, _ in batch.report.dropped] == [0] and "grid_thws" not in batch
+
+
+def test_unknown_media_token_is_a_clear_error():
+    tokenizer = small_tokenizer(["[UNK]", "[PAD]"], unk_token="[UNK]", pad_token="[PAD]")
+    unk = tokenizer.unk_token_id
+    for processor in (
+        SimpleNamespace(tokenizer=tokenizer),
+        SimpleNamespace(tokenizer=tokenizer, media_placeholder_token_id=unk),
+    ):
+        with pytest.raises(
+            ValueError, match="'<\\|media_pad\\|>' is not in the tokenizer's vocabulary"
+        ):
+            media_token_id(processor)
+        with pytest.raises(ValueError, match="not in the tokenizer's vocabulary"):
+            kimi_k25_vl_collate_fn([{"conversation": [user("a"), assistant("b")]}], processor)
+
+
+def test_collator_in_a_dataloader_with_workers(processors, cases):
+    from torch.utils.data import DataLoader
+
+    from vlm_collate import VLMCollator
+
+    collator = VLMCollator(processors["remote"], max_length=160)
+    loader = DataLoader(
+        [{"conversation": c} for c in cases[:4]], batch_size=2, num_workers=2, collate_fn=collator
+    )
+    batches = list(loader)
+    assert [b["input_ids"].shape for b in batches] == [(2, 159), (2, 159)]
+    assert [b["n_images_per_sample"].tolist() for b in batches] == [[1, 0], [1, 0]]
