@@ -15,7 +15,7 @@ I64 = npt.NDArray[np.int64]
 def find_subsequence(
     haystack: I64, pattern: I64, start: int = 0, allow_first_token_mismatch: bool = False
 ) -> tuple[int, int]:
-    """First ``(start, end)`` of ``pattern`` in ``haystack`` at or after ``start``, or ``(-1, -1)``."""
+    """First ``(start, end)`` of ``pattern`` at or after ``start``, or ``(-1, -1)``."""
 
 def labels_from_markers(
     input_ids: I64,
@@ -46,7 +46,7 @@ def pad_rows(
     max_length: int | None = None,
     pad_to_multiple_of: int | None = None,
 ) -> tuple[I64, I64]:
-    """``(ids (B, L), attention_mask (B, L))`` from ragged rows ``values[offsets[i]:offsets[i+1]]``."""
+    """``(ids, attention_mask)``, both ``(B, L)``, from rows ``values[offsets[i]:offsets[i+1]]``."""
 
 def unpad(input_ids: I64, attention_mask: I64) -> tuple[I64, I64]:
     """``(values, offsets)``: the attended tokens of each row."""

@@ -93,3 +93,16 @@ def with_list_content(conversation: Conversation) -> list[dict[str, Any]]:
         else dict(m)
         for m in conversation
     ]
+
+
+def rendered_texts(
+    processor: Any, conversations: Sequence[Conversation], **template_kwargs
+) -> list[str]:
+    """Each conversation rendered by the processor's chat template (list content,
+    no generation prompt)."""
+    return [
+        processor.apply_chat_template(
+            with_list_content(c), tokenize=False, add_generation_prompt=False, **template_kwargs
+        )
+        for c in conversations
+    ]

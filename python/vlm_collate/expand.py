@@ -75,7 +75,8 @@ def check_expanded_media(
     grids = as_int64(grid_thws).reshape(-1, 3) if grid_thws is not None else np.zeros((0, 3))
     if len(grids) != sum(items_per_sample):
         raise ValueError(
-            f"the processor returned {len(grids)} {kind} grid rows for {sum(items_per_sample)} {kind}s"
+            f"the processor returned {len(grids)} {kind} grid rows "
+            f"for {sum(items_per_sample)} {kind}s"
         )
     counts = image_token_counts(grids, merge_kernel_size) if len(grids) else np.zeros(0)
     bounds = np.concatenate([[0], np.cumsum(items_per_sample)]).astype(int)

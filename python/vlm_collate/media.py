@@ -247,3 +247,23 @@ def check_placeholder_counts(
                 f"({placeholder}) but the sample holds {count} {kind}s; every {kind} needs its "
                 f"own {{'type': '{kind}'}} item"
             )
+
+
+def media_per_sample(
+    kind: str,
+    texts: Sequence[str],
+    conversations: Sequence[Sequence[Mapping[str, Any]]],
+    indices: Sequence[int],
+    placeholder: str,
+) -> list[list[Any]]:
+    """The loaded images or videos (``kind``) of each sample, checked against the
+    ``placeholder`` count of its rendered text."""
+    load = {"image": images_of, "video": videos_of}[kind]
+    items = [load(c, i) for c, i in zip(conversations, indices)]
+    check_placeholder_counts(texts, placeholder, [len(x) for x in items], kind, indices)
+    return items
+
+
+def flattened(per_sample: Sequence[Sequence[Any]]) -> list[Any]:
+    """Media of all samples in batch order (what processors take)."""
+    return [x for sample in per_sample for x in sample]

@@ -60,4 +60,5 @@ class VLMCollator:
         return self.collate_fn(examples, self.processor, **self.options)
 
     def __repr__(self) -> str:
-        return f"VLMCollator({type(self.processor).__name__}, {self.collate_fn.__name__}, {self.options})"
+        name = type(self.processor).__name__
+        return f"VLMCollator({name}, {self.collate_fn.__name__}, {self.options})"

@@ -11,9 +11,9 @@ import torch
 
 from .. import _engine
 from ..arrays import as_int64, ragged
-from ..conversation import with_list_content
-from ..expand import expand_image_tokens, image_token_counts
-from ..media import check_placeholder_counts, images_of
+from ..conversation import rendered_texts
+from ..expand import check_expanded_media, expand_image_tokens
+from ..media import flattened, media_per_sample
 from ..pipeline import CollateOptions, collate_with
 from ..report import Batch
 from ..tokens import pad_token_id, token_id, tokenizer_of
@@ -47,21 +47,6 @@ def _takes_medias(processor: Any) -> bool:
     """Whether the processor is the original remote-code one (``medias=`` argument,
     one placeholder per image)."""
     return "medias" in inspect.signature(processor.__call__).parameters
-
-
-def _check_expanded(
-    ids: np.ndarray, mid: int, counts: np.ndarray, per_row: list[int], indices: list[int]
-) -> None:
-    """Each row holds as many placeholder tokens as its images' grids describe."""
-    bounds = np.cumsum([0, *per_row])
-    for row, index in enumerate(indices):
-        expected = int(counts[bounds[row] : bounds[row + 1]].sum())
-        found = int((ids[row] == mid).sum())
-        if found != expected:
-            raise ValueError(
-                f"sample {index}: {found} image tokens (id {mid}) but its image grids describe "
-                f"{expected}; the processor and its image processor disagree"
-            )
 
 
 def kimi_k25_vl_collate_fn(
@@ -109,7 +94,7 @@ def kimi_k25_vl_collate_fn(
         }
 
     def batched(texts: list[str], images: list[list[Any]]) -> dict:
-        flat = [x for sample in images for x in sample]
+        flat = flattened(images)
         kwargs: dict[str, Any] = {"images": flat} if flat else {}
         return dict(
             processor(
@@ -123,22 +108,15 @@ def kimi_k25_vl_collate_fn(
         )
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
-        texts = [
-            processor.apply_chat_template(
-                with_list_content(c), tokenize=False, add_generation_prompt=False
-            )
-            for c in conversations
-        ]
-        images = [images_of(c, i) for c, i in zip(conversations, indices)]
-        per_row = [len(x) for x in images]
+        texts = rendered_texts(processor, conversations)
         placeholder = tokenizer_of(processor).convert_ids_to_tokens(mid)
-        check_placeholder_counts(texts, placeholder, per_row, "image", indices)
+        images = media_per_sample("image", texts, conversations, indices, placeholder)
+        per_row = [len(x) for x in images]
         encoded = (by_sample if remote else batched)(texts, images)
         grid = encoded.get("grid_thws", encoded.get("image_grid_thw"))
         if grid is not None:
             grid = torch.as_tensor(grid)
-            counts = image_token_counts(grid, kernel)
-            _check_expanded(as_int64(encoded["input_ids"]), mid, counts, per_row, indices)
+            check_expanded_media(encoded["input_ids"], mid, grid, per_row, indices, kernel)
             encoded["grid_thws"] = grid
             encoded["image_grid_hws"] = grid[:, 1:]
         encoded["n_images_per_sample"] = torch.tensor(per_row, dtype=torch.long)

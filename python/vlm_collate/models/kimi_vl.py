@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..conversation import with_list_content
-from ..media import check_placeholder_counts, images_of, media_counts
+from ..conversation import rendered_texts
+from ..media import flattened, media_counts, media_per_sample
 from ..pipeline import CollateOptions, collate_with
 from ..report import Batch
 
@@ -26,14 +26,8 @@ def kimi_vl_collate_fn(
     options.setdefault("pad_to_max_length", max_length is not None)
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
-        texts = [
-            processor.apply_chat_template(
-                with_list_content(c), tokenize=False, add_generation_prompt=False
-            )
-            for c in conversations
-        ]
-        images = [images_of(c, i) for c, i in zip(conversations, indices)]
-        check_placeholder_counts(texts, placeholder, [len(x) for x in images], "image", indices)
+        texts = rendered_texts(processor, conversations)
+        images = media_per_sample("image", texts, conversations, indices, placeholder)
         kwargs: dict[str, Any] = {
             "text": texts,
             "padding": True,
@@ -41,7 +35,7 @@ def kimi_vl_collate_fn(
             "add_special_tokens": False,
             "return_tensors": "pt",
         }
-        flat = [x for sample in images for x in sample]
+        flat = flattened(images)
         if flat:
             kwargs["images"] = flat
         encoded = dict(processor(**kwargs))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..conversation import with_list_content
+from ..conversation import rendered_texts
 from ..expand import check_expanded_media
-from ..media import check_placeholder_counts, images_of, videos_of
+from ..media import flattened, media_per_sample
 from ..pipeline import CollateOptions, collate_with
 from ..report import Batch
 
@@ -24,16 +24,10 @@ def qwen2_5_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
     video_token = _placeholder(processor, "video_token", "<|video_pad|>")
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
-        texts = [
-            processor.apply_chat_template(with_list_content(c), tokenize=False)
-            for c in conversations
-        ]
-        images = [images_of(c, i) for c, i in zip(conversations, indices)]
-        videos = [videos_of(c, i) for c, i in zip(conversations, indices)]
-        check_placeholder_counts(texts, image_token, [len(x) for x in images], "image", indices)
-        check_placeholder_counts(texts, video_token, [len(x) for x in videos], "video", indices)
-        flat_images = [x for sample in images for x in sample]
-        flat_videos = [x for sample in videos for x in sample]
+        texts = rendered_texts(processor, conversations)
+        images = media_per_sample("image", texts, conversations, indices, image_token)
+        videos = media_per_sample("video", texts, conversations, indices, video_token)
+        flat_images, flat_videos = flattened(images), flattened(videos)
         encoded = processor(
             text=texts,
             images=flat_images or None,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..conversation import with_list_content
+from ..conversation import rendered_texts, with_list_content
 from ..media import (
     check_placeholder_counts,
-    images_of,
+    flattened,
     media_counts,
+    media_per_sample,
     sampling_rate_of,
-    videos_of,
     waveform_at,
 )
 from ..pipeline import CollateOptions, collate_with
@@ -94,14 +94,9 @@ def qwen3_omni_collate_fn(
     )
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
-        texts = [
-            processor.apply_chat_template(
-                with_list_content(c), tokenize=False, add_generation_prompt=False, **template_kwargs
-            )
-            for c in conversations
-        ]
-        images = [images_of(c, i) for c, i in zip(conversations, indices)]
-        videos = [videos_of(c, i) for c, i in zip(conversations, indices)]
+        texts = rendered_texts(processor, conversations, **template_kwargs)
+        images = media_per_sample("image", texts, conversations, indices, image_token)
+        videos = media_per_sample("video", texts, conversations, indices, video_token)
         audios: list[Any] = []
         sources: list[int | None] = []
         standalone: list[int] = []
@@ -112,8 +107,6 @@ def qwen3_omni_collate_fn(
             audios += waves
             sources += src
             standalone.append(src.count(None))
-        check_placeholder_counts(texts, image_token, [len(x) for x in images], "image", indices)
-        check_placeholder_counts(texts, video_token, [len(x) for x in videos], "video", indices)
         check_placeholder_counts(texts, audio_token, standalone, "audio", indices)
         kwargs: dict[str, Any] = {
             "text": texts,
@@ -122,9 +115,9 @@ def qwen3_omni_collate_fn(
             "return_tensors": "pt",
             flag: use_audio_in_video,
         }
-        flat_videos = [v for sample in videos for v in sample]
+        flat_videos = flattened(videos)
         for key, values in (
-            ("images", [x for sample in images for x in sample]),
+            ("images", flattened(images)),
             ("videos", flat_videos),
             ("audio", audios),
         ):
