@@ -49,6 +49,11 @@ class Settings:
         return 1 if self.quick else 5
 
     @property
+    def rounds(self) -> int:
+        """Rounds over which compared methods' repeats are interleaved."""
+        return 1 if self.quick else 5
+
+    @property
     def slow_repeats(self) -> int:
         """Repeats of a measurement whose single run exceeds the budget."""
         return 1 if self.quick else 3
@@ -68,24 +73,43 @@ class Timing:
         return {"median_s": self.median_s, "runs": self.runs}
 
 
-def measure(fn: Callable[[], Any], settings: Settings) -> Timing:
-    """Median wall time of ``fn()`` after one warm-up run; as many repeats as fit
-    in the budget (between the minimum and the maximum), fewer for slow calls."""
+def measure_all(fns: dict[str, Callable[[], Any]], settings: Settings) -> dict[str, Timing]:
+    """Median wall time of each of several methods compared with each other.
+
+    After one warm-up call each, the repeats are spread over a few rounds; in each
+    round every method runs a short burst (one untimed call first when the burst has
+    several, so its inputs are in cache as they are in a collate call). A change in
+    the machine's load during the measurement so hits every method alike. Repeats:
+    as many as fit in the budget (between the minimum and the maximum); a method
+    slower than the budget gets only a few.
+    """
     gc.collect()
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    if first * settings.min_repeats > settings.budget_s:
-        repeats = settings.slow_repeats
-    else:
-        repeats = int(settings.budget_s / max(first, 1e-9))
-        repeats = max(settings.min_repeats, min(settings.max_repeats, repeats))
-    samples = []
-    for _ in range(repeats):
+    first: dict[str, float] = {}
+    for name, fn in fns.items():
         t0 = time.perf_counter()
         fn()
-        samples.append(time.perf_counter() - t0)
-    return Timing(statistics.median(samples), len(samples))
+        first[name] = time.perf_counter() - t0
+    wanted = {}
+    for name, seconds in first.items():
+        if seconds * settings.min_repeats > settings.budget_s:
+            wanted[name] = settings.slow_repeats
+        else:
+            repeats = int(settings.budget_s / max(seconds, 1e-9))
+            wanted[name] = max(settings.min_repeats, min(settings.max_repeats, repeats))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    rounds = settings.rounds
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            burst = min(-(-wanted[name] // rounds), wanted[name] - len(samples[name]))
+            if burst <= 0:
+                continue
+            if burst > 1:
+                fn()
+            for _ in range(burst):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {n: Timing(statistics.median(v), len(v)) for n, v in samples.items()}
 
 
 def fmt_time(seconds: float | None) -> str:
@@ -177,6 +201,7 @@ def machine() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "numpy": numpy.__version__,
         "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
     }
 
 

@@ -19,7 +19,7 @@ from vlm_collate import qwen2_5_collate_fn
 from vlm_collate.conversation import with_list_content
 
 from . import baselines, data
-from .common import Context, Table, Target, fmt_ratio, fmt_time, measure
+from .common import Context, Table, Target, fmt_ratio, fmt_time, measure_all
 
 METHODS = ("processor alone", "render + processor", "vlm_collate", "seed-style")
 
@@ -109,7 +109,7 @@ def run(ctx: Context) -> list[Table]:
         same = torch.equal(ours["labels"], seed["labels"]) and torch.equal(
             ours["input_ids"], seed["input_ids"]
         )
-        times = {name: measure(fn, s).median_s for name, fn in methods.items()}
+        times = {name: t.median_s for name, t in measure_all(methods, s).items()}
         shape = tuple(ours["input_ids"].shape)
         over_floor = times["vlm_collate"] / times["processor alone"]
         over_render = times["vlm_collate"] / times["render + processor"]

@@ -20,7 +20,7 @@ import torch
 from vlm_collate import expand_image_tokens, reference
 
 from . import baselines, data
-from .common import Context, Table, fmt_ratio, fmt_time, measure
+from .common import Context, Table, fmt_ratio, fmt_time, measure_all
 
 METHODS = ("engine", "reference", "torch", "seed-style")
 
@@ -108,7 +108,7 @@ def run(ctx: Context) -> list[Table]:
             name: all(torch.equal(a, b) for a, b in zip(fn(), expected))
             for name, fn in methods.items()
         }
-        times = {name: measure(fn, s).median_s for name, fn in methods.items()}
+        times = {name: t.median_s for name, t in measure_all(methods, s).items()}
         shape_in, shape_out = tuple(ids.shape), tuple(expected[0].shape)
         table.rows.append(
             [str(images), f"{shape_in[1]:,} → {shape_out[1]:,}"]

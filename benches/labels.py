@@ -30,7 +30,7 @@ from vlm_collate.labels import labels_by_contents
 from vlm_collate.markers import markers_for
 
 from . import baselines, data
-from .common import Context, Table, Target, fmt_ratio, fmt_time, measure
+from .common import Context, Table, Target, fmt_ratio, fmt_time, measure_all
 
 METHODS = (
     "engine markers",
@@ -160,15 +160,14 @@ def run(ctx: Context) -> list[Table]:
             }
             for name, fn in methods.items():
                 if name != TOKENIZE:
-                    same = bool(torch.equal(fn(), expected))
-                    cell["agree"][name] = same
-                if (name, turns) in too_slow:
-                    cell["times"][name] = None
-                    continue
-                timing = measure(fn, s)
-                cell["times"][name] = timing.median_s
-                cell["runs"][name] = timing.runs
-                if timing.median_s > s.skip_after_s:
+                    cell["agree"][name] = bool(torch.equal(fn(), expected))
+            timed = {n: fn for n, fn in methods.items() if (n, turns) not in too_slow}
+            timings = measure_all(timed, s)
+            for name in methods:
+                timing = timings.get(name)
+                cell["times"][name] = None if timing is None else timing.median_s
+                cell["runs"][name] = None if timing is None else timing.runs
+                if timing is not None and timing.median_s > s.skip_after_s:
                     too_slow[(name, turns)] = timing.median_s
             results.append(cell)
     ctx.extra["labels"] = results

@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     if plot_copy is None and not args.quick and not args.only:
         plot_copy = ROOT / "docs" / "bench_scaling.png"
 
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     tables = []
     with _progress() as progress:
         total = 1 + sum(m.steps(settings) for m in modules.values())
@@ -143,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
 
     machine = common.machine()
+    machine["load_average_before"] = load_before
     plot = None
     if "labels" in ctx.extra:
         plot_module = _module("plot")
@@ -205,19 +206,24 @@ def _print(console: Any, tables: list, targets: list, machine: dict, elapsed: fl
         style = None if t.met is None else "green" if t.met else "red"
         rich.add_row(t.name, t.goal, t.measured, _verdict(t.met), style=style)
     console.print(rich)
-    console.print(
-        f"{'quick' if quick else 'full'} run, {elapsed:.0f} s; {machine['cpu']}, "
-        f"{machine['cores']} cores, torch {machine['torch']} (1 thread)"
+    console.print(_machine_line(machine, elapsed, quick))
+
+
+def _machine_line(machine: dict, elapsed: float, quick: bool) -> str:
+    def load(values) -> str:
+        return "/".join(f"{v:.1f}" for v in values)
+
+    return (
+        f"{'Quick' if quick else 'Full'} run: {elapsed:.0f} s on {machine['cpu']}, "
+        f"{machine['cores']} cores (`nproc`), load average (1/5/15 min) "
+        f"{load(machine['load_average_before'])} before and {load(machine['load_average'])} "
+        f"after; Python {machine['python']}, torch {machine['torch']} (1 thread), "
+        f"transformers {machine['transformers']}."
     )
 
 
 def _markdown(tables: list, targets: list, machine: dict, elapsed: float, quick: bool) -> str:
-    lines = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores (`nproc`), Python "
-        f"{machine['python']}, torch {machine['torch']} (1 thread), transformers "
-        f"{machine['transformers']}. {'Quick' if quick else 'Full'} run: {elapsed:.0f} s.",
-        "",
-    ]
+    lines = [_machine_line(machine, elapsed, quick), ""]
     for table in tables:
         lines.append(table.markdown())
     lines += [
