@@ -10,6 +10,7 @@
 use crate::batch::{check_batch_shape, Rows};
 use crate::error::{EngineError, Result};
 use crate::pattern::{find_reply, find_subsequence, matches_at};
+use crate::token_set::TokenSet;
 use crate::IGNORE_INDEX;
 
 /// Token sequences that open and close assistant replies.
@@ -49,19 +50,41 @@ fn longest_match(row: &[i64], patterns: &[Vec<i64>], at: usize) -> Option<usize>
         .max()
 }
 
+/// The token sets a marker scan consults at every token.
+struct MarkerSets {
+    start_first: TokenSet,
+    end_first: TokenSet,
+    ignore: TokenSet,
+}
+
+impl MarkerSets {
+    fn new(markers: &Markers) -> MarkerSets {
+        MarkerSets {
+            start_first: TokenSet::new(markers.starts.iter().map(|p| p[0])),
+            end_first: TokenSet::new(markers.ends.iter().map(|p| p[0])),
+            ignore: TokenSet::new(markers.ignore.iter().copied()),
+        }
+    }
+}
+
 /// Labels one row by markers, writing into `out` (already `-100`).
-fn label_row_by_markers(row: &[i64], mask: &[i64], markers: &Markers, out: &mut [i64]) -> usize {
+fn label_row_by_markers(
+    row: &[i64],
+    mask: &[i64],
+    markers: &Markers,
+    sets: &MarkerSets,
+    out: &mut [i64],
+) -> usize {
     let mut replies = 0usize;
     let mut inside = false;
     let mut i = 0usize;
     while i < row.len() {
-        if mask[i] == 0 {
-            // Padding ends any reply and is never a target.
-            inside = false;
-            i += 1;
-            continue;
-        }
         if !inside {
+            // Skip straight to the next attended token that can open a reply.
+            match (i..row.len()).find(|&j| mask[j] != 0 && sets.start_first.contains(row[j])) {
+                Some(j) => i = j,
+                None => break,
+            }
             match longest_match(row, &markers.starts, i) {
                 Some(n) => {
                     inside = true;
@@ -72,7 +95,16 @@ fn label_row_by_markers(row: &[i64], mask: &[i64], markers: &Markers, out: &mut 
             }
             continue;
         }
-        if let Some(n) = longest_match(row, &markers.ends, i) {
+        let token = row[i];
+        if mask[i] == 0 {
+            // Padding ends any reply and is never a target.
+            inside = false;
+        } else if let Some(n) = sets
+            .end_first
+            .contains(token)
+            .then(|| longest_match(row, &markers.ends, i))
+            .flatten()
+        {
             for j in i..i + n {
                 if mask[j] != 0 {
                     out[j] = row[j];
@@ -81,9 +113,8 @@ fn label_row_by_markers(row: &[i64], mask: &[i64], markers: &Markers, out: &mut 
             inside = false;
             i += n;
             continue;
-        }
-        if !markers.ignore.contains(&row[i]) {
-            out[i] = row[i];
+        } else if !sets.ignore.contains(token) {
+            out[i] = token;
         }
         i += 1;
     }
@@ -101,6 +132,7 @@ pub fn labels_from_markers(
 ) -> Result<(Vec<i64>, Vec<usize>)> {
     check_batch_shape(ids, mask, rows, len)?;
     markers.validate()?;
+    let sets = MarkerSets::new(markers);
     let mut labels = vec![IGNORE_INDEX; ids.len()];
     let mut found = Vec::with_capacity(rows);
     for r in 0..rows {
@@ -109,6 +141,7 @@ pub fn labels_from_markers(
             &ids[span.clone()],
             &mask[span.clone()],
             markers,
+            &sets,
             &mut labels[span],
         ));
     }

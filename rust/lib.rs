@@ -7,6 +7,7 @@ pub mod error;
 pub mod expand;
 pub mod labels;
 pub mod pattern;
+pub mod token_set;
 pub mod truncate;
 
 #[cfg(test)]
