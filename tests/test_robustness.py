@@ -285,7 +285,12 @@ def test_dataloader_workers_give_identical_batches(qwen_processor):
     single = list(torch.utils.data.DataLoader(data, batch_size=4, collate_fn=collator))
     workers = list(
         torch.utils.data.DataLoader(
-            data, batch_size=4, collate_fn=collator, num_workers=2, persistent_workers=True
+            data,
+            batch_size=4,
+            collate_fn=collator,
+            num_workers=2,
+            persistent_workers=True,
+            multiprocessing_context="spawn",  # the collator is pickled into each worker
         )
     )
     assert len(single) == len(workers) == 2
