@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from ..conversation import with_list_content
+from ..conversation import rendered_texts
 from ..media import (
     check_placeholder_counts,
-    images_of,
+    flattened,
     media_counts,
     media_of,
+    media_per_sample,
     sampling_rate_of,
     waveform_at,
 )
@@ -59,10 +60,7 @@ def phi4_mm_collate_fn(
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
         texts = [
-            _REMOTE_PLACEHOLDER.sub(
-                native, processor.apply_chat_template(with_list_content(c), tokenize=False)
-            )
-            for c in conversations
+            _REMOTE_PLACEHOLDER.sub(native, t) for t in rendered_texts(processor, conversations)
         ]
         audios = [
             [
@@ -71,17 +69,15 @@ def phi4_mm_collate_fn(
             ]
             for e, c, i in zip(batch, conversations, indices)
         ]
-        images = [images_of(c, i) for c, i in zip(conversations, indices)]
+        images = media_per_sample("image", texts, conversations, indices, image_token)
         check_placeholder_counts(texts, audio_token, [len(a) for a in audios], "audio", indices)
-        check_placeholder_counts(texts, image_token, [len(x) for x in images], "image", indices)
         kwargs: dict[str, Any] = {
             "text": texts,
             "padding": True,
             "padding_side": "right",
             "return_tensors": "pt",
         }
-        flat_audios = [a for sample in audios for a in sample]
-        flat_images = [x for sample in images for x in sample]
+        flat_audios, flat_images = flattened(audios), flattened(images)
         if flat_audios:
             kwargs["audio"] = flat_audios
             kwargs["sampling_rate"] = rate
