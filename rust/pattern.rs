@@ -78,26 +78,18 @@ pub fn find_subsequence(
 /// both differing (each relaxation needs enough tokens left to match).
 pub fn find_reply(haystack: &[i64], reply: &[i64], start: usize) -> Option<(usize, usize)> {
     let m = reply.len();
-    find_subsequence(haystack, reply, start, false)
-        .or_else(|| {
-            (m >= 2)
-                .then(|| find_subsequence(haystack, reply, start, true))
-                .flatten()
-        })
-        .or_else(|| {
-            (m >= 2)
-                .then(|| find_subsequence(haystack, &reply[..m - 1], start, false))
-                .flatten()
-                .filter(|&(_, e)| e < haystack.len())
-                .map(|(s, e)| (s, e + 1))
-        })
-        .or_else(|| {
-            (m >= 3)
-                .then(|| find_subsequence(haystack, &reply[..m - 1], start, true))
-                .flatten()
-                .filter(|&(_, e)| e < haystack.len())
-                .map(|(s, e)| (s, e + 1))
-        })
+    // The whole reply, its first token free when `free_first`.
+    let whole = |free_first: bool| find_subsequence(haystack, reply, start, free_first);
+    // The reply but its last token, which is then taken whatever it is.
+    let open_end = |free_first: bool| {
+        find_subsequence(haystack, &reply[..m - 1], start, free_first)
+            .filter(|&(_, e)| e < haystack.len())
+            .map(|(s, e)| (s, e + 1))
+    };
+    whole(false)
+        .or_else(|| (m >= 2).then(|| whole(true)).flatten())
+        .or_else(|| (m >= 2).then(|| open_end(false)).flatten())
+        .or_else(|| (m >= 3).then(|| open_end(true)).flatten())
 }
 
 /// Whether `pattern` occurs in `haystack` exactly at `at`.

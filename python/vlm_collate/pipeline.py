@@ -106,8 +106,7 @@ def _unlabeled_policy(
 
 
 def _overflow_policy(
-    rows: np.ndarray,
-    lengths: np.ndarray,
+    encoded: dict[str, Any],
     keep: list[int],
     options: CollateOptions,
     media_ids: list[int],
@@ -115,6 +114,8 @@ def _overflow_policy(
 ) -> tuple[list[int], bool]:
     """Indices (into ``keep``) of samples that stay, and whether to truncate."""
     limit = options.max_length
+    ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
+    lengths = (mask != 0).sum(axis=1)
     over = [k for k in range(len(keep)) if lengths[k] > limit]
     if not over:
         return list(range(len(keep))), False
@@ -128,7 +129,7 @@ def _overflow_policy(
         for k in over:
             report.dropped.append((keep[k], f"{int(lengths[k])} tokens > max_length={limit}"))
         return [k for k in range(len(keep)) if k not in set(over)], False
-    values, offsets = _engine.unpad(rows, (rows != -1).astype(np.int64))
+    values, offsets = _engine.unpad(ids, mask)
     fitted = _engine.fitted_lengths(values, offsets, limit, media_ids)
     stay = []
     for k in range(len(keep)):
@@ -148,12 +149,6 @@ def _overflow_policy(
     return stay, True
 
 
-def _row_ids(encoded: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    ids = as_int64(encoded["input_ids"])
-    mask = as_int64(encoded["attention_mask"])
-    return np.where(mask != 0, ids, -1), mask.sum(axis=1)
-
-
 def collate_with(
     examples: Sequence[Any],
     processor: Any,
@@ -171,6 +166,8 @@ def collate_with(
     tokenizer = tokenizer_of(processor)
     pad_id = pad_token_id(tokenizer)
     keep = _unlabeled_policy(conversations, options, report)
+    if options.max_length is not None and media_ids is None:
+        media_ids = media_token_ids(processor)
     truncate = False
     while True:
         if not keep:
@@ -180,10 +177,8 @@ def collate_with(
         )
         if options.max_length is None:
             break
-        rows, lengths = _row_ids(encoded)
         report.truncated = []
-        ids = list(media_ids) if media_ids is not None else media_token_ids(processor)
-        stay, truncate = _overflow_policy(rows, lengths, keep, options, ids, report)
+        stay, truncate = _overflow_policy(encoded, keep, options, list(media_ids), report)
         if len(stay) == len(keep):
             break
         keep = [keep[k] for k in stay]
