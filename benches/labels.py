@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from vlm_collate import _engine, build_labels, reference
-from vlm_collate.arrays import ragged
 from vlm_collate.conversation import assistant_turns, extract_assistant_text
+from vlm_collate.engine import ragged
 from vlm_collate.labels import labels_by_contents
 from vlm_collate.markers import markers_for
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib
 import io
 import json
 import os
@@ -26,8 +27,9 @@ import torch
 
 from conftest import make_image
 from vlm_collate import cli, qwen2_5_collate_fn
-from vlm_collate.datafiles import collate_records, read_records, sample_data_path
-from vlm_collate.inspect_view import MediaSpan, batch_view, render_html
+from vlm_collate.cli import commands as cli_main
+from vlm_collate.cli.datafiles import collate_records, read_records, sample_data_path
+from vlm_collate.cli.inspect_view import MediaSpan, batch_view, render_html
 
 SAMPLE = str(sample_data_path())
 TARGET_RGB = (183, 240, 177)  # .tgt background in the HTML view
@@ -36,7 +38,7 @@ TARGET_RGB = (183, 240, 177)  # .tgt background in the HTML view
 @pytest.fixture(autouse=True)
 def builtin_processor(monkeypatch, qwen_processor):
     """The CLI's built-in processor is the session's (built once, ~10 s)."""
-    monkeypatch.setattr(cli, "builtin_processor", lambda status: qwen_processor)
+    monkeypatch.setattr(cli_main, "builtin_processor", lambda status: qwen_processor)
     return qwen_processor
 
 
@@ -456,41 +458,35 @@ def test_demo_runs_from_the_installed_command(tmp_path):
 def test_bench_runs_the_suite_main(capsys, tmp_path, monkeypatch):
     benches = tmp_path / "benches"
     benches.mkdir()
+    (benches / "__init__.py").write_text("")
     (benches / "run_all.py").write_text(
         "import json, pathlib\n"
         "def main(argv=None):\n"
         f"    pathlib.Path({str(tmp_path / 'argv.json')!r}).write_text(json.dumps(argv))\n"
         "    return 3\n"
     )
-    monkeypatch.setattr(cli, "find_benches", lambda: benches)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "benches" or m.startswith("benches.")]:
+        monkeypatch.delitem(sys.modules, name)
     assert cli.main(["bench", "--quick", "--out", "results"]) == 3
     assert json.loads((tmp_path / "argv.json").read_text()) == ["--quick", "--out", "results"]
     assert cli.main(["bench"]) == 3
     assert json.loads((tmp_path / "argv.json").read_text()) == []
 
 
-def test_bench_finds_the_repository_folder_or_says_why_not(capsys, tmp_path, monkeypatch):
-    repo = tmp_path / "repo"
-    package = repo / "python" / "vlm_collate"
-    package.mkdir(parents=True)
-    (repo / "pyproject.toml").write_text("")
-    assert cli.find_benches(package) is None
-    (repo / "benches").mkdir()
-    (repo / "benches" / "run_all.py").write_text("def main(argv=None):\n    return 0\n")
-    assert cli.find_benches(package) == repo / "benches"
-    site = tmp_path / "site-packages" / "vlm_collate"
-    site.mkdir(parents=True)
-    (tmp_path / "site-packages" / "pyproject.toml").write_text("")  # stop the walk here
-    assert cli.find_benches(site) is None
+def test_bench_without_a_checkout_says_how_to_run_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", os.getcwd())])
+    for name in [m for m in sys.modules if m == "benches" or m.startswith("benches.")]:
+        monkeypatch.delitem(sys.modules, name)
+    real_import = importlib.import_module
 
-    monkeypatch.setattr(cli, "find_benches", lambda: None)
+    def no_benches(name, *args):
+        if name.startswith("benches"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_benches)
     code, _, err = run(capsys, "bench")
     assert code == 1 and err.count("\n") == 1
-    assert "benches/ folder, which this installation does not have" in err
-
-
-def test_bench_is_found_from_this_editable_install():
-    repo = Path(__file__).resolve().parents[1]
-    if not (repo / "benches" / "run_all.py").is_file():
-        pytest.skip("this checkout has no benches/run_all.py")
-    assert cli.find_benches() == repo / "benches"
+    assert "benches/ package of a source checkout" in err and "make bench" in err

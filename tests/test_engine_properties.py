@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vlm_collate import _engine, reference
-from vlm_collate.arrays import ragged
+from vlm_collate.engine import ragged
 
 # A small alphabet makes matches (and near-matches) frequent.
 token = st.integers(min_value=0, max_value=5)

@@ -20,7 +20,7 @@ from family_checks import (
 )
 from vlm_collate import COLLATE_FNS, get_collate_fn, kimi_k25_vl_collate_fn
 from vlm_collate.models.kimi_k25 import media_token_id
-from vlm_collate.offline_processors import (
+from vlm_collate.testing import (
     kimi_k25_processor,
     kimi_k25_remote_processor,
     small_tokenizer,

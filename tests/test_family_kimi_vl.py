@@ -18,11 +18,11 @@ from family_checks import (
     user,
 )
 from vlm_collate import COLLATE_FNS, get_collate_fn, kimi_vl_collate_fn
-from vlm_collate.offline_processors import KimiVLProcessor, kimi_vl_processor
+from vlm_collate.testing import KimiVLStandIn, kimi_vl_processor
 
 
 @pytest.fixture(scope="module")
-def processor() -> KimiVLProcessor:
+def processor() -> KimiVLStandIn:
     return kimi_vl_processor()
 
 

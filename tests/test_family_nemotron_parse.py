@@ -8,11 +8,11 @@ import torch
 from family_checks import IGNORE, assert_shift_consistent, assistant, make_image, user
 from vlm_collate import COLLATE_FNS, get_collate_fn, nemotron_parse_collate_fn
 from vlm_collate.models.nemotron_parse import DEFAULT_TASK_PROMPT
-from vlm_collate.offline_processors import NemotronParseProcessor, nemotron_parse_processor
+from vlm_collate.testing import NemotronParseStandIn, nemotron_parse_processor
 
 
 @pytest.fixture(scope="module")
-def processor() -> NemotronParseProcessor:
+def processor() -> NemotronParseStandIn:
     return nemotron_parse_processor()
 
 

@@ -16,7 +16,7 @@ from family_checks import (
     user,
 )
 from vlm_collate import COLLATE_FNS, get_collate_fn, phi4_mm_collate_fn
-from vlm_collate.offline_processors import phi4_multimodal_processor, waveform
+from vlm_collate.testing import phi4_multimodal_processor, waveform
 
 AUDIO = {"type": "audio"}  # a placeholder: the data is in example["audio"]
 

@@ -17,7 +17,7 @@ from family_checks import (
     user,
 )
 from vlm_collate import COLLATE_FNS, get_collate_fn, qwen3_omni_collate_fn
-from vlm_collate.offline_processors import qwen3_omni_processor, video, waveform
+from vlm_collate.testing import qwen3_omni_processor, video, waveform
 
 # transformers passes tensors to np.arange when interleaving audio into video.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -10,6 +10,14 @@ from __future__ import annotations
 import logging
 
 from .conversation import extract_assistant_text
+from .errors import (
+    CollateError,
+    MediaError,
+    OptionError,
+    SampleError,
+    SampleTooLongError,
+    TemplateError,
+)
 from .expand import expand_image_tokens, image_token_counts
 from .labels import build_labels
 from .models.default import default_collate_fn
@@ -37,6 +45,12 @@ __all__ = [
     "COLLATE_FNS",
     "Batch",
     "BatchReport",
+    "CollateError",
+    "MediaError",
+    "OptionError",
+    "SampleError",
+    "SampleTooLongError",
+    "TemplateError",
     "VLMCollator",
     "default_collate_fn",
     "get_collate_fn",

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .engine import IGNORE_INDEX
+
 TOKEN_AXIS_KEYS: tuple[str, ...] = (
     "input_ids",
     "attention_mask",
@@ -21,7 +23,7 @@ TOKEN_AXIS_KEYS: tuple[str, ...] = (
 )
 """Keys whose tensors run along the token axis of ``input_ids``, shifted with it."""
 
-_PAD_VALUES = {"input_ids": None, "labels": -100}
+_PAD_VALUES = {"input_ids": None, "labels": IGNORE_INDEX}
 
 
 def as_tensor(value: Any) -> Any:

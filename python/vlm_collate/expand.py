@@ -8,16 +8,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _engine
-from .arrays import as_int64
+from . import engine
+from .engine import as_int64
+from .errors import SampleError
 
 
 def image_token_counts(grid_thws: Any, merge_kernel_size: tuple[int, int] = (2, 2)) -> np.ndarray:
     """Tokens per image, ``t * (h / mh) * (w / mw)``, from an ``(N, 3)`` grid."""
     grids = as_int64(grid_thws)
     if grids.ndim != 2 or grids.shape[1] != 3:
-        raise ValueError(f"grid_thws must have shape (N, 3), got {tuple(grids.shape)}")
-    return _engine.tokens_per_grid(grids, tuple(merge_kernel_size))
+        raise SampleError(f"grid_thws must have shape (N, 3), got {tuple(grids.shape)}")
+    return engine.tokens_per_grid(grids, tuple(merge_kernel_size))
 
 
 def expand_image_tokens(
@@ -37,7 +38,7 @@ def expand_image_tokens(
     """
     ids, mask = as_int64(input_ids), as_int64(attention_mask)
     if ids.shape != mask.shape or ids.ndim not in (1, 2):
-        raise ValueError(
+        raise SampleError(
             f"input_ids {tuple(ids.shape)} and attention_mask {tuple(mask.shape)} must have "
             "the same shape, (L,) or (B, L)"
         )
@@ -45,7 +46,7 @@ def expand_image_tokens(
     placeholders = ids == media_token_id
     total = int(placeholders.sum())
     if total != len(counts):
-        raise ValueError(
+        raise SampleError(
             f"input_ids hold {total} image placeholders (id {media_token_id}) "
             f"but grid_thws describes {len(counts)} images"
         )
@@ -54,7 +55,7 @@ def expand_image_tokens(
         repeats[placeholders] = counts
         return torch.from_numpy(np.repeat(ids, repeats)), torch.from_numpy(np.repeat(mask, repeats))
     per_row = placeholders.sum(axis=1).astype(np.int64)
-    out_ids, out_mask = _engine.expand_placeholders(
+    out_ids, out_mask = engine.expand_placeholders(
         ids, mask, int(media_token_id), counts, per_row, int(pad_id), "right"
     )
     return torch.from_numpy(out_ids), torch.from_numpy(out_mask)
@@ -74,7 +75,7 @@ def check_expanded_media(
     found = (as_int64(input_ids) == media_token_id).sum(axis=1)
     grids = as_int64(grid_thws).reshape(-1, 3) if grid_thws is not None else np.zeros((0, 3))
     if len(grids) != sum(items_per_sample):
-        raise ValueError(
+        raise SampleError(
             f"the processor returned {len(grids)} {kind} grid rows "
             f"for {sum(items_per_sample)} {kind}s"
         )
@@ -83,7 +84,7 @@ def check_expanded_media(
     for k, index in enumerate(indices):
         expected = int(counts[bounds[k] : bounds[k + 1]].sum())
         if int(found[k]) != expected:
-            raise ValueError(
+            raise SampleError(
                 f"sample {index}: {int(found[k])} {kind} tokens in input_ids but its grid rows "
                 f"give {expected}; the processor's expansion and grids disagree"
             )

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _engine
-from .arrays import as_int64, ragged
+from . import engine
 from .conversation import assistant_turns, extract_assistant_text
+from .engine import as_int64, ragged
+from .errors import CollateError
 from .markers import markers_for
 from .tokens import media_token_ids, tokenizer_of
 
@@ -46,7 +47,7 @@ def labels_by_contents(
     per_row = np.array([len(assistant_turns(c)) for c in conversations], dtype=np.int64)
     values, offsets = ragged(replies)
     stop_ids = [t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None]
-    return _engine.labels_from_contents(
+    return engine.labels_from_contents(
         input_ids,
         attention_mask,
         values,
@@ -67,7 +68,7 @@ def label_array(
     """``(labels, replies found per row)`` as int64 arrays for a padded batch."""
     ids = as_int64(input_ids)
     if ids.ndim != 2 or ids.shape[0] != len(conversations):
-        raise ValueError(
+        raise CollateError(
             f"input_ids has shape {tuple(ids.shape)} but there are {len(conversations)} "
             "conversations; pass a (batch, length) array with one row per conversation"
         )
@@ -79,7 +80,7 @@ def label_array(
     elif not markers.ends:
         labels, found = labels_by_contents(ids, mask, conversations, processor, markers.starts)
     else:
-        labels, found = _engine.labels_from_markers(
+        labels, found = engine.labels_from_markers(
             ids, mask, markers.starts, markers.ends, markers.ignore_ids
         )
     _warn_missing_replies(found, conversations)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .conversation import with_list_content
+from .errors import TemplateError
 from .tokens import media_token_ids, tokenizer_of
 
 logger = logging.getLogger("vlm_collate")
@@ -42,12 +43,8 @@ class Markers:
         return sorted({e[-1] for e in self.ends})
 
 
-class MarkerError(ValueError):
+class MarkerError(TemplateError):
     """The chat template has no derivable assistant header or end-of-turn token."""
-
-
-class TemplateError(ValueError):
-    """The chat template does not render assistant replies at all."""
 
 
 def _render(processor: Any, messages: list[dict[str, Any]], list_content: bool) -> str:

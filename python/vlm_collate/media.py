@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .errors import MediaError
+
 _REMOTE_SCHEMES = ("http", "https", "s3", "gs")
 
 
@@ -58,7 +60,7 @@ def media_of(
                 continue
             value = _item_value(item, kind)
             if value is None:
-                raise ValueError(
+                raise MediaError(
                     f"sample {index}, message {turn}, item {k}: a {kind} item needs its data "
                     f"under '{kind}' (or 'path'/'url')"
                 )
@@ -72,7 +74,7 @@ def _open_bytes(data: bytes, where: str) -> Image.Image:
         image.load()
         return image
     except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"{where}: the image data cannot be decoded ({err})") from err
+        raise MediaError(f"{where}: the image data cannot be decoded ({err})") from err
 
 
 def _image_from_string(value: str, where: str) -> Image.Image:
@@ -81,7 +83,7 @@ def _image_from_string(value: str, where: str) -> Image.Image:
         return _open_bytes(_b64decode(payload, where), where)
     parsed = urlparse(value)
     if parsed.scheme in _REMOTE_SCHEMES:
-        raise ValueError(
+        raise MediaError(
             f"{where}: remote image URLs ({parsed.scheme}://) are not fetched during collation; "
             "download the data first and pass a path, bytes or a PIL image"
         )
@@ -92,17 +94,17 @@ def _image_from_string(value: str, where: str) -> Image.Image:
                 image.load()
                 return image.copy()
         except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"{where}: {path} is not a readable image ({err})") from err
+            raise MediaError(f"{where}: {path} is not a readable image ({err})") from err
     if len(value) > 256 and "/" not in value[:64].replace("+", ""):
         return _open_bytes(_b64decode(value, where), where)
-    raise ValueError(f"{where}: image file not found: {path}")
+    raise MediaError(f"{where}: image file not found: {path}")
 
 
 def _b64decode(payload: str, where: str) -> bytes:
     try:
         return base64.b64decode(payload, validate=False)
     except (binascii.Error, ValueError) as err:
-        raise ValueError(f"{where}: invalid base64 image data ({err})") from err
+        raise MediaError(f"{where}: invalid base64 image data ({err})") from err
 
 
 def load_image(value: Any, where: str = "image") -> Image.Image:
@@ -127,11 +129,11 @@ def load_image(value: Any, where: str = "image") -> Image.Image:
         try:
             image = Image.fromarray(array)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{where}: an array of shape {array.shape} is not an image") from err
+            raise MediaError(f"{where}: an array of shape {array.shape} is not an image") from err
     else:
-        raise ValueError(f"{where}: unsupported image type {type(value).__name__}")
+        raise MediaError(f"{where}: unsupported image type {type(value).__name__}")
     if image.width == 0 or image.height == 0:
-        raise ValueError(f"{where}: the image is empty ({image.width}x{image.height})")
+        raise MediaError(f"{where}: the image is empty ({image.width}x{image.height})")
     if image.mode != "RGB":
         if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
             image = image.convert("RGBA")
@@ -150,18 +152,18 @@ def load_video(value: Any, where: str = "video") -> Any:
         path = os.fspath(value)
         path = unquote(urlparse(path).path) if path.startswith("file://") else path
         if not os.path.exists(path):
-            raise ValueError(f"{where}: video file not found: {path}")
+            raise MediaError(f"{where}: video file not found: {path}")
         return path
     if isinstance(value, (list, tuple)):
         if not value:
-            raise ValueError(f"{where}: the video has no frames")
+            raise MediaError(f"{where}: the video has no frames")
         return [load_image(frame, f"{where}, frame {i}") for i, frame in enumerate(value)]
     if hasattr(value, "__array__"):
         array = np.asarray(value)
         if array.ndim != 4 or array.shape[0] == 0:
-            raise ValueError(f"{where}: a video array must be (T, H, W, C), got {array.shape}")
+            raise MediaError(f"{where}: a video array must be (T, H, W, C), got {array.shape}")
         return array
-    raise ValueError(f"{where}: unsupported video type {type(value).__name__}")
+    raise MediaError(f"{where}: unsupported video type {type(value).__name__}")
 
 
 def load_audio(value: Any, where: str = "audio") -> tuple[np.ndarray, int | None]:
@@ -169,12 +171,12 @@ def load_audio(value: Any, where: str = "audio") -> tuple[np.ndarray, int | None
     rate = None
     if isinstance(value, Mapping):
         if "array" not in value:
-            raise ValueError(f"{where}: an audio dict needs 'array' (and 'sampling_rate')")
+            raise MediaError(f"{where}: an audio dict needs 'array' (and 'sampling_rate')")
         value, rate = value["array"], value.get("sampling_rate")
     elif isinstance(value, (list, tuple)) and len(value) == 2 and np.isscalar(value[1]):
         value, rate = value
     if isinstance(value, (str, os.PathLike)):
-        raise ValueError(
+        raise MediaError(
             f"{where}: audio files are not decoded during collation; pass the waveform "
             "as {'array': ..., 'sampling_rate': ...}"
         )
@@ -182,7 +184,7 @@ def load_audio(value: Any, where: str = "audio") -> tuple[np.ndarray, int | None
     if waveform.ndim == 2:
         waveform = waveform.mean(axis=0 if waveform.shape[0] < waveform.shape[1] else 1)
     if waveform.ndim != 1 or waveform.size == 0:
-        raise ValueError(
+        raise MediaError(
             f"{where}: the waveform must be a non-empty 1-D array, got {waveform.shape}"
         )
     return waveform, int(rate) if rate is not None else None
@@ -218,7 +220,7 @@ def waveform_at(value: Any, sampling_rate: int | None, where: str = "audio") -> 
     (audio is never resampled silently)."""
     waveform, rate = load_audio(value, where)
     if rate is not None and sampling_rate is not None and rate != sampling_rate:
-        raise ValueError(
+        raise MediaError(
             f"{where}: the audio is sampled at {rate} Hz but the processor expects "
             f"{sampling_rate} Hz; resample it when building the dataset"
         )
@@ -242,7 +244,7 @@ def check_placeholder_counts(
     for text, count, index in zip(texts, counts, indices):
         found = text.count(placeholder)
         if found != count:
-            raise ValueError(
+            raise MediaError(
                 f"sample {index}: the rendered conversation has {found} {kind} placeholders "
                 f"({placeholder}) but the sample holds {count} {kind}s; every {kind} needs its "
                 f"own {{'type': '{kind}'}} item"

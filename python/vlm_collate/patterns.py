@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _engine
-from .arrays import as_int64
+from . import engine
+from .engine import as_int64
 
 
 def find_pattern_indices(
@@ -23,6 +23,6 @@ def find_pattern_indices(
     haystack, needle = as_int64(template).reshape(-1), as_int64(pattern).reshape(-1)
     if search_start_index < 0:
         raise ValueError(f"search_start_index must be >= 0, got {search_start_index}")
-    return _engine.find_subsequence(
+    return engine.find_subsequence(
         haystack, needle, int(search_start_index), bool(allow_first_token_mismatch)
     )

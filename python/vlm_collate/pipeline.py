@@ -16,8 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from . import _engine
-from .arrays import as_int64
+from . import engine
 from .batch import (
     as_tensor,
     pad_columns,
@@ -27,6 +26,8 @@ from .batch import (
     trim_columns,
 )
 from .conversation import assistant_turns, conversations_of
+from .engine import IGNORE_INDEX, as_int64
+from .errors import CollateError, OptionError, SampleError, SampleTooLongError
 from .labels import label_array
 from .report import Batch, BatchReport
 from .tokens import media_token_ids, pad_token_id, tokenizer_of
@@ -61,17 +62,17 @@ class CollateOptions:
 
     def __post_init__(self) -> None:
         if self.on_overflow not in ("error", "drop", "truncate"):
-            raise ValueError(
+            raise OptionError(
                 f"on_overflow must be 'error', 'drop' or 'truncate', got {self.on_overflow!r}"
             )
         if self.on_unlabeled not in ("warn", "raise", "drop"):
-            raise ValueError(
+            raise OptionError(
                 f"on_unlabeled must be 'warn', 'raise' or 'drop', got {self.on_unlabeled!r}"
             )
         if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be at least 2, got {self.max_length}")
+            raise OptionError(f"max_length must be at least 2, got {self.max_length}")
         if self.pad_to_max_length and self.max_length is None:
-            raise ValueError("pad_to_max_length needs max_length")
+            raise OptionError("pad_to_max_length needs max_length")
 
 
 def default_labeler(processor: Any) -> Labeler:
@@ -94,7 +95,7 @@ def _unlabeled_policy(
         if assistant_turns(conversation):
             keep.append(i)
         elif options.on_unlabeled == "raise":
-            raise ValueError(
+            raise SampleError(
                 f"sample {i} has no assistant turn, so nothing to train on; "
                 "fix the data or pass on_unlabeled='warn' or 'drop'"
             )
@@ -121,7 +122,7 @@ def _overflow_policy(
         return list(range(len(keep))), False
     if options.on_overflow == "error":
         k = over[0]
-        raise ValueError(
+        raise SampleTooLongError(
             f"sample {keep[k]} has {int(lengths[k])} tokens, more than max_length={limit}; "
             "raise max_length or pass on_overflow='truncate' or 'drop'"
         )
@@ -129,8 +130,8 @@ def _overflow_policy(
         for k in over:
             report.dropped.append((keep[k], f"{int(lengths[k])} tokens > max_length={limit}"))
         return [k for k in range(len(keep)) if k not in set(over)], False
-    values, offsets = _engine.unpad(ids, mask)
-    fitted = _engine.fitted_lengths(values, offsets, limit, media_ids)
+    values, offsets = engine.unpad(ids, mask)
+    fitted = engine.fitted_lengths(values, offsets, limit, media_ids)
     stay = []
     for k in range(len(keep)):
         if fitted[k] < 0:
@@ -171,7 +172,7 @@ def collate_with(
     truncate = False
     while True:
         if not keep:
-            raise ValueError(f"every sample of the batch was dropped: {report.dropped}")
+            raise CollateError(f"every sample of the batch was dropped: {report.dropped}")
         encoded = dict(
             encode([examples[i] for i in keep], [conversations[i] for i in keep], list(keep))
         )
@@ -197,7 +198,7 @@ def collate_with(
     )
     if target > longest:
         pad_columns(batch, target, pad_id, keys)
-    targets_per_row = (batch["labels"] != -100).sum(dim=-1).tolist()
+    targets_per_row = (batch["labels"] != IGNORE_INDEX).sum(dim=-1).tolist()
     report.target_tokens = int(sum(targets_per_row))
     report.unlabeled = [keep[k] for k, n in enumerate(targets_per_row) if n == 0]
     if report.unlabeled and options.on_unlabeled != "drop":

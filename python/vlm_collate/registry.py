@@ -28,13 +28,36 @@ COLLATE_FNS: dict[str, CollateFn] = {
 }
 """Processor class name -> collate function (the seed's keys and more)."""
 
+MODEL_TYPES: dict[str, CollateFn] = {
+    "qwen2_vl": qwen2_5_collate_fn,
+    "qwen2_5_vl": qwen2_5_collate_fn,
+    "qwen3_omni_moe": qwen3_omni_collate_fn,
+    "kimi_vl": kimi_vl_collate_fn,
+    "kimi_k25": kimi_k25_vl_collate_fn,
+    "nemotron_parse": nemotron_parse_collate_fn,
+    "phi4_multimodal": phi4_mm_collate_fn,
+}
+"""Model type -> collate function, for processors whose class is generic or remote code."""
+
+
+def _model_type(processor: Any) -> str | None:
+    """The model type a processor declares (its own ``model_type``, or its config's)."""
+    for owner in (processor, getattr(processor, "config", None)):
+        value = getattr(owner, "model_type", None)
+        if isinstance(value, str):
+            return value
+    return None
+
 
 def get_collate_fn(processor: Any) -> CollateFn:
     """The collate function for ``processor``'s class or its nearest registered base
-    class; ``default`` when none is registered."""
+    class, else for the model type it declares; ``default`` when neither is registered."""
     for cls in type(processor).__mro__:
         if cls.__name__ in COLLATE_FNS:
             return COLLATE_FNS[cls.__name__]
+    model_type = _model_type(processor)
+    if model_type in MODEL_TYPES:
+        return MODEL_TYPES[model_type]
     return COLLATE_FNS["default"]
 
 

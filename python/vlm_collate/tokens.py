@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .errors import CollateError
+
 
 def tokenizer_of(processor: Any) -> Any:
     """The tokenizer of a processor (or the object itself when it is a tokenizer)."""
@@ -18,7 +20,7 @@ def token_id(tokenizer: Any, token: str, *, what: str = "token") -> int:
     tid = ids[0] if ids else None
     unk = getattr(tokenizer, "unk_token_id", None)
     if tid is None or (unk is not None and tid == unk and token != tokenizer.unk_token):
-        raise ValueError(
+        raise CollateError(
             f"the {what} {token!r} is not in the tokenizer's vocabulary "
             f"({type(tokenizer).__name__}); add it as a special token or use the model's tokenizer"
         )
@@ -39,7 +41,7 @@ def pad_token_id(tokenizer: Any) -> int:
     """The tokenizer's pad id; a tokenizer without one is a clear error."""
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
-        raise ValueError(
+        raise CollateError(
             f"{type(tokenizer).__name__} has no pad token; set one "
             "(for example tokenizer.pad_token = tokenizer.eos_token) before collating"
         )
@@ -83,7 +85,7 @@ def decode_single_token(tokenizer: Any, token: int | Iterable[int] | Any) -> str
         token = token.tolist()
     if isinstance(token, (list, tuple)):
         if len(token) != 1:
-            raise ValueError(f"decode_single_token takes one id, got {len(token)}")
+            raise CollateError(f"decode_single_token takes one id, got {len(token)}")
         token = token[0]
     tid = int(token)
     try:

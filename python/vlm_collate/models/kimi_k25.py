@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import _engine
-from ..arrays import as_int64, ragged
+from .. import engine
 from ..conversation import rendered_texts
+from ..engine import as_int64, ragged
 from ..expand import check_expanded_media, expand_image_tokens
 from ..media import flattened, media_per_sample
 from ..pipeline import CollateOptions, collate_with
@@ -81,7 +81,7 @@ def kimi_k25_vl_collate_fn(
             if sample:
                 pixels.append(out["pixel_values"])
                 grids.append(out["grid_thws"])
-        ids, mask = _engine.pad_rows(*ragged(rows), pad_id, "right")
+        ids, mask = engine.pad_rows(*ragged(rows), pad_id, "right")
         if not grids:
             return {"input_ids": ids, "attention_mask": mask}
         grid = torch.cat(grids)

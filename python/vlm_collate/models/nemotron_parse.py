@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..arrays import as_int64
 from ..conversation import assistant_turns, extract_assistant_text
+from ..engine import IGNORE_INDEX, as_int64
+from ..errors import CollateError, SampleError
 from ..media import images_of, media_counts
 from ..pipeline import CollateOptions, collate_with
 from ..report import Batch
@@ -29,7 +30,7 @@ def _decoder_start_id(processor: Any) -> int:
         tid = getattr(owner, attribute, None)
         if isinstance(tid, int):
             return tid
-    raise ValueError(
+    raise CollateError(
         f"{type(tokenizer).__name__} has no decoder start, bos or eos token; "
         "set tokenizer.bos_token before collating with shift=False"
     )
@@ -38,7 +39,7 @@ def _decoder_start_id(processor: Any) -> int:
 def _page_image(conversation: list[dict], index: int) -> Any:
     images = images_of(conversation, index)
     if len(images) != 1:
-        raise ValueError(
+        raise SampleError(
             f"sample {index} has {len(images)} images; Nemotron-Parse reads exactly one page "
             "image per sample: put one {'type': 'image', 'image': ...} item in the user turn"
         )
@@ -67,7 +68,9 @@ def nemotron_parse_collate_fn(
     tokenizer = tokenizer_of(processor)
     eos = tokenizer.eos_token
     if eos is None:
-        raise ValueError(f"{type(tokenizer).__name__} has no eos token to close the reply; set one")
+        raise CollateError(
+            f"{type(tokenizer).__name__} has no eos token to close the reply; set one"
+        )
     prompt = as_int64(tokenizer(task_prompt, add_special_tokens=False)["input_ids"])
     shift = options.get("shift", True)
     start = None if shift else _decoder_start_id(processor)
@@ -90,11 +93,11 @@ def nemotron_parse_collate_fn(
         ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
         for row, index in enumerate(indices):
             if mask[row, 0] == 0:
-                raise ValueError(
+                raise SampleError(
                     "the processor pads on the left; set its tokenizer's padding_side='right'"
                 )
             if not np.array_equal(ids[row, : len(prompt)], prompt):
-                raise ValueError(
+                raise SampleError(
                     f"sample {index}: the task prompt's tokens merge with the reply's; end the "
                     "task prompt with a special token (as the default does)"
                 )
@@ -107,7 +110,7 @@ def nemotron_parse_collate_fn(
         ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
         replied = np.array([bool(assistant_turns(c)) for c in conversations])[:, None]
         after_prompt = np.arange(ids.shape[1])[None, :] >= len(prompt)
-        return np.where((mask != 0) & after_prompt & replied, ids, -100)
+        return np.where((mask != 0) & after_prompt & replied, ids, IGNORE_INDEX)
 
     batch = collate_with(
         examples, processor, encode, CollateOptions(**options), labeler=label, media_ids=[]

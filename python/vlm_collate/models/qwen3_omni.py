@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..conversation import rendered_texts, with_list_content
+from ..errors import SampleError
 from ..media import (
     check_placeholder_counts,
     flattened,
@@ -37,7 +38,7 @@ def _audio_slots(
                     (item[k] for k in ("audio", "path", "url") if item.get(k) is not None), None
                 )
                 if value is None:
-                    raise ValueError(
+                    raise SampleError(
                         f"sample {index}, audio {audio_k}: an audio item needs its waveform "
                         "under 'audio'"
                     )
@@ -47,7 +48,7 @@ def _audio_slots(
             elif kind == "video":
                 if use_audio_in_video:
                     if item.get("audio") is None:
-                        raise ValueError(
+                        raise SampleError(
                             f"sample {index}, video {video_k}: use_audio_in_video=True needs "
                             "the video's audio track as the item's 'audio' ({'array', "
                             "'sampling_rate'}); decode it when building the dataset, or pass "

@@ -12,6 +12,7 @@ token shows its id and label.
 from __future__ import annotations
 
 import html
+import importlib.resources
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,10 +21,11 @@ from typing import Any
 from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
-from .report import BatchReport
-from .tokens import optional_token_id, tokenizer_of
+from ..engine import IGNORE_INDEX
+from ..report import BatchReport
+from ..tokens import optional_token_id, tokenizer_of
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX
 MEDIA_KINDS = ("image", "video", "audio")
 TARGET_OPEN, TARGET_CLOSE = "«", "»"
 NEWLINE_MARK = "↵"
@@ -375,56 +377,10 @@ def render_terminal(view: BatchView, console: Console, markers: bool | None = No
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
-body { font: 14px/1.5 system-ui, sans-serif; margin: 2em; color: #222; background: #fff; }
-h1 { font-size: 1.3em; margin: 0 0 .3em; }
-h2 { font-size: 1em; margin: 1.6em 0 .4em; color: #444; }
-.legend span { margin-right: 1.2em; }
-pre.tokens { font: 13px/1.7 ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap;
-  word-break: break-word; border: 1px solid #ddd; border-radius: 4px; padding: .6em .8em;
-  margin: 0; background: #fafafa; }
-.tok { border-radius: 2px; }
-.tok:hover, .media:hover { outline: 1px solid #555; }
-.tgt { background: #b7f0b1; color: #0b3d0b; }
-.tgt + .tgt { box-shadow: inset 1px 0 rgba(11, 61, 11, .18); }
-.special { color: #1d5fa8; }
-.media { background: #eadcf8; color: #5b2a86; padding: 0 .2em; border-radius: 3px; }
-.media.tgt { background: #f7b1b1; color: #7a0b0b; outline: 2px solid #c00; }
-table.summary td { padding: .1em 1.2em .1em 0; vertical-align: top; }
-table.summary td:first-child { font-weight: 600; }
-#tip { position: fixed; display: none; pointer-events: none; background: #222; color: #fff;
-  font: 12px/1.4 ui-monospace, monospace; padding: .3em .5em; border-radius: 3px;
-  white-space: pre; z-index: 10; }
-"""
 
-_JS = """
-(function () {
-  var tip = document.getElementById("tip");
-  function describe(el) {
-    var ids = JSON.parse(el.dataset.ids), labels = JSON.parse(el.dataset.labels);
-    if (el.classList.contains("media")) {
-      var label = labels.every(function (l) { return l === -100; }) ? "-100 (ignored)"
-        : "TARGET (a media placeholder is labelled)";
-      return el.dataset.kind + " placeholder id " + ids[0] + " x " + ids.length +
-        "\\nlabel " + label;
-    }
-    return ids.map(function (id, k) {
-      var l = labels[k];
-      return "id " + id + "  label " + l + (l === -100 ? " (ignored)" : " (target)");
-    }).join("\\n");
-  }
-  document.addEventListener("mouseover", function (event) {
-    var el = event.target.closest ? event.target.closest("[data-ids]") : null;
-    if (!el) { tip.style.display = "none"; return; }
-    tip.textContent = describe(el);
-    tip.style.display = "block";
-  });
-  document.addEventListener("mousemove", function (event) {
-    tip.style.left = (event.clientX + 14) + "px";
-    tip.style.top = (event.clientY + 14) + "px";
-  });
-})();
-"""
+def _asset(name: str) -> str:
+    """A file of the HTML view (``cli/assets/``), shipped as package data."""
+    return (importlib.resources.files(__package__) / "assets" / name).read_text(encoding="utf-8")
 
 
 def _piece_html(piece: Piece | MediaSpan) -> str:
@@ -453,7 +409,7 @@ def render_html(view: BatchView, title: str = "vlm-collate inspect") -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{_asset('inspect.css')}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         '<p class="legend"><span class="tok tgt">target</span>'
         '<span class="tok">not a target (label -100)</span>'
@@ -471,6 +427,6 @@ def render_html(view: BatchView, title: str = "vlm-collate inspect") -> str:
         out.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>")
     out.append("</table>")
     out.append('<div id="tip"></div>')
-    out.append(f"<script>{_JS}</script>")
+    out.append(f"<script>{_asset('inspect.js')}</script>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

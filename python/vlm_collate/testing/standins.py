@@ -7,8 +7,8 @@ the Qwen2 vocabulary, so their tokenizers are small byte-level BPE tokenizers
 trained here in well under a second that hold each family's special tokens.
 
 Kimi-VL, the original Kimi K2.5 processor and Nemotron-Parse exist only as
-remote code on a model hub: :class:`KimiVLProcessor`, :class:`KimiK25Processor`
-and :class:`NemotronParseProcessor` are **test stand-ins** that follow their
+remote code on a model hub: :class:`KimiVLStandIn`, :class:`KimiK25RemoteStandIn`
+and :class:`NemotronParseStandIn` are **test stand-ins** that follow their
 public interfaces. Nothing here touches the network. Sizes are small so tests
 stay fast.
 """
@@ -26,9 +26,9 @@ __all__ = [
     "KIMI_K25_TEMPLATE",
     "KIMI_VL_TEMPLATE",
     "PHI4_TEMPLATE",
-    "KimiK25Processor",
-    "KimiVLProcessor",
-    "NemotronParseProcessor",
+    "KimiK25RemoteStandIn",
+    "KimiVLStandIn",
+    "NemotronParseStandIn",
     "kimi_k25_processor",
     "kimi_k25_remote_processor",
     "kimi_tokenizer",
@@ -155,7 +155,7 @@ def qwen3_omni_processor(min_pixels: int = 32 * 32, max_pixels: int = 128 * 128)
         WhisperFeatureExtractor,
     )
 
-    from .testing import CHATML_TEMPLATE, qwen3_omni_tokenizer
+    from .builders import CHATML_TEMPLATE, qwen3_omni_tokenizer
 
     tokenizer = qwen3_omni_tokenizer()
     # What ``from_pretrained`` does with the released config's named extra special tokens.
@@ -338,7 +338,7 @@ def _expand_in_texts(texts: list[str], token: str, counts: Sequence[int]) -> lis
 # --------------------------------------------------------------------------- Kimi-VL (stand-in)
 
 
-class KimiVLProcessor(ProcessorMixin):
+class KimiVLStandIn(ProcessorMixin):
     """**Test stand-in** for Kimi-VL's remote-code processor (same public interface).
 
     ``processor(images=..., text=..., **tokenizer_kwargs)`` returns ``input_ids``,
@@ -346,6 +346,9 @@ class KimiVLProcessor(ProcessorMixin):
     ``image_grid_hws`` ``(N, 2)``; the i-th ``<|media_pad|>`` over the batch is
     expanded to ``image_grid_hws[i].prod() // 4`` tokens.
     """
+
+    model_type = "kimi_vl"
+    """The model type it stands in for; :func:`~vlm_collate.get_collate_fn` resolves by it."""
 
     def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None):
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
@@ -366,9 +369,9 @@ class KimiVLProcessor(ProcessorMixin):
         return BatchFeature(data)
 
 
-def kimi_vl_processor(max_patches: int = 256) -> KimiVLProcessor:
+def kimi_vl_processor(max_patches: int = 256) -> KimiVLStandIn:
     """Kimi-VL **test stand-in** processor on the Kimi tokenizer and Kimi-VL template."""
-    return KimiVLProcessor(
+    return KimiVLStandIn(
         _kimi_image_processor(max_patches), kimi_tokenizer(KIMI_VL_TEMPLATE), KIMI_VL_TEMPLATE
     )
 
@@ -376,7 +379,7 @@ def kimi_vl_processor(max_patches: int = 256) -> KimiVLProcessor:
 # --------------------------------------------------------------------------- Kimi K2.5
 
 
-class KimiK25Processor(ProcessorMixin):
+class KimiK25RemoteStandIn(ProcessorMixin):
     """**Test stand-in** for Kimi K2.5's original remote-code processor.
 
     ``processor(text=..., medias=[{"type": "image", "image": ...}], return_tensors=...)``
@@ -384,6 +387,9 @@ class KimiK25Processor(ProcessorMixin):
     image (not expanded), ``pixel_values`` and ``grid_thws`` ``(N, 3)``; the model
     expands each placeholder to ``t * (h / 2) * (w / 2)`` tokens.
     """
+
+    model_type = "kimi_k25"
+    """The model type it stands in for; :func:`~vlm_collate.get_collate_fn` resolves by it."""
 
     def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None):
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
@@ -405,9 +411,9 @@ class KimiK25Processor(ProcessorMixin):
         return BatchFeature(data)
 
 
-def kimi_k25_remote_processor(max_patches: int = 256) -> KimiK25Processor:
+def kimi_k25_remote_processor(max_patches: int = 256) -> KimiK25RemoteStandIn:
     """Kimi K2.5 **test stand-in** of the original remote-code processor."""
-    return KimiK25Processor(
+    return KimiK25RemoteStandIn(
         _kimi_image_processor(max_patches), kimi_tokenizer(KIMI_K25_TEMPLATE), KIMI_K25_TEMPLATE
     )
 
@@ -444,13 +450,16 @@ _NEMOTRON_SPECIALS = (
 )
 
 
-class NemotronParseProcessor(ProcessorMixin):
+class NemotronParseStandIn(ProcessorMixin):
     """**Test stand-in** for Nemotron-Parse's remote-code processor (encoder-decoder:
     no image tokens in the text).
 
     ``processor(images=..., text=..., add_special_tokens=..., padding=..., return_tensors=...)``
     returns ``pixel_values`` (one image per text), ``input_ids`` and ``attention_mask``.
     """
+
+    model_type = "nemotron_parse"
+    """The model type it stands in for; :func:`~vlm_collate.get_collate_fn` resolves by it."""
 
     def __init__(self, image_processor: Any, tokenizer: Any):
         super().__init__(image_processor, tokenizer)
@@ -482,7 +491,7 @@ class NemotronParseProcessor(ProcessorMixin):
         return BatchFeature(data)
 
 
-def nemotron_parse_processor(height: int = 64, width: int = 48) -> NemotronParseProcessor:
+def nemotron_parse_processor(height: int = 64, width: int = 48) -> NemotronParseStandIn:
     """Nemotron-Parse **test stand-in**: a real ``DonutImageProcessor`` (aspect-keeping
     resize and pad, as Nemotron-Parse's) at ``height x width``, and a small trained
     tokenizer with ``<s>``, ``</s>`` (eos), ``<pad>``, ``<unk>`` and the task tokens
@@ -503,7 +512,7 @@ def nemotron_parse_processor(height: int = 64, width: int = 48) -> NemotronParse
     image_processor = DonutImageProcessor(
         size={"height": height, "width": width}, do_align_long_axis=False, do_thumbnail=True
     )
-    return NemotronParseProcessor(image_processor, tokenizer)
+    return NemotronParseStandIn(image_processor, tokenizer)
 
 
 def waveform(seconds: float = 1.0, rate: int = 16_000, seed: int = 0) -> np.ndarray:

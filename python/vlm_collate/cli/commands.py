@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 import time
@@ -43,7 +42,7 @@ def _stdout_console(color: str) -> Console:
 
 def builtin_processor(status: Console) -> Any:
     """The offline Qwen2.5-VL processor on the real Qwen2 vocabulary."""
-    from .testing import qwen2_5_vl_processor
+    from ..testing import qwen2_5_vl_processor
 
     with status.status("building the built-in Qwen2.5-VL processor (offline, Qwen2 vocabulary)"):
         return qwen2_5_vl_processor()
@@ -71,7 +70,7 @@ def saved_processor(directory: str) -> Any:
 def collate_fn_named(name: str | None, processor: Any) -> Any:
     """The collate function for ``--family NAME`` (a key of ``COLLATE_FNS`` or a
     collate function's name), or the processor's registered one."""
-    from .registry import COLLATE_FNS, get_collate_fn
+    from ..registry import COLLATE_FNS, get_collate_fn
 
     if name is None:
         return get_collate_fn(processor)
@@ -128,9 +127,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
+    from ..registry import VLMCollator
     from .datafiles import read_records, sample_data_path
     from .inspect_view import batch_view, render_terminal
-    from .registry import VLMCollator
 
     console = _stdout_console(args.color)
     status = Console(stderr=True)
@@ -182,42 +181,16 @@ def run_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- bench
 
 
-def find_benches(start: Path = PACKAGE_DIR) -> Path | None:
-    """The repository's ``benches/`` folder (with ``run_all.py``), found by walking
-    up from ``start``; None for an installation without the repository."""
-    for folder in (start, *start.parents):
-        candidate = folder / "benches"
-        if (candidate / "run_all.py").is_file():
-            return candidate
-        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
-            return None
-    return None
-
-
-def _bench_module(benches: Path) -> Any:
-    """``benches/run_all.py``, imported as ``benches.run_all`` when the folder is a
-    package (its sibling modules import relatively), else from its file."""
-    if (benches / "__init__.py").is_file():
-        root = str(benches.parent)
-        if root not in sys.path:
-            sys.path.insert(0, root)
-        return importlib.import_module(f"{benches.name}.run_all")
-    spec = importlib.util.spec_from_file_location(
-        "vlm_collate_bench_run_all", benches / "run_all.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_bench(args: argparse.Namespace) -> int:
-    benches = find_benches()
-    if benches is None:
+    """Runs the benchmark suite, the ``benches`` package of a source checkout
+    (importable when the command runs from the clone's root, as ``make bench`` does)."""
+    try:
+        module = importlib.import_module("benches.run_all")
+    except ModuleNotFoundError as err:
         raise CliError(
-            "the benchmark suite lives in the repository's benches/ folder, which this "
-            "installation does not have; run it from a clone (pip install -e . or make bench)"
-        )
-    module = _bench_module(benches)
+            "the benchmark suite is the benches/ package of a source checkout; from the "
+            "clone's root run `make bench` (or `python -m benches.run_all`)"
+        ) from err
     argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
     return int(module.main(argv) or 0)
 
