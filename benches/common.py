@@ -193,6 +193,7 @@ def machine() -> dict[str, Any]:
     import transformers
 
     return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),

@@ -1,7 +1,8 @@
 """Runs every benchmark of vlm_collate with a progress bar, prints the tables,
 writes ``results.json``, ``results.md`` and the scaling plot.
 
-    python benches/run_all.py            # full run (minutes), results in bench-results/
+    python benches/run_all.py            # full run (minutes), results in bench-results/,
+                                         # README tables and docs/bench_results.json rewritten
     python benches/run_all.py --quick    # tiny sizes, few repeats (smoke test, CI)
     vlm-collate bench [--quick]          # the same, through the CLI
 
@@ -64,6 +65,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="also copy the scaling plot here (default: docs/bench_scaling.png on a full "
         "run with every benchmark, none with --quick or --only)",
     )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="write the tables into this README's bench-results block (default: README.md "
+        "and docs/bench_results.json on a full run with every benchmark; none otherwise)",
+    )
     return parser.parse_args(argv)
 
 
@@ -107,9 +115,12 @@ def _run(args: argparse.Namespace) -> int:
     modules = {n: _module(n) for n in names}
     out = args.out or ROOT / "bench-results" / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
-    plot_copy = args.plot_copy
-    if plot_copy is None and not args.quick and not args.only:
+    plot_copy, readme = args.plot_copy, args.readme
+    full = not args.quick and not args.only
+    if plot_copy is None and full:
         plot_copy = ROOT / "docs" / "bench_scaling.png"
+    if readme is None and full:
+        readme = ROOT / "README.md"
 
     started, load_before = time.perf_counter(), os.getloadavg()
     tables = []
@@ -176,6 +187,11 @@ def _run(args: argparse.Namespace) -> int:
         )
     )
     console.print(f"results: {out / 'results.md'}, {out / 'results.json'}")
+    if readme is not None:
+        _module("readme").write_block(readme, "bench-results", (out / "results.md").read_text())
+        if full:
+            shutil.copyfile(out / "results.json", ROOT / "docs" / "bench_results.json")
+        console.print(f"README tables rewritten: {readme}")
     if plot is not None:
         copy = f" (copied to {plot_copy})" if plot_copy is not None else ""
         console.print(f"plot: {plot}{copy}")
@@ -214,7 +230,8 @@ def _machine_line(machine: dict, elapsed: float, quick: bool) -> str:
         return "/".join(f"{v:.1f}" for v in values)
 
     return (
-        f"{'Quick' if quick else 'Full'} run: {elapsed:.0f} s on {machine['cpu']}, "
+        f"{'Quick' if quick else 'Full'} run of {machine['date']}: {elapsed:.0f} s on "
+        f"{machine['cpu']}, "
         f"{machine['cores']} cores (`nproc`), load average (1/5/15 min) "
         f"{load(machine['load_average_before'])} before and {load(machine['load_average'])} "
         f"after; Python {machine['python']}, torch {machine['torch']} (1 thread), "

@@ -31,7 +31,9 @@ def _run_all():
 
 def test_quick_bench_produces_every_table(tmp_path, qwen_processor):
     # qwen_processor: the session's processor, so the vocabulary is converted only once.
-    assert _run_all().main(["--quick", "--out", str(tmp_path)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n<!-- bench-results:start -->\nSTALE-TABLE\n<!-- bench-results:end -->\nafter\n")
+    assert _run_all().main(["--quick", "--out", str(tmp_path), "--readme", str(readme)]) == 0
 
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["tables"]) == TABLES
@@ -42,6 +44,10 @@ def test_quick_bench_produces_every_table(tmp_path, qwen_processor):
     for table in results["tables"].values():
         assert table["title"] in markdown
     assert results["targets"], "no target verdicts"
+    written = readme.read_text()
+    assert "STALE-TABLE" not in written and written.endswith("<!-- bench-results:end -->\nafter\n")
+    assert markdown.strip() in written  # the README block is exactly the run's tables
+    assert results["machine"]["date"] in written
     assert (tmp_path / "bench_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Every method computes the same batch (a correctness check, not a timing).
