@@ -32,7 +32,8 @@ def _run_all():
 def test_quick_bench_produces_every_table(tmp_path, qwen_processor):
     # qwen_processor: the session's processor, so the vocabulary is converted only once.
     readme = tmp_path / "README.md"
-    readme.write_text("# t\n<!-- bench-results:start -->\nSTALE-TABLE\n<!-- bench-results:end -->\nafter\n")
+    block = "<!-- bench-results:start -->\nSTALE-TABLE\n<!-- bench-results:end -->"
+    readme.write_text(f"# t\n{block}\nafter\n")
     assert _run_all().main(["--quick", "--out", str(tmp_path), "--readme", str(readme)]) == 0
 
     results = json.loads((tmp_path / "results.json").read_text())
