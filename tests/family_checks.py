@@ -107,8 +107,10 @@ def assert_shift_consistent(
 ) -> None:
     """The default (pre-shifted) batch is the unshifted one with labels[:, 1:] and
     the token-axis tensors [:, :-1]; other tensors (but ``skip``) are identical."""
-    assert shifted.keys() == unshifted.keys()
+    assert shifted.keys() - {"shift_labels"} == unshifted.keys()
     assert torch.equal(shifted["labels"], unshifted["labels"][:, 1:])
+    if "shift_labels" in shifted:  # decoder-only families; an encoder-decoder loss never shifts
+        assert torch.equal(shifted["shift_labels"], shifted["labels"])
     for key in ("input_ids", "attention_mask"):
         assert torch.equal(shifted[key], unshifted[key][:, :-1])
     for key, value in unshifted.items():

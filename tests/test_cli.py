@@ -215,7 +215,7 @@ def test_inspect_reads_every_image_form(capsys, tmp_path):
 ERROR_CASES = {
     "bad json": (['{"conversation": [}'], 1, "not valid JSON"),
     "not an object": (["[1, 2]"], 1, "each line must be a JSON object"),
-    "no conversation": ([{"messages": []}], 1, "missing 'conversation'"),
+    "no conversation": ([{"dialogue": []}], 1, "missing 'conversation' or 'messages'"),
     "no content": ([{"conversation": [{"role": "user"}]}], 1, "message 0: missing 'content'"),
     "missing image": (
         [[{"type": "image", "image": "nowhere.png"}, {"type": "text", "text": "?"}]],

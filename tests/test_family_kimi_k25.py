@@ -125,7 +125,7 @@ def test_text_only_batch(processor, cases):
 
 def test_max_length_pads_to_exactly_that_length(processor, cases):
     batch = collate(processor, [cases[0], cases[1]], max_length=128)
-    assert batch["input_ids"].shape == (2, 127)
+    assert batch["input_ids"].shape == (2, 128)
     assert batch["labels"][1, -1] == IGNORE
 
 
@@ -133,7 +133,7 @@ def test_truncation_never_cuts_an_image(processor, cases):
     long_text = [user(image_item(0), "word " * 60), assistant("reply " * 40)]
     fits = [user("Hi"), assistant("reply " * 40)]
     batch = collate(processor, [long_text, fits], max_length=48, on_overflow="truncate")
-    assert batch["input_ids"].shape == (2, 47)
+    assert batch["input_ids"].shape == (2, 48)
     assert batch.report.truncated == [0, 1]
     assert token_count(batch, pad_id(processor))[0] == int(batch["grid_thws"].prod(-1).sum()) // 4
     image_late = [user("word " * 60, image_item(0)), assistant("ok")]
@@ -166,5 +166,5 @@ def test_collator_in_a_dataloader_with_workers(processors, cases):
         [{"conversation": c} for c in cases[:4]], batch_size=2, num_workers=2, collate_fn=collator
     )
     batches = list(loader)
-    assert [b["input_ids"].shape for b in batches] == [(2, 159), (2, 159)]
+    assert [b["input_ids"].shape for b in batches] == [(2, 160), (2, 160)]
     assert [b["n_images_per_sample"].tolist() for b in batches] == [[1, 0], [1, 0]]

@@ -90,7 +90,7 @@ def test_shift_default_matches_unshifted(processor, cases, unshifted):
 
 def test_max_length_pads_to_exactly_that_length(processor, cases, ids):
     batch = kimi_vl_collate_fn([{"conversation": cases[1]}], processor, max_length=96)
-    assert batch["input_ids"].shape == (1, 95)  # max_length, then the shift
+    assert batch["input_ids"].shape == (1, 96)  # exactly max_length, shifted or not
     assert batch["input_ids"][0, -1] == ids["[PAD]"] and batch["labels"][0, -1] == IGNORE
     batch = kimi_vl_collate_fn([{"conversation": cases[1]}], processor, max_length=96, shift=False)
     assert batch["input_ids"].shape == (1, 96)
@@ -102,7 +102,7 @@ def test_max_length_never_cuts_an_image(processor, cases, ids):
         kimi_vl_collate_fn(examples, processor, max_length=20)
     batch = kimi_vl_collate_fn(examples, processor, max_length=20, on_overflow="truncate")
     assert batch.report.dropped and batch.report.dropped[0][0] == 0
-    assert "pixel_values" not in batch and batch["input_ids"].shape == (1, 19)
+    assert "pixel_values" not in batch and batch["input_ids"].shape == (1, 20)
 
 
 def test_placeholder_count_mismatch_names_the_sample(processor):

@@ -149,5 +149,5 @@ def test_max_length_truncates_the_reply(processor, cases):
     assert batch["input_ids"].shape == (1, 12) and batch.report.truncated == [0]
     assert torch.equal(batch["labels"], full["labels"][:, :12])
     padded = collate(processor, cases[:1], max_length=64, pad_to_max_length=True)
-    assert padded["decoder_input_ids"].shape == (1, 63)
+    assert padded["decoder_input_ids"].shape == (1, 64)
     assert padded["decoder_input_ids"][0, -1] == processor.tokenizer.pad_token_id

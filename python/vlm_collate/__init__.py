@@ -27,6 +27,7 @@ from .models.nemotron_parse import nemotron_parse_collate_fn
 from .models.phi4_mm import phi4_mm_collate_fn
 from .models.qwen2_5_vl import qwen2_5_collate_fn
 from .models.qwen3_omni import qwen3_omni_collate_fn
+from .options import CollateOptions
 from .patterns import find_pattern_indices
 from .registry import COLLATE_FNS, VLMCollator, get_collate_fn
 from .report import Batch, BatchReport
@@ -45,6 +46,7 @@ __all__ = [
     "COLLATE_FNS",
     "Batch",
     "BatchReport",
+    "CollateOptions",
     "CollateError",
     "MediaError",
     "OptionError",

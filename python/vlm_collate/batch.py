@@ -1,4 +1,5 @@
-"""Batch shapes: fixed-length padding, next-token shift, and torch conversion.
+"""Batch shapes: the returned layout (truncation, next-token shift, padding on either
+side) and the conversion to torch or numpy.
 
 The shift happens here and only here: labels lose their first column and the
 token-axis tensors, named explicitly in ``TOKEN_AXIS_KEYS``, lose their last.
@@ -12,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine import IGNORE_INDEX
+from . import engine
+from .errors import CollateError
 
 TOKEN_AXIS_KEYS: tuple[str, ...] = (
     "input_ids",
@@ -22,8 +24,6 @@ TOKEN_AXIS_KEYS: tuple[str, ...] = (
     "loss_mask",
 )
 """Keys whose tensors run along the token axis of ``input_ids``, shifted with it."""
-
-_PAD_VALUES = {"input_ids": None, "labels": IGNORE_INDEX}
 
 
 def as_tensor(value: Any) -> Any:
@@ -39,24 +39,16 @@ def token_axis_keys(batch: Mapping[str, Any], extra: Iterable[str] = ()) -> list
     return [k for k in dict.fromkeys(names) if k in batch and batch[k] is not None]
 
 
-def pad_columns(batch: dict[str, Any], length: int, pad_id: int, keys: Iterable[str]) -> None:
-    """Right-pads the token-axis tensors of ``batch`` in place to ``length`` columns
-    (``input_ids`` with ``pad_id``, ``labels`` with -100, the rest with 0)."""
-    for key in keys:
-        value = torch.as_tensor(batch[key])
-        missing = length - value.shape[-1]
-        if missing <= 0:
-            continue
-        fill = _PAD_VALUES.get(key, 0)
-        fill = pad_id if fill is None else fill
-        pad = torch.full((*value.shape[:-1], missing), fill, dtype=value.dtype)
-        batch[key] = torch.cat([value, pad], dim=-1)
-
-
-def trim_columns(batch: dict[str, Any], length: int, keys: Iterable[str]) -> None:
-    """Keeps the first ``length`` columns of the token-axis tensors, in place."""
-    for key in keys:
-        batch[key] = torch.as_tensor(batch[key])[..., :length]
+def row_lengths(attention_mask: torch.Tensor) -> np.ndarray:
+    """Attended tokens per row of a right-padded mask; a mask with padding before a
+    token (left padding, or holes) is a :class:`CollateError`."""
+    attended = attention_mask.reshape(attention_mask.shape[0], -1) != 0
+    if attended.shape[1] > 1 and bool((attended[:, 1:] > attended[:, :-1]).any()):
+        raise CollateError(
+            "the processor returned a padded row whose padding is not on the right; "
+            "set its tokenizer's padding_side='right' (vlm_collate pads on the requested side)"
+        )
+    return attended.sum(dim=1).numpy().astype(np.int64)
 
 
 def padded_length(longest: int, max_length: int | None, pad_to_multiple_of: int | None) -> int:
@@ -68,9 +60,39 @@ def padded_length(longest: int, max_length: int | None, pad_to_multiple_of: int 
     return length
 
 
-def shift_for_next_token(batch: dict[str, Any], keys: Iterable[str]) -> None:
-    """Pre-shifts a batch in place as the seed does: ``labels[:, 1:]`` and every other
-    token-axis tensor ``[:, :-1]``, so position i predicts label i."""
-    for key in keys:
-        value = batch[key]
-        batch[key] = value[..., 1:] if key == "labels" else value[..., :-1]
+def shifted(value: torch.Tensor, key: str) -> torch.Tensor:
+    """``value`` pre-shifted for next-token prediction, as the seed does: ``labels``
+    lose their first column, every other token-axis tensor its last, so position i
+    predicts label i."""
+    return value[..., 1:] if key == "labels" else value[..., :-1]
+
+
+def fitted(
+    value: torch.Tensor, lengths: np.ndarray, length: int, fill: int, side: str
+) -> torch.Tensor:
+    """A right-padded ``(B, ..., L)`` tensor re-laid at ``length`` columns: row b's first
+    ``min(lengths[b], length)`` values at the start (``side="right"``) or the end
+    (``"left"``), ``fill`` elsewhere. int64 matrices go through the engine."""
+    fit_rows = getattr(engine, "fit_rows", None)
+    if fit_rows is not None and value.dtype == torch.int64 and value.ndim == 2:
+        out = fit_rows(engine.as_int64(value), lengths, length, fill, side)
+        return torch.from_numpy(out)
+    out = torch.full((*value.shape[:-1], length), fill, dtype=value.dtype)
+    for b, n in enumerate(np.minimum(lengths, length).tolist()):
+        start = 0 if side == "right" else length - n
+        out[b, ..., start : start + n] = value[b, ..., :n]
+    return out
+
+
+def converted(batch: Mapping[str, Any], return_tensors: str) -> dict[str, Any]:
+    """``batch`` with torch tensors (``"pt"``) or numpy arrays (``"np"``; bfloat16,
+    which numpy lacks, becomes float32)."""
+    if return_tensors == "pt":
+        return dict(batch)
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+        out[key] = value
+    return out

@@ -13,28 +13,80 @@ Message = Mapping[str, Any]
 Conversation = Sequence[Message]
 
 
+CONVERSATION_KEYS = ("conversation", "messages")
+"""Where an example keeps its messages: ours (the seed's) or Hugging Face's and TRL's."""
+
+IMAGE_COLUMNS = ("images", "image")
+"""TRL's columns of images for the ``{"type": "image"}`` placeholders, in order."""
+
+_MEDIA_DATA_KEYS = ("path", "url", "data")
+
+
 def conversation_of(example: Any, index: int) -> list[dict[str, Any]]:
-    """The validated conversation of ``example`` (the ``index``-th of its batch)."""
+    """The validated conversation of ``example`` (the ``index``-th of its batch), from
+    ``conversation`` or ``messages``, with the images of an ``images`` (or ``image``)
+    column attached in order to the image items that carry no data."""
     if not isinstance(example, Mapping):
         raise SampleError(
             f"sample {index}: an example must be a dict, got {type(example).__name__}"
         )
-    if "conversation" not in example:
+    present = [k for k in CONVERSATION_KEYS if example.get(k) is not None]
+    if not present:
         raise SampleError(
-            f"sample {index}: missing 'conversation' (keys: {sorted(map(str, example))}); "
-            "each example needs {'conversation': [{'role': ..., 'content': ...}, ...]}"
+            f"sample {index}: missing 'conversation' or 'messages' (keys: "
+            f"{sorted(map(str, example))}); each example needs "
+            "{'messages': [{'role': ..., 'content': ...}, ...]}"
         )
-    conversation = example["conversation"]
+    if len(present) > 1:
+        raise SampleError(
+            f"sample {index}: has both 'conversation' and 'messages'; keep one of them"
+        )
+    key = present[0]
+    conversation = example[key]
     if not isinstance(conversation, Sequence) or isinstance(conversation, (str, bytes)):
         raise SampleError(
-            f"sample {index}: 'conversation' must be a list of messages, "
-            f"got {type(conversation).__name__}"
+            f"sample {index}: '{key}' must be a list of messages, got {type(conversation).__name__}"
         )
     if len(conversation) == 0:
-        raise SampleError(f"sample {index}: 'conversation' is empty")
+        raise SampleError(f"sample {index}: '{key}' is empty")
     for turn, message in enumerate(conversation):
         _check_message(message, index, turn)
-    return [dict(m) for m in conversation]
+    messages = [dict(m) for m in conversation]
+    column = next((c for c in IMAGE_COLUMNS if example.get(c) is not None), None)
+    if column is not None:
+        messages = _with_column_images(messages, example[column], column, index)
+    return messages
+
+
+def _has_data(item: Mapping[str, Any], kind: str) -> bool:
+    return any(item.get(key) is not None for key in (kind, f"{kind}_url", *_MEDIA_DATA_KEYS))
+
+
+def _with_column_images(
+    messages: list[dict[str, Any]], images: Any, column: str, index: int
+) -> list[dict[str, Any]]:
+    """``messages`` with ``images`` (TRL's column) placed, in order, into the image
+    items that carry no data; the two counts must match."""
+    if column == "image" or not isinstance(images, Sequence) or isinstance(images, (str, bytes)):
+        images = [images]
+    slots = [
+        (turn, k)
+        for turn, m in enumerate(messages)
+        if not isinstance(m["content"], str)
+        for k, item in enumerate(m["content"])
+        if item.get("type") == "image" and not _has_data(item, "image")
+    ]
+    if len(slots) != len(images):
+        raise SampleError(
+            f"sample {index}: its '{column}' column holds {len(images)} image(s) but its "
+            f"messages have {len(slots)} {{'type': 'image'}} placeholder(s) without data; "
+            "put one placeholder per image, in order, in the message content"
+        )
+    for (turn, k), image in zip(slots, images):
+        content = list(messages[turn]["content"])
+        content[k] = {**content[k], "image": image}
+        messages[turn] = {**messages[turn], "content": content}
+    return messages
 
 
 def _check_message(message: Any, index: int, turn: int) -> None:
@@ -65,7 +117,7 @@ def _check_message(message: Any, index: int, turn: int) -> None:
 
 
 def conversations_of(examples: Sequence[Any]) -> list[list[dict[str, Any]]]:
-    """Validated conversations of a batch of examples."""
+    """Validated conversations of a batch of examples (see :func:`conversation_of`)."""
     if not isinstance(examples, Sequence) or len(examples) == 0:
         raise SampleError("a batch must be a non-empty list of examples")
     return [conversation_of(example, i) for i, example in enumerate(examples)]

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,17 +18,21 @@ import torch
 from . import engine
 from .batch import (
     as_tensor,
-    pad_columns,
+    converted,
+    fitted,
     padded_length,
-    shift_for_next_token,
+    row_lengths,
+    shifted,
     token_axis_keys,
-    trim_columns,
 )
 from .conversation import assistant_turns, conversations_of
 from .engine import IGNORE_INDEX, as_int64
-from .errors import CollateError, OptionError, SampleError, SampleTooLongError
+from .errors import CollateError, SampleError, SampleTooLongError
 from .labels import label_array
+from .options import CollateOptions, OnOverflow, OnUnlabeled, collate_options
+from .encode_errors import encoded_naming_sample
 from .report import Batch, BatchReport
+from .special_text import escaped_special_text, labels_with_special_text
 from .tokens import media_token_ids, pad_token_id, tokenizer_of
 
 logger = logging.getLogger("vlm_collate")
@@ -37,42 +40,17 @@ logger = logging.getLogger("vlm_collate")
 Encoder = Callable[[list[Any], list[list[dict[str, Any]]], list[int]], dict[str, Any]]
 """(examples, their conversations, their indices in the input batch) -> encoded batch."""
 Labeler = Callable[[dict[str, Any], list[list[dict[str, Any]]]], np.ndarray]
-OnOverflow = Literal["error", "drop", "truncate"]
-OnUnlabeled = Literal["warn", "raise", "drop"]
 
-
-@dataclass(frozen=True)
-class CollateOptions:
-    """Options every collate function accepts.
-
-    ``max_length``: longest sample allowed; with ``pad_to_max_length`` every batch
-    is padded to exactly this length (pipeline parallelism). ``on_overflow``:
-    what an over-long sample gets (``"error"``, ``"drop"``, or ``"truncate"``,
-    which cuts text only: a sample whose media reach past ``max_length`` is
-    dropped). ``on_unlabeled``: a sample without an assistant turn is
-    ``"warn"``-ed (kept, all -100), ``"raise"``-d or ``"drop"``-ped.
-    """
-
-    max_length: int | None = None
-    pad_to_max_length: bool = False
-    pad_to_multiple_of: int | None = None
-    shift: bool = True
-    on_overflow: OnOverflow = "error"
-    on_unlabeled: OnUnlabeled = "warn"
-
-    def __post_init__(self) -> None:
-        if self.on_overflow not in ("error", "drop", "truncate"):
-            raise OptionError(
-                f"on_overflow must be 'error', 'drop' or 'truncate', got {self.on_overflow!r}"
-            )
-        if self.on_unlabeled not in ("warn", "raise", "drop"):
-            raise OptionError(
-                f"on_unlabeled must be 'warn', 'raise' or 'drop', got {self.on_unlabeled!r}"
-            )
-        if self.max_length is not None and self.max_length < 2:
-            raise OptionError(f"max_length must be at least 2, got {self.max_length}")
-        if self.pad_to_max_length and self.max_length is None:
-            raise OptionError("pad_to_max_length needs max_length")
+__all__ = [
+    "CollateOptions",
+    "Encoder",
+    "Labeler",
+    "OnOverflow",
+    "OnUnlabeled",
+    "collate_options",
+    "collate_with",
+    "default_labeler",
+]
 
 
 def default_labeler(processor: Any) -> Labeler:
@@ -112,14 +90,14 @@ def _overflow_policy(
     options: CollateOptions,
     media_ids: list[int],
     report: BatchReport,
-) -> tuple[list[int], bool]:
-    """Indices (into ``keep``) of samples that stay, and whether to truncate."""
+) -> list[int]:
+    """Positions (into ``keep``) of the samples that stay (cut later when truncating)."""
     limit = options.max_length
     ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
     lengths = (mask != 0).sum(axis=1)
     over = [k for k in range(len(keep)) if lengths[k] > limit]
     if not over:
-        return list(range(len(keep))), False
+        return list(range(len(keep)))
     if options.on_overflow == "error":
         k = over[0]
         raise SampleTooLongError(
@@ -129,12 +107,12 @@ def _overflow_policy(
     if options.on_overflow == "drop":
         for k in over:
             report.dropped.append((keep[k], f"{int(lengths[k])} tokens > max_length={limit}"))
-        return [k for k in range(len(keep)) if k not in set(over)], False
+        return [k for k in range(len(keep)) if k not in set(over)]
     values, offsets = engine.unpad(ids, mask)
-    fitted = engine.fitted_lengths(values, offsets, limit, media_ids)
+    fit = engine.fitted_lengths(values, offsets, limit, media_ids)
     stay = []
     for k in range(len(keep)):
-        if fitted[k] < 0:
+        if fit[k] < 0:
             report.dropped.append(
                 (keep[k], f"media reach past max_length={limit} ({int(lengths[k])} tokens)")
             )
@@ -147,7 +125,81 @@ def _overflow_policy(
             stay.append(k)
             if lengths[k] > limit:
                 report.truncated.append(keep[k])
-    return stay, True
+    return stay
+
+
+def _empty_rows_policy(
+    labels: np.ndarray,
+    lengths: np.ndarray,
+    keep: list[int],
+    conversations: list[list[dict[str, Any]]],
+    options: CollateOptions,
+    report: BatchReport,
+) -> list[int]:
+    """Positions (into ``keep``) of the rows that stay: a row left without a target
+    token (no assistant turn, or every reply token cut by truncation) follows
+    ``on_unlabeled``. ``lengths`` are the rows' token counts after truncation."""
+    columns = np.arange(labels.shape[1])[None, :]
+    targets = ((labels != IGNORE_INDEX) & (columns < lengths[:, None])).sum(axis=1)
+    stay = []
+    for k, index in enumerate(keep):
+        if targets[k] > 0 or not assistant_turns(conversations[index]):
+            stay.append(k)  # rows without an assistant turn were decided before encoding
+            continue
+        cut = bool((labels[k, lengths[k] :] != IGNORE_INDEX).any())
+        reason = (
+            f"truncation at max_length={options.max_length} removed every reply token"
+            if cut
+            else "no reply token was found"
+        )
+        if options.on_unlabeled == "raise":
+            raise SampleError(
+                f"sample {index}: {reason}, so nothing to train on; "
+                + (
+                    "raise max_length or pass on_unlabeled='drop' or 'warn'"
+                    if cut
+                    else "check its assistant turns or pass on_unlabeled='drop' or 'warn'"
+                )
+            )
+        if options.on_unlabeled == "drop":
+            report.dropped.append((index, reason))
+        else:
+            stay.append(k)
+    return stay
+
+
+def _laid_out(
+    batch: dict[str, Any],
+    keys: list[str],
+    lengths: np.ndarray,
+    pad_id: int,
+    options: CollateOptions,
+) -> None:
+    """Truncates, shifts and pads the token-axis tensors of ``batch`` in place to the
+    returned length, on the requested side (``lengths``: tokens per row after
+    truncation, in the right-padded encoding)."""
+    columns = int(batch["input_ids"].shape[-1])
+    if options.max_length is not None and columns > options.max_length:
+        columns = options.max_length
+        for key in keys:
+            batch[key] = batch[key][..., :columns]
+    if options.shift:
+        for key in keys:
+            batch[key] = shifted(batch[key], key)
+        columns -= 1
+        lengths = np.minimum(lengths, columns)
+    target = padded_length(
+        int(lengths.max(initial=0)),
+        options.max_length if options.pad_to_max_length else None,
+        options.pad_to_multiple_of,
+    )
+    if target == columns and options.padding_side == "right":
+        return
+    fills = {"input_ids": pad_id, "labels": IGNORE_INDEX}
+    for key in keys:
+        batch[key] = fitted(
+            torch.as_tensor(batch[key]), lengths, target, fills.get(key, 0), options.padding_side
+        )
 
 
 def collate_with(
@@ -159,51 +211,56 @@ def collate_with(
     labeler: Labeler | None = None,
     media_ids: Sequence[int] | None = None,
     extra_token_keys: Sequence[str] = (),
+    shift_labels: bool = True,
 ) -> Batch:
-    """Runs the shared pipeline on ``examples`` with the family's ``encode``."""
+    """Runs the shared pipeline on ``examples`` with the family's ``encode`` (which
+    returns right-padded token-axis tensors). With ``options.shift`` and
+    ``shift_labels`` the pre-shifted targets are also returned as ``shift_labels``
+    (an encoder-decoder family, whose loss never shifts, passes ``False``)."""
+    if not isinstance(options, CollateOptions):
+        raise CollateError(f"options must be a CollateOptions, got {type(options).__name__}")
     conversations = conversations_of(examples)
     report = BatchReport(samples=len(conversations))
     labeler = labeler or default_labeler(processor)
-    tokenizer = tokenizer_of(processor)
-    pad_id = pad_token_id(tokenizer)
+    pad_id = pad_token_id(tokenizer_of(processor))
     keep = _unlabeled_policy(conversations, options, report)
     if options.max_length is not None and media_ids is None:
         media_ids = media_token_ids(processor)
-    truncate = False
     while True:
         if not keep:
             raise CollateError(f"every sample of the batch was dropped: {report.dropped}")
-        encoded = dict(
-            encode([examples[i] for i in keep], [conversations[i] for i in keep], list(keep))
-        )
-        if options.max_length is None:
-            break
+        kept = [conversations[i] for i in keep]
+        encoded = escaped_special_text(
+            encoded_naming_sample(encode, [examples[i] for i in keep], kept, list(keep)),
+            kept, list(keep), processor, options.on_special_text,
+        )  # fmt: skip
         report.truncated = []
-        stay, truncate = _overflow_policy(encoded, keep, options, list(media_ids), report)
+        if options.max_length is not None:
+            stay = _overflow_policy(encoded, keep, options, list(media_ids or ()), report)
+            if len(stay) < len(keep):
+                keep = [keep[k] for k in stay]
+                continue
+        labels = labels_with_special_text(labeler, encoded, kept, processor, options.on_special_text)
+        lengths = row_lengths(torch.as_tensor(encoded["attention_mask"]))
+        if options.max_length is not None:
+            lengths = np.minimum(lengths, options.max_length)
+        stay = _empty_rows_policy(labels, lengths, keep, conversations, options, report)
         if len(stay) == len(keep):
             break
         keep = [keep[k] for k in stay]
-    kept_conversations = [conversations[i] for i in keep]
-    labels = labeler(encoded, kept_conversations)
     batch = {k: as_tensor(v) for k, v in encoded.items()}
     batch["labels"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     keys = token_axis_keys(batch, extra_token_keys)
-    if truncate:
-        trim_columns(batch, options.max_length, keys)
-    longest = int(batch["input_ids"].shape[-1])
-    target = padded_length(
-        longest,
-        options.max_length if options.pad_to_max_length else None,
-        options.pad_to_multiple_of,
-    )
-    if target > longest:
-        pad_columns(batch, target, pad_id, keys)
-    targets_per_row = (batch["labels"] != IGNORE_INDEX).sum(dim=-1).tolist()
+    _laid_out(batch, keys, lengths, pad_id, options)
+    targets = batch["labels"] != IGNORE_INDEX
+    targets_per_row = targets.sum(dim=-1).tolist()
     report.target_tokens = int(sum(targets_per_row))
     report.unlabeled = [keep[k] for k, n in enumerate(targets_per_row) if n == 0]
-    if report.unlabeled and options.on_unlabeled != "drop":
+    if report.unlabeled:
         logger.warning("samples %s have no target tokens", report.unlabeled)
-    if options.shift:
-        shift_for_next_token(batch, keys)
+    if options.label_pad_token_id != IGNORE_INDEX:
+        batch["labels"] = batch["labels"].masked_fill(~targets, options.label_pad_token_id)
+    if options.shift and shift_labels:
+        batch["shift_labels"] = batch["labels"]
     logger.debug(report.summary())
-    return Batch(batch, report=report)
+    return Batch(converted(batch, options.return_tensors), report=report)

@@ -1,8 +1,11 @@
-"""The batch report: what a collate call dropped, cut and labelled."""
+"""The batch a collate call returns, and its report: what it dropped, cut and labelled."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import BatchFeature
 
 
 @dataclass
@@ -34,11 +37,22 @@ class BatchReport:
         )
 
 
-class Batch(dict):
-    """A dict of tensors (what a model's ``forward`` takes) with a ``report``."""
+class Batch(BatchFeature):
+    """The tensors a model's ``forward`` takes (a transformers ``BatchFeature``: a
+    mapping with ``.to(device)``), with a ``report``."""
 
     report: BatchReport
 
-    def __init__(self, *args, report: BatchReport | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, data: dict[str, Any] | None = None, report: BatchReport | None = None
+    ) -> None:
+        super().__init__(data)
         self.report = report if report is not None else BatchReport()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"data": self.data, "report": self.report}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.data = state["data"]
+        self.skip_tensor_conversion = None
+        self.report = state.get("report") or BatchReport()

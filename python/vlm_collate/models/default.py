@@ -8,7 +8,8 @@ import torch
 
 from ..conversation import with_list_content
 from ..media import load_image, media_of
-from ..pipeline import CollateOptions, collate_with
+from ..options import dtype_option, seed_options
+from ..pipeline import collate_with
 from ..report import Batch
 
 
@@ -43,6 +44,8 @@ def default_collate_fn(
     present. No ``position_ids`` are made up: models with multi-axis rotary
     positions compute their own.
     """
+    opts = seed_options(extra_names=("pixel_dtype",), max_length=max_length, **options)
+    pixel_dtype = dtype_option("pixel_dtype", pixel_dtype)
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
         loaded = [_with_loaded_images(c, i) for c, i in zip(conversations, indices)]
@@ -60,6 +63,4 @@ def default_collate_fn(
             encoded["pixel_values"] = encoded["pixel_values"].to(pixel_dtype)
         return encoded
 
-    return collate_with(
-        examples, processor, encode, CollateOptions(max_length=max_length, **options)
-    )
+    return collate_with(examples, processor, encode, opts)

@@ -14,7 +14,8 @@ from ..conversation import rendered_texts
 from ..engine import as_int64, ragged
 from ..expand import check_expanded_media, expand_image_tokens
 from ..media import flattened, media_per_sample
-from ..pipeline import CollateOptions, collate_with
+from ..options import seed_options
+from ..pipeline import collate_with
 from ..report import Batch
 from ..tokens import pad_token_id, token_id, tokenizer_of
 
@@ -61,14 +62,16 @@ def kimi_k25_vl_collate_fn(
     Works with the original remote-code processor (``medias=``, one placeholder per
     image, ``grid_thws``: expanded here by the engine) and with transformers'
     ``Kimi_K25Processor`` (already expanded, checked against ``image_grid_thw``).
-    With ``max_length`` every batch is padded to exactly that length (one less after
-    the shift); an over-long sample follows ``on_overflow`` and images are never cut.
+    With ``max_length`` every batch is returned with exactly that many columns
+    (``pad_to_max_length`` defaults to True here); an over-long sample follows
+    ``on_overflow`` and images are never cut.
     """
+    options.setdefault("pad_to_max_length", max_length is not None)
+    opts = seed_options(max_length=max_length, **options)
     mid = media_token_id(processor)
     kernel = _merge_kernel(processor)
     pad_id = pad_token_id(tokenizer_of(processor))
     remote = _takes_medias(processor)
-    options.setdefault("pad_to_max_length", max_length is not None)
 
     def by_sample(texts: list[str], images: list[list[Any]]) -> dict:
         rows, pixels, grids = [], [], []
@@ -126,6 +129,6 @@ def kimi_k25_vl_collate_fn(
         examples,
         processor,
         encode,
-        CollateOptions(max_length=max_length, **options),
+        opts,
         media_ids=[mid],
     )

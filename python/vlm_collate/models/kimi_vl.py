@@ -6,7 +6,8 @@ from typing import Any
 
 from ..conversation import rendered_texts
 from ..media import flattened, media_counts, media_per_sample
-from ..pipeline import CollateOptions, collate_with
+from ..options import seed_options
+from ..pipeline import collate_with
 from ..report import Batch
 
 
@@ -18,12 +19,13 @@ def kimi_vl_collate_fn(
     batch holds images (flattened over the batch in order).
 
     The rendered template is tokenized with ``add_special_tokens=False``. With
-    ``max_length`` every batch is padded to exactly that length (one less after the
-    shift); an over-long sample follows ``on_overflow``. Options: see
-    :class:`~vlm_collate.pipeline.CollateOptions`.
+    ``max_length`` every batch is returned with exactly that many columns
+    (``pad_to_max_length`` defaults to True here); an over-long sample follows
+    ``on_overflow``. Options: see :class:`~vlm_collate.CollateOptions`.
     """
-    placeholder = getattr(processor, "image_token", None) or "<|media_pad|>"
     options.setdefault("pad_to_max_length", max_length is not None)
+    opts = seed_options(max_length=max_length, **options)
+    placeholder = getattr(processor, "image_token", None) or "<|media_pad|>"
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
         texts = rendered_texts(processor, conversations)
@@ -42,6 +44,4 @@ def kimi_vl_collate_fn(
         encoded.update(media_counts(images=[len(x) for x in images]))
         return encoded
 
-    return collate_with(
-        examples, processor, encode, CollateOptions(max_length=max_length, **options)
-    )
+    return collate_with(examples, processor, encode, opts)

@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..batch import converted
 from ..conversation import assistant_turns, extract_assistant_text
 from ..engine import IGNORE_INDEX, as_int64
-from ..errors import CollateError, SampleError
+from ..errors import CollateError, OptionError, SampleError
 from ..media import images_of, media_counts
-from ..pipeline import CollateOptions, collate_with
+from ..options import dtype_option, seed_options
+from ..pipeline import collate_with
 from ..report import Batch
 from ..tokens import tokenizer_of
 
@@ -63,8 +65,18 @@ def nemotron_parse_collate_fn(
     and position i predicts ``labels[:, i]``. With ``shift=False`` labels are
     unshifted and ``decoder_input_ids`` is ``input_ids`` shifted right behind the
     decoder start token, as Hugging Face encoder-decoders expect. Every sample needs
-    exactly one image.
+    exactly one image. No ``shift_labels`` key (an encoder-decoder loss never
+    shifts) and right padding only (the decoder inputs start at column 0).
     """
+    opts = seed_options(extra_names=("task_prompt", "pixel_dtype"), **options)
+    pixel_dtype = dtype_option("pixel_dtype", pixel_dtype)
+    if not isinstance(task_prompt, str):
+        raise OptionError(f"task_prompt must be a string, got {type(task_prompt).__name__}")
+    if opts.padding_side != "right":
+        raise OptionError(
+            "nemotron_parse_collate_fn pads on the right only (decoder inputs start at "
+            f"column 0); got padding_side={opts.padding_side!r}"
+        )
     tokenizer = tokenizer_of(processor)
     eos = tokenizer.eos_token
     if eos is None:
@@ -72,7 +84,7 @@ def nemotron_parse_collate_fn(
             f"{type(tokenizer).__name__} has no eos token to close the reply; set one"
         )
     prompt = as_int64(tokenizer(task_prompt, add_special_tokens=False)["input_ids"])
-    shift = options.get("shift", True)
+    shift = opts.shift
     start = None if shift else _decoder_start_id(processor)
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
@@ -113,7 +125,13 @@ def nemotron_parse_collate_fn(
         return np.where((mask != 0) & after_prompt & replied, ids, IGNORE_INDEX)
 
     batch = collate_with(
-        examples, processor, encode, CollateOptions(**options), labeler=label, media_ids=[]
+        examples,
+        processor,
+        encode,
+        opts.replace(return_tensors="pt"),
+        labeler=label,
+        media_ids=[],
+        shift_labels=False,
     )
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if shift:
@@ -122,4 +140,4 @@ def nemotron_parse_collate_fn(
         first = torch.full((ids.shape[0], 1), start, dtype=ids.dtype)
         batch["decoder_input_ids"] = torch.cat([first, ids[:, :-1]], dim=1)
         batch["decoder_attention_mask"] = torch.cat([torch.ones_like(first), mask[:, :-1]], dim=1)
-    return batch
+    return Batch(converted(batch, opts.return_tensors), report=batch.report)

@@ -19,7 +19,8 @@ from ..media import (
     sampling_rate_of,
     waveform_at,
 )
-from ..pipeline import CollateOptions, collate_with
+from ..options import seed_options
+from ..pipeline import collate_with
 from ..report import Batch
 
 # Placeholders of the original remote-code processor, written into dataset texts.
@@ -52,6 +53,7 @@ def phi4_mm_collate_fn(
     placeholders. ``max_length`` has no default cut; an over-long sample follows
     ``on_overflow``, and truncation never cuts audio or image tokens.
     """
+    opts = seed_options(max_length=max_length, **options)
     audio_token, image_token = processor.audio_token, processor.image_token
     rate = sampling_rate_of(processor)
 
@@ -89,6 +91,4 @@ def phi4_mm_collate_fn(
         )
         return encoded
 
-    return collate_with(
-        examples, processor, encode, CollateOptions(max_length=max_length, **options)
-    )
+    return collate_with(examples, processor, encode, opts)

@@ -7,7 +7,8 @@ from typing import Any
 from ..conversation import rendered_texts
 from ..expand import check_expanded_media
 from ..media import flattened, media_per_sample
-from ..pipeline import CollateOptions, collate_with
+from ..options import seed_options
+from ..pipeline import collate_with
 from ..report import Batch
 
 
@@ -19,7 +20,10 @@ def qwen2_5_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
     """Batch for Qwen2.5-VL: ``input_ids``, ``attention_mask``, ``labels``, and
     ``pixel_values``/``image_grid_thw`` and ``pixel_values_videos``/``video_grid_thw``
     when the batch holds images or videos. A text-only sample may sit in a batch
-    with images. Options: see :class:`~vlm_collate.pipeline.CollateOptions`."""
+    with images. Options: see :class:`~vlm_collate.CollateOptions` (pre-shifted
+    labels plus ``shift_labels`` by default, as the seed; ``shift=False`` for
+    Hugging Face style)."""
+    opts = seed_options(**options)
     image_token = _placeholder(processor, "image_token", "<|image_pad|>")
     video_token = _placeholder(processor, "video_token", "<|video_pad|>")
 
@@ -52,4 +56,4 @@ def qwen2_5_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
             )
         return encoded
 
-    return collate_with(examples, processor, encode, CollateOptions(**options))
+    return collate_with(examples, processor, encode, opts)

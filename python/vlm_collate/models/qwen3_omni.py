@@ -14,7 +14,8 @@ from ..media import (
     sampling_rate_of,
     waveform_at,
 )
-from ..pipeline import CollateOptions, collate_with
+from ..options import flag_option, seed_options
+from ..pipeline import collate_with
 from ..report import Batch
 
 
@@ -74,8 +75,10 @@ def qwen3_omni_collate_fn(
     ``use_audio_in_video=True`` each video item carries its audio track under
     ``"audio"`` and the processor interleaves it with the video tokens. Padding is
     pinned to the right (the processor pads left by default). Options: see
-    :class:`~vlm_collate.pipeline.CollateOptions`.
+    :class:`~vlm_collate.CollateOptions`.
     """
+    opts = seed_options(extra_names=("use_audio_in_video",), **options)
+    use_audio_in_video = flag_option("use_audio_in_video", use_audio_in_video)
     image_token = getattr(processor, "image_token", None) or "<|image_pad|>"
     video_token = getattr(processor, "video_token", None) or "<|video_pad|>"
     audio_token = getattr(processor, "audio_token", None) or "<|audio_pad|>"
@@ -136,4 +139,4 @@ def qwen3_omni_collate_fn(
         )
         return encoded
 
-    return collate_with(examples, processor, encode, CollateOptions(**options))
+    return collate_with(examples, processor, encode, opts)

@@ -1,0 +1,190 @@
+"""Collate options: one typed dataclass, every value checked when it is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .engine import IGNORE_INDEX
+from .errors import OptionError
+
+OnOverflow = Literal["error", "drop", "truncate"]
+OnUnlabeled = Literal["warn", "raise", "drop"]
+PaddingSide = Literal["right", "left"]
+ReturnTensors = Literal["pt", "np"]
+OnSpecialText = Literal["escape", "error", "keep"]
+
+MAX_COLUMNS = 1 << 28
+"""The longest row a batch can hold: the engine's limit on the values of one array."""
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "on_overflow": ("error", "drop", "truncate"),
+    "on_unlabeled": ("warn", "raise", "drop"),
+    "padding_side": ("right", "left"),
+    "return_tensors": ("pt", "np"),
+    "on_special_text": ("escape", "error", "keep"),
+}
+
+
+@dataclass(frozen=True)
+class CollateOptions:
+    """Options every collate function accepts, validated at construction
+    (a wrong type or value is an :class:`~vlm_collate.errors.OptionError`).
+
+    ``shift``: ``False`` (the default here and in :class:`~vlm_collate.VLMCollator`)
+    returns Hugging Face style batches (unshifted ``labels``; the model's loss
+    shifts). ``True`` (the default of the seed-named functions such as
+    ``qwen2_5_collate_fn``) pre-shifts as the seed does (``labels[:, 1:]``, the
+    token-axis tensors ``[:, :-1]``) and adds the same targets as ``shift_labels``,
+    which transformers' and TRL's losses use as-is instead of shifting again.
+    ``max_length``: the longest sample allowed (tokens before any shift).
+    ``pad_to_max_length``: every batch returned with exactly ``max_length`` columns
+    (pipeline parallelism). ``pad_to_multiple_of``: the returned column count is
+    rounded up to a multiple. ``padding_side``: ``"right"`` or ``"left"`` (every
+    token-axis tensor). ``label_pad_token_id``: the label of every position that
+    is not a target. ``return_tensors``: ``"pt"`` (torch) or ``"np"`` (numpy;
+    bfloat16 becomes float32). ``on_overflow``: what an over-long sample gets
+    (``"error"``, ``"drop"``, or ``"truncate"``, which cuts text only).
+    ``on_unlabeled``: what a sample with no target token gets (no assistant turn,
+    or a reply truncation removed): ``"warn"`` (kept, all ignored), ``"raise"``
+    or ``"drop"``. ``on_special_text``: special-token text inside message content
+    (``"<|im_end|>"`` in a user message) is tokenized as plain text (``"escape"``),
+    refused with an error naming the sample and message (``"error"``), or kept as
+    the special token (``"keep"``); labels follow the roles in all three.
+    ``base_dir``: the folder relative media paths are read from.
+    """
+
+    shift: bool = False
+    max_length: int | None = None
+    pad_to_max_length: bool = False
+    pad_to_multiple_of: int | None = None
+    padding_side: PaddingSide = "right"
+    label_pad_token_id: int = IGNORE_INDEX
+    return_tensors: ReturnTensors = "pt"
+    on_overflow: OnOverflow = "error"
+    on_unlabeled: OnUnlabeled = "warn"
+    on_special_text: OnSpecialText = "escape"
+    base_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("shift", "pad_to_max_length"):
+            set_(self, name, _boolean(name, getattr(self, name)))
+        if self.max_length is not None:
+            set_(self, "max_length", _integer("max_length", self.max_length, 2, MAX_COLUMNS))
+        if self.pad_to_multiple_of is not None:
+            set_(
+                self,
+                "pad_to_multiple_of",
+                _integer("pad_to_multiple_of", self.pad_to_multiple_of, 1, MAX_COLUMNS),
+            )
+        set_(
+            self,
+            "label_pad_token_id",
+            _integer("label_pad_token_id", self.label_pad_token_id, -(2**63), 2**63 - 1),
+        )
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise OptionError(
+                    f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                )
+        if self.base_dir is not None:
+            if not isinstance(self.base_dir, (str, os.PathLike)):
+                raise OptionError(
+                    f"base_dir must be a path (str or os.PathLike), got {self.base_dir!r}"
+                )
+            set_(self, "base_dir", os.fspath(self.base_dir))
+        if self.pad_to_max_length:
+            if self.max_length is None:
+                raise OptionError("pad_to_max_length=True needs max_length (the column count)")
+            multiple = self.pad_to_multiple_of
+            if multiple is not None and self.max_length % multiple:
+                raise OptionError(
+                    f"pad_to_max_length=True returns exactly max_length={self.max_length} "
+                    f"columns, which is not a multiple of pad_to_multiple_of={multiple}; "
+                    f"pass max_length={-(-self.max_length // multiple) * multiple} or drop "
+                    "one of the two options"
+                )
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> CollateOptions:
+        """A copy with ``changes`` applied (validated like the original)."""
+        return collate_options(**{**dataclasses.asdict(self), **changes})
+
+
+def collate_options(
+    options: CollateOptions | None = None, *, extra_names: Iterable[str] = (), **values: Any
+) -> CollateOptions:
+    """``CollateOptions`` from keyword ``values`` (on top of ``options`` when given); an
+    unknown name is an :class:`OptionError` listing the valid ones (``extra_names``
+    are the calling function's own parameters, listed too)."""
+    unknown = sorted(set(values) - set(CollateOptions.names()))
+    if unknown:
+        raise unknown_options_error(unknown, [*CollateOptions.names(), *extra_names])
+    if options is not None:
+        if not isinstance(options, CollateOptions):
+            raise OptionError(f"options must be a CollateOptions, got {type(options).__name__}")
+        values = {**dataclasses.asdict(options), **values}
+    return CollateOptions(**values)
+
+
+def seed_options(extra_names: Iterable[str] = (), **values: Any) -> CollateOptions:
+    """The options of a seed-named collate function: :func:`collate_options`, but
+    pre-shifted (``shift=True``, the seed's contract) unless ``shift`` is given."""
+    values.setdefault("shift", True)
+    return collate_options(extra_names=extra_names, **values)
+
+
+def unknown_options_error(unknown: Iterable[str], valid: Iterable[str]) -> OptionError:
+    """The error for option names a collate function does not take."""
+    unknown, names = list(unknown), ", ".join(sorted(set(valid)))
+    plural = "s" if len(unknown) > 1 else ""
+    return OptionError(
+        f"unknown option{plural} {', '.join(map(repr, unknown))}; valid options: {names}"
+    )
+
+
+def as_dict(options: CollateOptions) -> Mapping[str, Any]:
+    """The options as keyword arguments."""
+    return dataclasses.asdict(options)
+
+
+def flag_option(name: str, value: Any) -> bool:
+    """``value`` as a bool; anything but True or False is an :class:`OptionError`."""
+    return _boolean(name, value)
+
+
+def dtype_option(name: str, value: Any) -> Any:
+    """``value`` when it is a floating torch dtype or None, else an :class:`OptionError`."""
+    import torch
+
+    if value is None or (isinstance(value, torch.dtype) and value.is_floating_point):
+        return value
+    raise OptionError(f"{name} must be a floating torch dtype or None, got {value!r}")
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise OptionError(f"{name} must be True or False, got {value!r}")
+
+
+def _integer(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise OptionError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise OptionError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise OptionError(f"{name} must be at most {maximum}, got {value}")
+    return value
