@@ -63,8 +63,8 @@ def padded_length(longest: int, max_length: int | None, pad_to_multiple_of: int 
 def shifted(value: torch.Tensor, key: str) -> torch.Tensor:
     """``value`` pre-shifted for next-token prediction, as the seed does: ``labels``
     lose their first column, every other token-axis tensor its last, so position i
-    predicts label i."""
-    return value[..., 1:] if key == "labels" else value[..., :-1]
+    predicts label i (contiguous: losses ``view`` the labels)."""
+    return (value[..., 1:] if key == "labels" else value[..., :-1]).contiguous()
 
 
 def fitted(
