@@ -7,25 +7,69 @@ from typing import Any
 import torch
 
 from ..conversation import with_list_content
-from ..media import load_image, media_of
+from ..errors import MediaError
+from ..media import (
+    check_image_limits,
+    image_limits,
+    item_value,
+    load_image,
+    load_video,
+    min_audio_samples,
+    sampling_rate_of,
+    waveform_at,
+)
 from ..options import dtype_option, seed_options
 from ..pipeline import collate_with
 from ..report import Batch
 
+_MEDIA_OWNERS = {
+    "image": ("image_processor",),
+    "video": ("video_processor", "image_processor"),
+    "audio": ("feature_extractor", "audio_processor"),
+}
 
-def _with_loaded_images(conversation: list[dict], index: int) -> list[dict]:
-    """The conversation with every image item holding a loaded RGB PIL image."""
-    media_of(conversation, index)  # validates that every media item has data
-    out, k = [], 0
-    for message in with_list_content(conversation):
+
+def _check_takes(processor: Any, kind: str, where: str) -> None:
+    """A processor without a ``kind`` processor would render a placeholder and no pixels."""
+    if not any(getattr(processor, owner, None) is not None for owner in _MEDIA_OWNERS[kind]):
+        raise MediaError(
+            f"{where}: {type(processor).__name__} takes no {kind}s (it has no "
+            f"{_MEDIA_OWNERS[kind][0]}); pass the model's processor (AutoProcessor) or drop "
+            f"the {kind}"
+        )
+
+
+def _with_loaded_media(
+    conversation: list[dict], index: int, processor: Any, base_dir: str | None
+) -> list[dict]:
+    """The conversation with every media item holding its loaded data under its type
+    (``{"type": "image", "image": <RGB PIL image>}``), read through :mod:`..media`."""
+    rate = sampling_rate_of(processor)
+    limits = image_limits(processor)
+    counts = dict.fromkeys(_MEDIA_OWNERS, 0)
+    out = []
+    for turn, message in enumerate(with_list_content(conversation)):
         content = []
-        for item in message["content"]:
-            if item.get("type") == "image":
-                value = next(
-                    item[key] for key in ("image", "path", "url") if item.get(key) is not None
-                )
-                item = {"type": "image", "image": load_image(value, f"sample {index}, image {k}")}
-                k += 1
+        for k, item in enumerate(message["content"]):
+            kind = item.get("type")
+            if kind in _MEDIA_OWNERS:
+                where = f"sample {index}, {kind} {counts[kind]}"
+                value = item_value(item, kind)
+                if value is None:
+                    raise MediaError(
+                        f"sample {index}, message {turn}, item {k}: a {kind} item needs its "
+                        f"data under '{kind}' (or 'path'/'url')"
+                    )
+                _check_takes(processor, kind, where)
+                if kind == "image":
+                    value = load_image(value, where, base_dir)
+                    check_image_limits(value, limits, where)
+                elif kind == "video":
+                    value = load_video(value, where, base_dir)
+                else:
+                    value = waveform_at(value, rate, where, base_dir, min_audio_samples(processor))
+                item = {"type": kind, kind: value}
+                counts[kind] += 1
             content.append(item)
         out.append({**message, "content": content})
     return out
@@ -48,7 +92,10 @@ def default_collate_fn(
     pixel_dtype = dtype_option("pixel_dtype", pixel_dtype)
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
-        loaded = [_with_loaded_images(c, i) for c, i in zip(conversations, indices)]
+        loaded = [
+            _with_loaded_media(c, i, processor, opts.base_dir)
+            for c, i in zip(conversations, indices)
+        ]
         encoded = processor.apply_chat_template(
             loaded,
             tokenize=True,

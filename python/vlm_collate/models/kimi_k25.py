@@ -113,7 +113,9 @@ def kimi_k25_vl_collate_fn(
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
         texts = rendered_texts(processor, conversations)
         placeholder = tokenizer_of(processor).convert_ids_to_tokens(mid)
-        images = media_per_sample("image", texts, conversations, indices, placeholder)
+        images = media_per_sample(
+            "image", texts, conversations, indices, placeholder, opts.base_dir
+        )
         per_row = [len(x) for x in images]
         encoded = (by_sample if remote else batched)(texts, images)
         grid = encoded.get("grid_thws", encoded.get("image_grid_thw"))

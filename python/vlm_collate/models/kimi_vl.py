@@ -29,7 +29,9 @@ def kimi_vl_collate_fn(
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
         texts = rendered_texts(processor, conversations)
-        images = media_per_sample("image", texts, conversations, indices, placeholder)
+        images = media_per_sample(
+            "image", texts, conversations, indices, placeholder, opts.base_dir
+        )
         kwargs: dict[str, Any] = {
             "text": texts,
             "padding": True,

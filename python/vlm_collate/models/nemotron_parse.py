@@ -38,8 +38,8 @@ def _decoder_start_id(processor: Any) -> int:
     )
 
 
-def _page_image(conversation: list[dict], index: int) -> Any:
-    images = images_of(conversation, index)
+def _page_image(conversation: list[dict], index: int, base_dir: str | None) -> Any:
+    images = images_of(conversation, index, base_dir)
     if len(images) != 1:
         raise SampleError(
             f"sample {index} has {len(images)} images; Nemotron-Parse reads exactly one page "
@@ -88,7 +88,7 @@ def nemotron_parse_collate_fn(
     start = None if shift else _decoder_start_id(processor)
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
-        images = [_page_image(c, i) for c, i in zip(conversations, indices)]
+        images = [_page_image(c, i, opts.base_dir) for c, i in zip(conversations, indices)]
         replies = [
             extract_assistant_text(turns[0]) if (turns := assistant_turns(c)) else ""
             for c in conversations

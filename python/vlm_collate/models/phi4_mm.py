@@ -13,9 +13,11 @@ from ..conversation import rendered_texts
 from ..media import (
     check_placeholder_counts,
     flattened,
+    image_limits,
     media_counts,
     media_of,
     media_per_sample,
+    min_audio_samples,
     sampling_rate_of,
     waveform_at,
 )
@@ -56,6 +58,8 @@ def phi4_mm_collate_fn(
     opts = seed_options(max_length=max_length, **options)
     audio_token, image_token = processor.audio_token, processor.image_token
     rate = sampling_rate_of(processor)
+    min_samples = min_audio_samples(processor)
+    limits = image_limits(processor)
 
     def native(match: re.Match) -> str:
         return audio_token if match.group(1) == "audio" else image_token
@@ -66,12 +70,14 @@ def phi4_mm_collate_fn(
         ]
         audios = [
             [
-                waveform_at(v, rate, f"sample {i}, audio {k}")
+                waveform_at(v, rate, f"sample {i}, audio {k}", opts.base_dir, min_samples)
                 for k, v in enumerate(_audio_values(e, c, i))
             ]
             for e, c, i in zip(batch, conversations, indices)
         ]
-        images = media_per_sample("image", texts, conversations, indices, image_token)
+        images = media_per_sample(
+            "image", texts, conversations, indices, image_token, opts.base_dir, limits
+        )
         check_placeholder_counts(texts, audio_token, [len(a) for a in audios], "audio", indices)
         kwargs: dict[str, Any] = {
             "text": texts,

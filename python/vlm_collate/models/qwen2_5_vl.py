@@ -6,7 +6,7 @@ from typing import Any
 
 from ..conversation import rendered_texts
 from ..expand import check_expanded_media
-from ..media import flattened, media_per_sample
+from ..media import flattened, image_limits, media_per_sample
 from ..options import seed_options
 from ..pipeline import collate_with
 from ..report import Batch
@@ -25,12 +25,13 @@ def qwen2_5_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
     Hugging Face style)."""
     opts = seed_options(**options)
     image_token = _placeholder(processor, "image_token", "<|image_pad|>")
+    media = (opts.base_dir, image_limits(processor))
     video_token = _placeholder(processor, "video_token", "<|video_pad|>")
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
         texts = rendered_texts(processor, conversations)
-        images = media_per_sample("image", texts, conversations, indices, image_token)
-        videos = media_per_sample("video", texts, conversations, indices, video_token)
+        images = media_per_sample("image", texts, conversations, indices, image_token, *media)
+        videos = media_per_sample("video", texts, conversations, indices, video_token, *media)
         flat_images, flat_videos = flattened(images), flattened(videos)
         encoded = processor(
             text=texts,

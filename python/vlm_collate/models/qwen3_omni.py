@@ -9,8 +9,11 @@ from ..errors import SampleError
 from ..media import (
     check_placeholder_counts,
     flattened,
+    image_limits,
+    item_value,
     media_counts,
     media_per_sample,
+    min_audio_samples,
     sampling_rate_of,
     waveform_at,
 )
@@ -25,6 +28,7 @@ def _audio_slots(
     use_audio_in_video: bool,
     rate: int | None,
     first_video: int,
+    load: dict[str, Any],
 ) -> tuple[list[Any], list[int | None]]:
     """Waveforms of a sample in conversation order, each with the batch index of the
     video it belongs to (``None`` for a standalone audio item)."""
@@ -35,15 +39,15 @@ def _audio_slots(
         for item in message["content"]:
             kind = item.get("type")
             if kind == "audio":
-                value = next(
-                    (item[k] for k in ("audio", "path", "url") if item.get(k) is not None), None
-                )
+                value = item_value(item, "audio")
                 if value is None:
                     raise SampleError(
                         f"sample {index}, audio {audio_k}: an audio item needs its waveform "
                         "under 'audio'"
                     )
-                waveforms.append(waveform_at(value, rate, f"sample {index}, audio {audio_k}"))
+                waveforms.append(
+                    waveform_at(value, rate, f"sample {index}, audio {audio_k}", **load)
+                )
                 sources.append(None)
                 audio_k += 1
             elif kind == "video":
@@ -56,7 +60,7 @@ def _audio_slots(
                             "use_audio_in_video=False"
                         )
                     where = f"sample {index}, audio of video {video_k}"
-                    waveforms.append(waveform_at(item["audio"], rate, where))
+                    waveforms.append(waveform_at(item["audio"], rate, where, **load))
                     sources.append(first_video + video_k)
                 video_k += 1
     return waveforms, sources
@@ -83,6 +87,8 @@ def qwen3_omni_collate_fn(
     video_token = getattr(processor, "video_token", None) or "<|video_pad|>"
     audio_token = getattr(processor, "audio_token", None) or "<|audio_pad|>"
     rate = sampling_rate_of(processor)
+    media = (opts.base_dir, image_limits(processor))
+    audio_load = {"base_dir": opts.base_dir, "min_samples": min_audio_samples(processor)}
     # transformers >= 5.24 names the flag load_audio_from_video; older releases use_audio_in_video.
     flag = (
         "load_audio_from_video"
@@ -99,14 +105,14 @@ def qwen3_omni_collate_fn(
 
     def encode(batch: list, conversations: list, indices: list[int]) -> dict:
         texts = rendered_texts(processor, conversations, **template_kwargs)
-        images = media_per_sample("image", texts, conversations, indices, image_token)
-        videos = media_per_sample("video", texts, conversations, indices, video_token)
+        images = media_per_sample("image", texts, conversations, indices, image_token, *media)
+        videos = media_per_sample("video", texts, conversations, indices, video_token, *media)
         audios: list[Any] = []
         sources: list[int | None] = []
         standalone: list[int] = []
         first_video = 0
         for c, i, sample_videos in zip(conversations, indices, videos):
-            waves, src = _audio_slots(c, i, use_audio_in_video, rate, first_video)
+            waves, src = _audio_slots(c, i, use_audio_in_video, rate, first_video, audio_load)
             first_video += len(sample_videos)
             audios += waves
             sources += src
