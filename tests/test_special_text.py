@@ -91,8 +91,8 @@ def ground_truth(processor, messages, ids: list[int]) -> list[bool]:
     }
     targets, at = [], 0
     for t, piece in zip(ids, pieces):
-        a = char_at.get(at, None)
-        b = char_at.get(at + len(piece), None)
+        a = char_at.get(at)
+        b = char_at.get(at + len(piece))
         a = a if a is not None else max(v for k, v in char_at.items() if k <= at)
         b = b if b is not None else min(v for k, v in char_at.items() if k >= at + len(piece))
         hit = any(a < e and b > s for s, e in spans)
