@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import make_image
 from vlm_collate import VLMCollator, _engine, expand_image_tokens, qwen2_5_collate_fn, reference
+from vlm_collate.errors import CollateError, MediaError
 from vlm_collate.testing import qwen2_5_vl_processor
 from vlm_collate.tokens import token_id
 
@@ -107,7 +109,7 @@ def test_image_errors_are_clear(qwen_processor, tmp_path):
         ("https://example.com/cat.png", "remote image URLs"),
     ]
     for value, needle in cases:
-        with pytest.raises(ValueError, match="sample 1, image 0") as err:
+        with pytest.raises(MediaError, match="sample 1, image 0") as err:
             qwen2_5_collate_fn([GOOD, chat(images=[value])], qwen_processor)
         assert needle in str(err.value)
 
@@ -269,7 +271,8 @@ EXAMPLE = st.one_of(
 def test_fuzzed_conversations_give_a_valid_batch_or_a_clear_error(qwen_processor, examples):
     try:
         out = qwen2_5_collate_fn(examples, qwen_processor, shift=False)
-    except (ValueError, TypeError):
+    except CollateError as err:  # only the library's errors, each naming a sample
+        assert re.search(r"samples? \[?\d", str(err)), str(err)
         return
     labels, ids, mask = out["labels"], out["input_ids"], out["attention_mask"]
     assert labels.shape == ids.shape == mask.shape
