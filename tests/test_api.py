@@ -65,7 +65,7 @@ def test_expand_image_tokens_many_images_per_sample():
 PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
 
 
-def test_template_without_markers_falls_back_to_content_search(caplog):
+def test_template_without_markers_falls_back_to_the_exact_path(caplog):
     tokenizer = qwen2_tokenizer()
     tokenizer.chat_template = PLAIN_TEMPLATE
     conversation = [
@@ -75,8 +75,8 @@ def test_template_without_markers_falls_back_to_content_search(caplog):
         {"role": "assistant", "content": "The sky is blue."},
     ]
     with caplog.at_level(logging.WARNING, logger="vlm_collate"):
-        assert markers_for(tokenizer).ends == []
-    assert "content search" in caplog.text
+        assert markers_for(tokenizer) is None
+    assert "exact path" in caplog.text
     text = tokenizer.apply_chat_template(conversation, tokenize=False)
     # Ground truth from character offsets of each reply in the rendering.
     spans, cursor = [], 0

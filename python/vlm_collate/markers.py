@@ -1,30 +1,45 @@
-"""Assistant markers derived from a processor's own chat template.
+"""Assistant markers derived from a processor's chat template, and verified.
 
-Rendering probe conversations and mapping the probe reply through the fast
-tokenizer's character offsets gives, for any template:
-* the assistant headers (the tokens between the previous turn and the reply),
-  plus their stable prefix for replies whose first character merges with the
-  header's last token (a reply starting with a newline or a space);
-* the end-of-turn sequence (from the end of the reply up to and including the
-  first special token).
-The result is cached per tokenizer and template.
+Probe conversations (the reply first, in the middle and last, after a system turn,
+empty, multi-part, with leading whitespace, with reasoning, beside a tool turn) are
+rendered and labelled by differential rendering (:mod:`.reply_spans`). From them:
+
+* the assistant headers: the tokens before each reply, after the previous turn's
+  end-of-turn, starting at a special token where one is there (``<|im_start|>assistant\\n``,
+  ``<|start_header_id|>assistant<|end_header_id|>\\n\\n``, with and without reasoning
+  scaffolding); a template with no header (Mistral) yields what precedes the reply
+  (``[/INST]``);
+* the end-of-turn tokens: the first special token after each reply.
+
+The markers are then run through the engine on every probe and compared with the
+differential ground truth. Markers that pass label batches (the fast path); a template
+whose markers fail is labelled conversation by conversation (the exact path). The
+choice is logged once per template and reported by :func:`labels_plan`.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conversation import with_list_content
+import numpy as np
+
+from . import engine
 from .errors import TemplateError
+from .reply_spans import (
+    RenderedConversation,
+    Span,
+    content_span,
+    renderer_for,
+    special_ids,
+    token_targets,
+)
 from .tokens import media_token_ids, tokenizer_of
 
 logger = logging.getLogger("vlm_collate")
-
-_PROBE = "ZQX probe reply 7"
-_VARIANTS = (_PROBE, "\n" + _PROBE, " " + _PROBE)
 
 
 @dataclass(frozen=True)
@@ -33,8 +48,6 @@ class Markers:
 
     starts: list[list[int]]
     ends: list[list[int]]
-    """Empty when the template closes replies with no special token: labels then
-    come from the content search, after each assistant header."""
     ignore_ids: list[int] = field(default_factory=list)
 
     @property
@@ -47,119 +60,282 @@ class MarkerError(TemplateError):
     """The chat template has no derivable assistant header or end-of-turn token."""
 
 
-def _render(processor: Any, messages: list[dict[str, Any]], list_content: bool) -> str:
-    if list_content:
-        messages = with_list_content(messages)
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+# --------------------------------------------------------------------------- probes
 
 
-def _reply_tokens(tokenizer: Any, text: str, before: int, start: int, end: int):
-    """(header ids, end-of-turn ids) around the reply at ``text[start:end]``, where
-    the header is every token wholly inside ``text[before:start]``."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    header = [t for t, (a, b) in zip(ids, offsets) if a >= before and b <= start and b > a]
-    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
-    tail: list[int] = []
-    for t, (a, _b) in zip(ids, offsets):
-        if a < end:
-            continue
-        tail.append(t)
-        if t in special:
-            return header, tail
-    return header, []
+def _u(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
 
 
-def _probe_spans(processor: Any, list_content: bool) -> list[tuple[str, int, int, int]]:
-    """For each probe: (rendering, start of the assistant turn, reply start, reply end)."""
-    user = {"role": "user", "content": "What is shown?"}
-    spans = []
-    for reply in _VARIANTS:
-        assistant = {"role": "assistant", "content": reply}
-        for history in ([user], [user, {"role": "assistant", "content": _PROBE}, user]):
-            before = _render(processor, history, list_content)
-            text = _render(processor, [*history, assistant], list_content)
-            if not text.startswith(before):
-                raise MarkerError("the rendering of a conversation does not extend its prefix")
-            rendered = reply
-            start = text.find(rendered, len(before))
-            if start < 0:  # a template that trims replies
-                rendered = reply.strip()
-                start = text.find(rendered, len(before))
-            if start < 0:
-                raise TemplateError(
-                    "the processor's chat template does not render assistant replies, so no "
-                    "labels can be built; use a template with an assistant turn"
-                )
-            spans.append((text, len(before), start, start + len(rendered)))
-    return spans
+def _a(content: Any, **extra: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": content, **extra}
 
 
-def derive_markers(processor: Any) -> Markers:
-    """Markers of ``processor``'s chat template; MarkerError when none can be derived."""
+_Q1, _Q2, _Q3 = "What is shown here?", "And the colour?", "Count them: A or B?"
+
+#: Probe conversations by shape name; a template that refuses a shape (raises) leaves
+#: that shape unverified, and reports it.
+PROBES: dict[str, list[dict[str, Any]]] = {
+    "single turn": [_u(_Q1), _a("A red car.")],
+    "first, middle and last": [
+        _u(_Q1),
+        _a("A red car."),
+        _u(_Q2),
+        _a("Red, mostly."),
+        _u(_Q3),
+        _a("B"),
+    ],
+    "after a system turn": [
+        {"role": "system", "content": "You are brief."},
+        _u(_Q1),
+        _a("A cat."),
+        _u(_Q2),
+        _a("Grey."),
+    ],
+    "empty reply": [_u(_Q1), _a(""), _u(_Q2), _a("Blue.")],
+    "multi-part reply": [
+        _u(_Q1),
+        _a([{"type": "text", "text": "A dog "}, {"type": "text", "text": "on grass."}]),
+        _u(_Q2),
+        _a("Brown."),
+    ],
+    "leading and trailing whitespace": [
+        _u(_Q1),
+        _a("\nA tree.\n"),
+        _u(_Q2),
+        _a(" Green. "),
+        _u(_Q3),
+        _a("\n\nA"),
+    ],
+    "prompt echo and role words": [
+        _u("Answer A or B: which is right? A"),
+        _a("A"),
+        _u('Quote "the assistant said" back.'),
+        _a('The assistant said "user" and [/INST].'),
+    ],
+    "reasoning in content": [
+        _u(_Q1),
+        _a("<think>\nLooks like a car.\n</think>\n\nA car."),
+        _u(_Q2),
+        _a("<think>It is red.</think>Red."),
+    ],
+    "reasoning field": [
+        _u(_Q1),
+        _a("A car.", reasoning_content="Four wheels."),
+        _u(_Q2),
+        _a("Red.", reasoning_content="The paint is red."),
+    ],
+    "ends with a user turn": [_u(_Q1), _a("A car."), _u(_Q2)],
+    "tool turn": [
+        _u("What is 6 times 7?"),
+        _a("Let me compute."),
+        {"role": "tool", "content": "42"},
+        _a("It is 42."),
+    ],
+    "unicode": [_u("Qu'est-ce que c'est ? 数字"), _a("Un chat 🐈 — ünïcødé, 数字.")],
+}
+
+#: What a string-only template writes for list content (``str(list)``).
+_LIST_LITERAL = "{'type': 'text'"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe conversation labelled by differential rendering: the rendering, the span
+    of every message's content, and the token targets."""
+
+    name: str
+    messages: list[dict[str, Any]]
+    rendered: RenderedConversation
+    contents: list[Span | None]
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    targets: list[bool]
+
+
+def labelled_probe(processor: Any, name: str, messages: list[dict[str, Any]]) -> Probe:
+    """``messages`` rendered with ``processor``'s template and labelled by differential
+    rendering; raises what the template raises for a shape it refuses."""
+    render = renderer_for(processor)
     tokenizer = tokenizer_of(processor)
-    # Processors' templates take list content; plain tokenizers' templates take strings.
-    forms = (True, False) if tokenizer is not processor else (False, True)
-    spans, failures = None, []
-    for list_content in forms:
-        try:
-            spans = _probe_spans(processor, list_content)
-            break
-        except Exception as err:  # noqa: BLE001 - templates fail in many ways on a content form
-            failures.append(err)
-    if spans is None:
-        if any(isinstance(f, TemplateError) for f in failures):
-            raise next(f for f in failures if isinstance(f, TemplateError))
-        raise MarkerError(
-            f"the chat template could not render a probe conversation: {failures[-1]}"
-        )
-    headers, ends = [], []
-    for text, before, start, end in spans:
-        header, tail = _reply_tokens(tokenizer, text, before, start, end)
-        headers.append(header)
-        ends.append(tail)
-    if not all(headers):
+    full = render(messages)
+    contents = [content_span(render, messages, k, full) for k in range(len(messages))]
+    replies = [s for s, m in zip(contents, messages) if m["role"] == "assistant"]
+    rendered = RenderedConversation(full, replies)
+    truth = token_targets(tokenizer, rendered, frozenset(media_token_ids(processor)))
+    return Probe(name, messages, rendered, contents, truth.ids, truth.offsets, truth.targets)
+
+
+# --------------------------------------------------------------------------- derivation
+
+
+def _turn_tokens(probe: Probe, specials: frozenset[int]) -> tuple[list[list[int]], list[int]]:
+    """(header of each rendered reply, end-of-turn token ids) of one probe."""
+    ids, offsets = probe.ids, probe.offsets
+    headers: list[list[int]] = []
+    stops: list[int] = []
+    previous_end = 0
+    for message, span in zip(probe.messages, probe.contents):
+        if span is None:
+            continue
+        if message["role"] == "assistant":
+            gap = [
+                t
+                for t, (a, b) in zip(ids, offsets)
+                if a >= previous_end and b <= span.start and b > a
+            ]
+            headers.append(gap)
+            after = [t for t, (a, _) in zip(ids, offsets) if a >= span.end]
+            stop = next((t for t in after if t in specials), None)
+            if stop is not None:
+                stops.append(stop)
+        previous_end = span.end
+    return headers, stops
+
+
+def _trimmed_header(gap: list[int], stops: set[int], specials: frozenset[int]) -> list[int]:
+    """The header inside ``gap`` (the tokens between the previous content and a reply):
+    what follows the previous turn's end-of-turn, from its first special token."""
+    last_stop = max((i for i, t in enumerate(gap) if t in stops), default=-1)
+    header = gap[last_stop + 1 :] or gap
+    first_special = next((i for i, t in enumerate(header) if t in specials), None)
+    return header[first_special:] if first_special is not None else header
+
+
+def derive_markers(processor: Any, probes: Sequence[Probe]) -> Markers:
+    """Headers and end-of-turn tokens of the template, from labelled probes."""
+    tokenizer = tokenizer_of(processor)
+    specials = special_ids(tokenizer)
+    gaps: list[list[int]] = []
+    stops: set[int] = set()
+    for probe in probes:
+        headers, probe_stops = _turn_tokens(probe, specials)
+        gaps += headers
+        stops.update(probe_stops)
+    starts = {tuple(_trimmed_header(g, stops, specials)) for g in gaps}
+    starts.discard(())
+    if not starts:
         raise MarkerError("no assistant header in the chat template")
-    prefix = headers[0]
-    for h in headers[1:]:
-        n = 0
-        while n < min(len(prefix), len(h)) and prefix[n] == h[n]:
-            n += 1
-        prefix = prefix[:n]
-    if not prefix:
-        raise MarkerError("the assistant headers of the chat template share no tokens")
-    starts = sorted({tuple(h) for h in headers} | {tuple(prefix)}, key=len, reverse=True)
-    stable_end = all(ends) and len({tuple(e) for e in ends}) == 1
+    if not stops:
+        raise MarkerError("no special token closes an assistant reply in the chat template")
     return Markers(
-        starts=[list(s) for s in starts],
-        ends=[ends[0]] if stable_end else [],
+        starts=[list(s) for s in sorted(starts, key=lambda s: (-len(s), s))],
+        ends=[[t] for t in sorted(stops)],
         ignore_ids=media_token_ids(processor),
     )
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, dict[str, Markers | None]] = weakref.WeakKeyDictionary()
+# --------------------------------------------------------------------------- verification
 
 
-def markers_for(processor: Any) -> Markers | None:
-    """Cached markers of ``processor``, or None (logged once) when its template has none.
+def marker_labels(rows: Sequence[Sequence[int]], markers: Markers) -> list[list[int]]:
+    """Engine marker labels of unpadded token rows."""
+    width = max((len(r) for r in rows), default=0)
+    ids = np.zeros((len(rows), max(width, 1)), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    labels, _ = engine.labels_from_markers(
+        ids, mask, markers.starts, markers.ends, markers.ignore_ids
+    )
+    return [labels[i, : len(r)].tolist() for i, r in enumerate(rows)]
 
-    A template that does not render assistant replies at all raises TemplateError."""
+
+def _expected(probe: Probe) -> list[int]:
+    return [t if keep else engine.IGNORE_INDEX for t, keep in zip(probe.ids, probe.targets)]
+
+
+@dataclass(frozen=True)
+class LabelsPlan:
+    """How labels are built for a template: ``method`` is ``"markers"`` (verified on every
+    probe shape the template renders) or ``"exact"`` (differential rendering per
+    conversation); ``verified``/``failed``/``refused`` name probe shapes."""
+
+    method: str
+    markers: Markers | None
+    verified: list[str]
+    failed: list[str]
+    refused: dict[str, str]
+    unrendered: list[str]
+    """Probe shapes whose reply content the template drops or writes as a Python literal
+    (such a reply cannot be labelled; the shape is not verified)."""
+    reason: str = ""
+
+
+def plan_labels(processor: Any) -> LabelsPlan:
+    """Derives the markers of ``processor``'s template and verifies them on every probe."""
+    renderer_for(processor)  # TemplateError when it cannot render a plain conversation
+    probes: list[Probe] = []
+    refused: dict[str, str] = {}
+    unrendered: list[str] = []
+    for name, messages in PROBES.items():
+        try:
+            probe = labelled_probe(processor, name, messages)
+        except Exception as err:  # noqa: BLE001 - a template refuses a shape by raising anything
+            refused[name] = " ".join(str(err).split())[:160] or type(err).__name__
+            continue
+        if any(s is None for s in probe.rendered.replies) or _LIST_LITERAL in probe.rendered.text:
+            unrendered.append(name)  # the template drops or stringifies this content
+            continue
+        probes.append(probe)
+    if not any(any(p.targets) for p in probes):
+        raise TemplateError(
+            "the processor's chat template does not render assistant replies, so no labels "
+            "can be built; use a template with an assistant turn"
+        )
+    try:
+        markers = derive_markers(processor, probes)
+    except MarkerError as err:
+        return LabelsPlan(
+            "exact", None, [], [p.name for p in probes], refused, unrendered, str(err)
+        )
+    got = marker_labels([p.ids for p in probes], markers)
+    verified = [p.name for p, row in zip(probes, got) if row == _expected(p)]
+    failed = [p.name for p, row in zip(probes, got) if row != _expected(p)]
+    if failed:
+        reason = f"markers mislabel probe shapes: {', '.join(failed)}"
+        return LabelsPlan("exact", markers, verified, failed, refused, unrendered, reason)
+    return LabelsPlan("markers", markers, verified, [], refused, unrendered)
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, dict[str, LabelsPlan]] = weakref.WeakKeyDictionary()
+
+
+def _template_key(processor: Any) -> str:
+    template = getattr(processor, "chat_template", None)
+    if isinstance(template, Mapping):
+        template = repr(sorted(template.items()))
+    return str(template or "")
+
+
+def labels_plan(processor: Any) -> LabelsPlan:
+    """Cached :func:`plan_labels` of ``processor`` (per tokenizer and template), logged once."""
     tokenizer = tokenizer_of(processor)
-    template = str(getattr(processor, "chat_template", None) or "")
+    key = f"{type(processor).__name__}:{_template_key(processor)}"
     try:
         per_template = _CACHE.setdefault(tokenizer, {})
     except TypeError:
         per_template = {}
-    if template not in per_template:
-        try:
-            markers = derive_markers(processor)
-        except MarkerError as err:
-            logger.warning("no assistant markers (%s); labels use the content search", err)
-            markers = None
-        if markers is not None and not markers.ends:
-            logger.warning(
-                "no end-of-turn token in the chat template; labels use the content search "
-                "after each assistant header"
+    if key not in per_template:
+        plan = plan_labels(processor)
+        if plan.method == "markers":
+            logger.info(
+                "labels: template markers verified on %d probe shapes (fast path)",
+                len(plan.verified),
             )
-        per_template[template] = markers
-    return per_template[template]
+        else:
+            logger.warning(
+                "labels: %s; every conversation is labelled by differential rendering "
+                "(exact path, slower)",
+                plan.reason,
+            )
+        per_template[key] = plan
+    return per_template[key]
+
+
+def markers_for(processor: Any) -> Markers | None:
+    """The verified markers of ``processor``'s template, or None when its labels use the
+    exact path. A template that does not render assistant replies raises TemplateError."""
+    plan = labels_plan(processor)
+    return plan.markers if plan.method == "markers" else None

