@@ -32,6 +32,7 @@ from .errors import TemplateError
 from .reply_spans import (
     RenderedConversation,
     Span,
+    bounded_turns_end,
     content_span,
     renderer_for,
     special_ids,
@@ -161,7 +162,9 @@ def labelled_probe(processor: Any, name: str, messages: list[dict[str, Any]]) ->
     full = render(messages)
     contents = [content_span(render, messages, k, full) for k in range(len(messages))]
     replies = [s for s, m in zip(contents, messages) if m["role"] == "assistant"]
-    rendered = RenderedConversation(full, replies)
+    rendered = RenderedConversation(
+        full, replies, bounded_turns_end(render, messages, full, replies)
+    )
     truth = token_targets(tokenizer, rendered, frozenset(media_token_ids(processor)))
     return Probe(name, messages, rendered, contents, truth.ids, truth.offsets, truth.targets)
 

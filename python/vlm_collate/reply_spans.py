@@ -52,6 +52,9 @@ class RenderedConversation:
 
     text: str
     replies: list[Span | None]
+    turns_end: int | None = None
+    """Where the text the template writes after the last message only begins (a trailing
+    eos, say): no end-of-turn reaches past it. None: the end of the text."""
 
 
 # --------------------------------------------------------------------------- rendering
@@ -260,6 +263,18 @@ def content_span(
     return span
 
 
+def turns_end(render: Render, messages: Sequence[Mapping[str, Any]], full: str) -> int:
+    """Where what the template writes after the whole conversation (not after a turn)
+    begins: the point at which a rendering with one more user message departs from
+    ``full``, when that is past every reply; else ``len(full)``."""
+    sentinel = _sentinel_for(full)
+    try:
+        longer = render([*messages, {"role": "user", "content": sentinel}])
+    except Exception:  # noqa: BLE001 - a template may refuse the extra turn
+        return len(full)
+    return _common_prefix(full, longer, len(full))
+
+
 def rendered_replies(
     render: Render, messages: Sequence[Mapping[str, Any]], reasoning: Reasoning = "label"
 ) -> RenderedConversation:
@@ -271,7 +286,17 @@ def rendered_replies(
         for k, m in enumerate(messages)
         if m.get("role") == "assistant"
     ]
-    return RenderedConversation(full, replies)
+    return RenderedConversation(full, replies, bounded_turns_end(render, messages, full, replies))
+
+
+def bounded_turns_end(
+    render: Render, messages: list[dict[str, Any]], full: str, replies: list[Span | None]
+) -> int | None:
+    last = max((s.end for s in replies if s is not None), default=None)
+    if last is None:
+        return None
+    end = turns_end(render, messages, full)
+    return end if end >= last else None
 
 
 # --------------------------------------------------------------------------- tokens
@@ -319,11 +344,13 @@ def token_targets(
         while t < len(ids) and offsets[t][1] <= span.start:
             t += 1
         first = t
-        while t < len(ids) and offsets[t][0] < span.end:
+        while t < len(ids) and offsets[t][0] < span.end and span.end > span.start:
             targets[t] = ids[t] not in never
             t += 1
         # The end-of-turn: up to the first special token, never into the next reply.
-        limit = next((s.start for s in spans[k + 1 :] if s is not None), len(rendered.text))
+        limit = next((s.start for s in spans[k + 1 :] if s is not None), None)
+        if limit is None:
+            limit = len(rendered.text) if rendered.turns_end is None else rendered.turns_end
         close = t
         while close < len(ids) and ids[close] not in specials and offsets[close][0] < limit:
             close += 1

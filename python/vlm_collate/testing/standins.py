@@ -177,7 +177,8 @@ def qwen3_omni_processor(min_pixels: int = 32 * 32, max_pixels: int = 128 * 128)
 # --------------------------------------------------------------------------- Phi-4-multimodal
 
 #: Phi-4-multimodal's chat template: ``<|role|>content<|end|>``, media as the
-#: tokenizer's image (``<|endoftext10|>``) and audio (``<|endoftext11|>``) tokens.
+#: tokenizer's image (``<|endoftext10|>``) and audio (``<|endoftext11|>``) tokens, and
+#: ``eos_token`` after the last turn when no generation prompt is added, as released.
 PHI4_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{- '<|' + message['role'] + '|>' -}}"
@@ -189,7 +190,7 @@ PHI4_TEMPLATE = (
     "{%- endif -%}{%- endfor -%}{%- endif -%}"
     "{{- '<|end|>' -}}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- else -%}{{- eos_token -}}{%- endif -%}"
 )
 
 _PHI4_SPECIALS = (

@@ -59,6 +59,7 @@ def cached_file(name: str, package: str, filename: str, build: Callable[[Path], 
         os.close(fd)
         try:
             build(Path(tmp))
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
