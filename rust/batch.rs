@@ -1,6 +1,7 @@
 //! Ragged rows and padded batches: the two shapes a batch takes in the engine.
 
 use crate::error::{EngineError, Result};
+use crate::limits::{batch_elements, filled, too_large};
 
 /// Which side of a row receives padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,31 +33,32 @@ pub struct Rows {
 
 impl Rows {
     /// Builds rows from values and `B + 1` offsets, checking that the offsets
-    /// start at 0, never decrease and end at `values.len()`.
-    pub fn from_parts(values: Vec<i64>, offsets: Vec<i64>) -> Result<Rows> {
+    /// start at 0, never decrease and end at `values.len()`. `names` are the
+    /// caller's names of the two arrays, for the error message.
+    pub fn from_parts(values: Vec<i64>, offsets: Vec<i64>, names: [&str; 2]) -> Result<Rows> {
+        let [values_name, offsets_name] = names;
         if offsets.first() != Some(&0) {
             return Err(EngineError::new(format!(
-                "offsets must start at 0 and hold one entry more than there are rows; got {} entries starting at {:?}",
+                "{offsets_name} must start at 0 and hold one entry more than there are rows; got {} entries starting at {:?}",
                 offsets.len(),
                 offsets.first()
             )));
         }
         let mut checked = Vec::with_capacity(offsets.len());
         for (i, &o) in offsets.iter().enumerate() {
-            if o < 0 || (i > 0 && o < offsets[i - 1]) {
+            if i > 0 && o < offsets[i - 1] {
                 return Err(EngineError::new(format!(
-                    "offsets must be non-negative and non-decreasing; row {} has offsets {}..{}",
-                    i.saturating_sub(1),
-                    offsets[i.saturating_sub(1)],
-                    o
+                    "{offsets_name} must not decrease, but {offsets_name}[{i}] = {o} follows {offsets_name}[{}] = {}",
+                    i - 1,
+                    offsets[i - 1]
                 )));
             }
             checked.push(o as usize);
         }
-        if *checked.last().unwrap_or(&0) != values.len() {
+        let last = offsets[offsets.len() - 1];
+        if usize::try_from(last) != Ok(values.len()) {
             return Err(EngineError::new(format!(
-                "the last offset ({}) must equal the number of values ({})",
-                checked.last().unwrap_or(&0),
+                "the last entry of {offsets_name} ({last}) must equal the length of {values_name} ({})",
                 values.len()
             )));
         }
@@ -120,12 +122,12 @@ pub struct Padded {
 
 /// Checks that `ids` and `mask` both hold `rows * len` values.
 pub fn check_batch_shape(ids: &[i64], mask: &[i64], rows: usize, len: usize) -> Result<()> {
-    if ids.len() != rows * len || mask.len() != rows * len {
+    let needed = rows.checked_mul(len);
+    if needed != Some(ids.len()) || needed != Some(mask.len()) {
         return Err(EngineError::new(format!(
-            "input_ids has {} values and attention_mask {}, but a {rows}x{len} batch needs {}",
+            "input_ids has {} values and attention_mask {}, but a {rows}x{len} batch needs {rows}x{len}",
             ids.len(),
             mask.len(),
-            rows * len
         )));
     }
     Ok(())
@@ -153,34 +155,55 @@ pub fn unpad(ids: &[i64], mask: &[i64], rows: usize, len: usize) -> Result<Rows>
     Ok(out)
 }
 
-/// The padded length for rows whose longest is `longest`: exactly
-/// `max_length` when given (an error if a row is longer), otherwise `longest`
-/// rounded up to a multiple of `pad_to_multiple_of`.
+/// The padded length for `rows`: exactly `max_length` when given (an error
+/// if a row is longer), otherwise the longest row's length, then rounded up to
+/// a multiple of `pad_to_multiple_of`. The batch it makes must stay within
+/// [`MAX_ELEMENTS`](crate::limits::MAX_ELEMENTS); an error names the argument.
 pub fn padded_length(
     rows: &Rows,
     max_length: Option<usize>,
     pad_to_multiple_of: Option<usize>,
 ) -> Result<usize> {
-    let longest = rows.max_len();
-    if pad_to_multiple_of == Some(0) {
-        return Err(EngineError::new("pad_to_multiple_of must be at least 1"));
-    }
+    let n = rows.len();
     let len = match max_length {
         Some(max) => {
-            if let Some(i) = (0..rows.len()).find(|&i| rows.row(i).len() > max) {
+            if let Some(i) = (0..n).find(|&i| rows.row(i).len() > max) {
                 return Err(EngineError::new(format!(
                     "sample {i} has {} tokens, more than max_length={max}; truncate it first or raise max_length",
                     rows.row(i).len()
                 )));
             }
+            batch_elements(n, max, || {
+                format!("max_length={max} makes a batch of {n} rows of {max} tokens")
+            })?;
             max
         }
-        None => longest,
+        None => {
+            let longest = rows.max_len();
+            batch_elements(n, longest, || {
+                format!("padding {n} rows to the longest row ({longest} tokens)")
+            })?;
+            longest
+        }
     };
-    Ok(match pad_to_multiple_of {
-        Some(k) => len.div_ceil(k) * k,
-        None => len,
-    })
+    let Some(k) = pad_to_multiple_of else {
+        return Ok(len);
+    };
+    if k == 0 {
+        return Err(EngineError::new(
+            "pad_to_multiple_of must be at least 1, got 0",
+        ));
+    }
+    let rounded = len.div_ceil(k).checked_mul(k);
+    let what = || {
+        format!(
+            "pad_to_multiple_of={k} rounds the length {len} up to {} for {n} rows",
+            rounded.map_or("more than usize::MAX".to_string(), |r| r.to_string())
+        )
+    };
+    let rounded = rounded.ok_or_else(|| too_large(what()))?;
+    batch_elements(n, rounded, what)?;
+    Ok(rounded)
 }
 
 /// Pads rows into a batch; the mask is 1 on row tokens and 0 on padding.
@@ -193,8 +216,8 @@ pub fn pad(
 ) -> Result<Padded> {
     let len = padded_length(rows, max_length, pad_to_multiple_of)?;
     let n = rows.len();
-    let mut ids = vec![pad_value; n * len];
-    let mut mask = vec![0i64; n * len];
+    let mut ids = filled(pad_value, n * len, "the padded input_ids")?;
+    let mut mask = filled(0, n * len, "the padded attention_mask")?;
     for i in 0..n {
         let row = rows.row(i);
         let at = match side {
@@ -239,6 +262,29 @@ mod tests {
     }
 
     #[test]
+    fn huge_lengths_are_errors_naming_the_argument() {
+        let rows = Rows::from_slices(&[vec![1, 2, 3], vec![4]]);
+        for max in [1 << 40, 1 << 62, usize::MAX] {
+            let err = pad(&rows, 0, Side::Right, Some(max), None).unwrap_err();
+            assert!(err.0.contains(&format!("max_length={max}")), "{err}");
+        }
+        for k in [1 << 40, 1 << 62, usize::MAX, usize::MAX / 2 + 1] {
+            let err = pad(&rows, 0, Side::Left, None, Some(k)).unwrap_err();
+            assert!(err.0.contains(&format!("pad_to_multiple_of={k}")), "{err}");
+            assert!(err.0.contains("limit"), "{err}");
+        }
+        // An empty batch of a huge length is still refused.
+        assert!(pad(
+            &Rows::from_slices::<Vec<i64>>(&[]),
+            0,
+            Side::Right,
+            Some(1 << 62),
+            None
+        )
+        .is_err());
+    }
+
+    #[test]
     fn unpad_drops_padding_on_either_side() {
         let rows = unpad(&[0, 1, 2, 3, 0, 0], &[0, 1, 1, 1, 0, 0], 2, 3).unwrap();
         assert_eq!(rows.row(0), &[1, 2]);
@@ -248,11 +294,24 @@ mod tests {
 
     #[test]
     fn offsets_are_validated() {
-        assert!(Rows::from_parts(vec![1, 2], vec![0, 2]).is_ok());
-        assert!(Rows::from_parts(vec![1, 2], vec![0, 3]).is_err());
-        assert!(Rows::from_parts(vec![1, 2], vec![1, 2]).is_err());
-        assert!(Rows::from_parts(vec![1, 2], vec![0, 2, 1]).is_err());
-        assert!(Rows::from_parts(vec![], vec![]).is_err());
-        assert_eq!(Rows::from_parts(vec![], vec![0]).unwrap().len(), 0);
+        let parts = |v: Vec<i64>, o: Vec<i64>| Rows::from_parts(v, o, ["values", "offsets"]);
+        assert!(parts(vec![1, 2], vec![0, 2]).is_ok());
+        assert!(parts(vec![1, 2], vec![0, 3]).is_err());
+        assert!(parts(vec![1, 2], vec![1, 2]).is_err());
+        assert!(parts(vec![], vec![]).is_err());
+        assert!(parts(vec![1, 2], vec![0, -1, 2]).is_err());
+        assert!(parts(vec![1, 2], vec![0, i64::MAX, 2]).is_err());
+        assert!(parts(vec![1, 2], vec![0, 2, i64::MIN]).is_err());
+        assert_eq!(parts(vec![], vec![0]).unwrap().len(), 0);
+        let err = Rows::from_parts(vec![1, 2], vec![0, 2, 1], ["reply_values", "reply_offsets"])
+            .unwrap_err();
+        assert!(
+            err.0
+                .contains("reply_offsets[2] = 1 follows reply_offsets[1] = 2"),
+            "{err}"
+        );
+        let err = Rows::from_parts(vec![1, 2], vec![0, 1], ["reply_values", "reply_offsets"])
+            .unwrap_err();
+        assert!(err.0.contains("length of reply_values (2)"), "{err}");
     }
 }

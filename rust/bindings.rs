@@ -13,23 +13,33 @@ use pyo3::prelude::*;
 
 use crate::batch::{self, Rows, Side};
 use crate::error::EngineError;
-use crate::{expand, labels, pattern, truncate};
+use crate::{expand, fit, labels, pattern, truncate};
 
 type Out1<'py> = Bound<'py, PyArray1<i64>>;
 type Out2<'py> = Bound<'py, PyArray2<i64>>;
 
-/// Runs engine work without the GIL; an engine error or a panic becomes a ValueError.
+/// Runs engine work without the GIL; an engine error becomes a ValueError.
+/// A panic (a bug: every input is checked first) also becomes one, with its message.
 fn run<T: Send>(
     py: Python<'_>,
     work: impl FnOnce() -> Result<T, EngineError> + Send,
 ) -> PyResult<T> {
     py.detach(|| catch_unwind(AssertUnwindSafe(work)))
-        .unwrap_or_else(|_| {
-            Err(EngineError::new(
-                "internal error in the vlm_collate engine (a bug: please report it with the inputs)",
-            ))
+        .unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(EngineError::new(format!(
+                "internal error in the vlm_collate engine ({message}); a bug: please report it with the inputs"
+            )))
         })
         .map_err(|e| PyValueError::new_err(e.0))
+}
+
+fn value_error(e: EngineError) -> PyErr {
+    PyValueError::new_err(e.0)
 }
 
 fn describe(obj: &Bound<'_, PyAny>) -> String {
@@ -69,6 +79,47 @@ fn require_contiguous(ok: bool, name: &str) -> PyResult<()> {
             "{name} must be C-contiguous; pass np.ascontiguousarray({name})"
         )))
     }
+}
+
+/// Refuses two arrays of different shapes (a transposed mask has the same size).
+fn same_shape(a: &[usize], a_name: &str, b: &[usize], b_name: &str) -> PyResult<()> {
+    if a == b {
+        return Ok(());
+    }
+    let show = |s: &[usize]| match s {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            s.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(PyValueError::new_err(format!(
+        "{b_name} has shape {} but {a_name} has shape {}; they must be the same",
+        show(b),
+        show(a)
+    )))
+}
+
+/// `input_ids`, `attention_mask` and their common `(B, L)` shape.
+type BatchPair<'py> = (
+    PyReadonlyArray2<'py, i64>,
+    PyReadonlyArray2<'py, i64>,
+    (usize, usize),
+);
+
+/// The `(input_ids, attention_mask)` pair of a padded batch, of one shape.
+fn batch_pair<'py>(
+    input_ids: &Bound<'py, PyAny>,
+    attention_mask: &Bound<'py, PyAny>,
+) -> PyResult<BatchPair<'py>> {
+    let ids = array2(input_ids, "input_ids")?;
+    let mask = array2(attention_mask, "attention_mask")?;
+    same_shape(ids.shape(), "input_ids", mask.shape(), "attention_mask")?;
+    let shape = (ids.shape()[0], ids.shape()[1]);
+    Ok((ids, mask, shape))
 }
 
 fn non_negative(value: i64, name: &str) -> PyResult<usize> {
@@ -135,9 +186,7 @@ fn labels_from_markers<'py>(
     ends: Vec<Vec<i64>>,
     ignore_ids: Vec<i64>,
 ) -> PyResult<(Out2<'py>, Out1<'py>)> {
-    let ids = array2(input_ids, "input_ids")?;
-    let mask = array2(attention_mask, "attention_mask")?;
-    let shape = (ids.shape()[0], ids.shape()[1]);
+    let (ids, mask, shape) = batch_pair(input_ids, attention_mask)?;
     let markers = labels::Markers {
         starts,
         ends,
@@ -165,20 +214,22 @@ fn labels_from_contents<'py>(
     headers: Vec<Vec<i64>>,
     ignore_ids: Vec<i64>,
 ) -> PyResult<(Out2<'py>, Out1<'py>)> {
-    let ids = array2(input_ids, "input_ids")?;
-    let mask = array2(attention_mask, "attention_mask")?;
+    let (ids, mask, shape) = batch_pair(input_ids, attention_mask)?;
     let values = array1(reply_values, "reply_values")?;
     let offsets = array1(reply_offsets, "reply_offsets")?;
     let per_row = array1(replies_per_row, "replies_per_row")?;
-    let shape = (ids.shape()[0], ids.shape()[1]);
     let per_row = per_row
         .as_slice()?
         .iter()
         .enumerate()
         .map(|(r, &c)| non_negative(c, &format!("replies_per_row[{r}]")))
         .collect::<PyResult<Vec<usize>>>()?;
-    let replies = Rows::from_parts(values.as_slice()?.to_vec(), offsets.as_slice()?.to_vec())
-        .map_err(|e| PyValueError::new_err(e.0))?;
+    let replies = Rows::from_parts(
+        values.as_slice()?.to_vec(),
+        offsets.as_slice()?.to_vec(),
+        ["reply_values", "reply_offsets"],
+    )
+    .map_err(value_error)?;
     let query = labels::ContentQuery {
         replies,
         replies_per_row: per_row,
@@ -207,7 +258,7 @@ fn pad_rows<'py>(
 ) -> PyResult<(Out2<'py>, Out2<'py>)> {
     let values = array1(values, "values")?;
     let offsets = array1(offsets, "offsets")?;
-    let side = Side::parse(padding_side).map_err(|e| PyValueError::new_err(e.0))?;
+    let side = Side::parse(padding_side).map_err(value_error)?;
     let max_length = max_length
         .map(|v| non_negative(v, "max_length"))
         .transpose()?;
@@ -216,7 +267,7 @@ fn pad_rows<'py>(
         .transpose()?;
     let (v, o) = (values.as_slice()?, offsets.as_slice()?);
     let padded = run(py, || {
-        let rows = Rows::from_parts(v.to_vec(), o.to_vec())?;
+        let rows = Rows::from_parts(v.to_vec(), o.to_vec(), ["values", "offsets"])?;
         batch::pad(&rows, pad_value, side, max_length, multiple)
     })?;
     padded_out(py, padded)
@@ -229,9 +280,7 @@ fn unpad<'py>(
     input_ids: &Bound<'py, PyAny>,
     attention_mask: &Bound<'py, PyAny>,
 ) -> PyResult<(Out1<'py>, Out1<'py>)> {
-    let ids = array2(input_ids, "input_ids")?;
-    let mask = array2(attention_mask, "attention_mask")?;
-    let shape = (ids.shape()[0], ids.shape()[1]);
+    let (ids, mask, shape) = batch_pair(input_ids, attention_mask)?;
     let (i, m) = (ids.as_slice()?, mask.as_slice()?);
     let rows = run(py, || batch::unpad(i, m, shape.0, shape.1))?;
     Ok(rows_out(py, rows))
@@ -251,12 +300,10 @@ fn expand_placeholders<'py>(
     pad_id: i64,
     padding_side: &str,
 ) -> PyResult<(Out2<'py>, Out2<'py>)> {
-    let ids = array2(input_ids, "input_ids")?;
-    let mask = array2(attention_mask, "attention_mask")?;
+    let (ids, mask, shape) = batch_pair(input_ids, attention_mask)?;
     let counts = array1(counts, "counts")?;
     let per_row = array1(counts_per_row, "counts_per_row")?;
-    let side = Side::parse(padding_side).map_err(|e| PyValueError::new_err(e.0))?;
-    let shape = (ids.shape()[0], ids.shape()[1]);
+    let side = Side::parse(padding_side).map_err(value_error)?;
     let (i, m, c, p) = (
         ids.as_slice()?,
         mask.as_slice()?,
@@ -294,29 +341,66 @@ fn tokens_per_grid<'py>(
     Ok(counts.into_pyarray(py))
 }
 
-/// Per row, the length it keeps when cut to `max_length` without cutting
-/// media, or -1 when its media reach past `max_length`.
+/// Per row, the length it keeps when cut to `max_length` with every media
+/// block ending at or before the cut, or -1 when a block would be split or
+/// dropped. A block runs from an open id through the next close id, or is a
+/// run of media ids where a family has no delimiters.
 #[pyfunction]
+#[pyo3(signature = (values, offsets, max_length, media_ids, block_open_ids=Vec::new(), block_close_ids=Vec::new()))]
 fn fitted_lengths<'py>(
     py: Python<'py>,
     values: &Bound<'py, PyAny>,
     offsets: &Bound<'py, PyAny>,
     max_length: i64,
     media_ids: Vec<i64>,
+    block_open_ids: Vec<i64>,
+    block_close_ids: Vec<i64>,
 ) -> PyResult<Out1<'py>> {
     let values = array1(values, "values")?;
     let offsets = array1(offsets, "offsets")?;
     let max_length = non_negative(max_length, "max_length")?;
     let (v, o) = (values.as_slice()?, offsets.as_slice()?);
     let lengths = run(py, || {
-        let rows = Rows::from_parts(v.to_vec(), o.to_vec())?;
-        Ok(truncate::fitted_lengths(&rows, max_length, &media_ids))
+        let rows = Rows::from_parts(v.to_vec(), o.to_vec(), ["values", "offsets"])?;
+        let blocks = truncate::MediaBlocks::new(&media_ids, &block_open_ids, &block_close_ids)?;
+        Ok(truncate::fitted_lengths(&rows, max_length, &blocks))
     })?;
     let lengths: Vec<i64> = lengths
         .into_iter()
         .map(|l| l.map_or(-1, |n| n as i64))
         .collect();
     Ok(lengths.into_pyarray(py))
+}
+
+/// A right-padded `(B, L)` array re-laid at `(B, length)`: row i's first
+/// `min(row_lengths[i], length)` values at the start (right padding) or the
+/// end (left padding) of the row, `fill` elsewhere.
+#[pyfunction]
+#[pyo3(signature = (array, row_lengths, length, fill, padding_side="right"))]
+fn fit_rows<'py>(
+    py: Python<'py>,
+    array: &Bound<'py, PyAny>,
+    row_lengths: &Bound<'py, PyAny>,
+    length: i64,
+    fill: i64,
+    padding_side: &str,
+) -> PyResult<Out2<'py>> {
+    let array = array2(array, "array")?;
+    let lengths = array1(row_lengths, "row_lengths")?;
+    let (rows, cols) = (array.shape()[0], array.shape()[1]);
+    if lengths.shape()[0] != rows {
+        return Err(PyValueError::new_err(format!(
+            "row_lengths has shape ({},) but array has shape ({rows}, {cols}); it needs one length per row",
+            lengths.shape()[0]
+        )));
+    }
+    let length = non_negative(length, "length")?;
+    let side = Side::parse(padding_side).map_err(value_error)?;
+    let (a, l) = (array.as_slice()?, lengths.as_slice()?);
+    let out = run(py, || fit::fit_rows(a, rows, cols, l, length, fill, side))?;
+    let out = Array2::from_shape_vec((rows, length), out)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(out.into_pyarray(py))
 }
 
 /// The native engine of vlm_collate.
@@ -330,6 +414,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(expand_placeholders, m)?)?;
     m.add_function(wrap_pyfunction!(tokens_per_grid, m)?)?;
     m.add_function(wrap_pyfunction!(fitted_lengths, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_rows, m)?)?;
+    m.add("MAX_ELEMENTS", crate::limits::MAX_ELEMENTS)?;
     m.add("IGNORE_INDEX", crate::IGNORE_INDEX)?;
     Ok(())
 }

@@ -3,10 +3,11 @@
 
 use crate::batch::Rows;
 use crate::error::{EngineError, Result};
+use crate::limits::{too_large, with_capacity, MAX_ELEMENTS};
 
 /// Tokens per image for grids of `(t, h, w)` patches merged by `(mh, mw)`:
-/// `t · (h / mh) · (w / mw)`. A grid not divisible by the kernel is an error
-/// naming the image.
+/// `t · (h / mh) · (w / mw)`. A grid not divisible by the kernel, or whose
+/// count overflows or exceeds [`MAX_ELEMENTS`], is an error naming the image.
 pub fn tokens_per_grid(grids: &[[i64; 3]], merge: (i64, i64)) -> Result<Vec<i64>> {
     let (mh, mw) = merge;
     if mh <= 0 || mw <= 0 {
@@ -18,24 +19,33 @@ pub fn tokens_per_grid(grids: &[[i64; 3]], merge: (i64, i64)) -> Result<Vec<i64>
         .iter()
         .enumerate()
         .map(|(i, &[t, h, w])| {
+            let grid = format!("image {i} has grid (t={t}, h={h}, w={w}) in grids[{i}]");
             if t <= 0 || h <= 0 || w <= 0 {
                 return Err(EngineError::new(format!(
-                    "image {i} has grid (t={t}, h={h}, w={w}); every dimension must be positive"
+                    "{grid}; every dimension must be positive"
                 )));
             }
             if h % mh != 0 || w % mw != 0 {
                 return Err(EngineError::new(format!(
-                    "image {i} has grid (t={t}, h={h}, w={w}), not divisible by the merge kernel ({mh}, {mw})"
+                    "{grid}, not divisible by the merge kernel ({mh}, {mw})"
                 )));
             }
-            Ok(t * (h / mh) * (w / mw))
+            t.checked_mul(h / mh)
+                .and_then(|n| n.checked_mul(w / mw))
+                .filter(|&n| n as u64 <= MAX_ELEMENTS as u64)
+                .ok_or_else(|| {
+                    too_large(format_args!(
+                        "{grid}: t·(h/{mh})·(w/{mw}) tokens for one image"
+                    ))
+                })
         })
         .collect()
 }
 
 /// Expands placeholders row by row: in row `r`, the `i`-th occurrence of
 /// `placeholder` becomes `counts[k]` copies, where `k` runs over the counts
-/// in order and row `r` owns `counts_per_row[r]` of them.
+/// in order and row `r` owns `counts_per_row[r]` of them. The expanded rows
+/// together stay within [`MAX_ELEMENTS`].
 pub fn expand_placeholders(
     rows: &Rows,
     placeholder: i64,
@@ -51,30 +61,34 @@ pub fn expand_placeholders(
     }
     if let Some(r) = counts_per_row.iter().position(|&c| c < 0) {
         return Err(EngineError::new(format!(
-            "sample {r} has a negative image count ({})",
+            "counts_per_row[{r}] = {}: sample {r} has a negative image count",
             counts_per_row[r]
         )));
     }
-    let total: i64 = counts_per_row.iter().sum();
-    if total != counts.len() as i64 {
+    let total = counts_per_row
+        .iter()
+        .try_fold(0u64, |sum, &c| sum.checked_add(c as u64));
+    if total != Some(counts.len() as u64) {
         return Err(EngineError::new(format!(
-            "the samples hold {total} images in all but {} token counts were given",
+            "counts_per_row adds up to {} images but counts has {} entries",
+            total.map_or("more than u64::MAX".to_string(), |t| t.to_string()),
             counts.len()
         )));
     }
     if let Some(k) = counts.iter().position(|&c| c < 0) {
         return Err(EngineError::new(format!(
-            "image {k} has a negative token count ({})",
+            "counts[{k}] = {}: image {k} has a negative token count",
             counts[k]
         )));
     }
-    let added: i64 = counts.iter().map(|&c| c - 1).sum();
-    let capacity = (rows.values.len() as i64 + added.max(0)) as usize;
-    let mut out = Rows {
-        values: Vec::with_capacity(capacity),
-        offsets: Vec::with_capacity(rows.len() + 1),
-    };
-    out.offsets.push(0);
+    if let Some(k) = counts.iter().position(|&c| c as u64 > MAX_ELEMENTS as u64) {
+        return Err(too_large(format_args!(
+            "counts[{k}] = {}: image {k} expands to that many tokens",
+            counts[k]
+        )));
+    }
+    // Validate every row and size the output before allocating it.
+    let mut size = 0usize;
     let mut next = 0usize;
     for (r, &expected) in counts_per_row.iter().enumerate() {
         let row = rows.row(r);
@@ -82,10 +96,32 @@ pub fn expand_placeholders(
         let found = row.iter().filter(|&&t| t == placeholder).count();
         if found != expected {
             return Err(EngineError::new(format!(
-                "sample {r} has {found} image placeholder tokens (id {placeholder}) but {expected} images"
+                "sample {r} has {found} image placeholder tokens (id {placeholder}) but counts_per_row[{r}] = {expected} images"
             )));
         }
-        for &token in row {
+        let media: usize = counts[next..next + expected]
+            .iter()
+            .map(|&c| c as usize)
+            .sum();
+        next += expected;
+        size = size
+            .checked_add(row.len() - found)
+            .and_then(|s| s.checked_add(media))
+            .filter(|&s| s <= MAX_ELEMENTS)
+            .ok_or_else(|| {
+                too_large(format_args!(
+                    "counts: the expanded rows up to sample {r} (whose images take {media} tokens)"
+                ))
+            })?;
+    }
+    let mut out = Rows {
+        values: with_capacity(size, "the expanded rows")?,
+        offsets: with_capacity(rows.len() + 1, "the expanded row offsets")?,
+    };
+    out.offsets.push(0);
+    let mut next = 0usize;
+    for r in 0..rows.len() {
+        for &token in rows.row(r) {
             if token == placeholder {
                 let n = counts[next] as usize;
                 out.values.extend(std::iter::repeat_n(placeholder, n));
@@ -136,5 +172,44 @@ mod tests {
         assert!(err.0.contains("image 1"), "{err}");
         assert!(tokens_per_grid(&[[0, 4, 4]], (2, 2)).is_err());
         assert!(tokens_per_grid(&[[1, 4, 4]], (0, 2)).is_err());
+    }
+
+    #[test]
+    fn huge_grids_and_counts_are_errors_not_aborts() {
+        for grid in [
+            [1, 1 << 21, 1 << 21],
+            [1 << 31, 1 << 32, 1 << 32],
+            [i64::MAX; 3],
+        ] {
+            let err = tokens_per_grid(&[[1, 2, 2], grid], (1, 1)).unwrap_err();
+            assert!(
+                err.0.contains("image 1") && err.0.contains("grids[1]"),
+                "{err}"
+            );
+            assert!(err.0.contains("limit"), "{err}");
+        }
+        let rows = Rows::from_slices(&[vec![1, 9, 9], vec![9]]);
+        for huge in [1 << 40, 1 << 62, i64::MAX] {
+            let err = expand_placeholders(&rows, 9, &[1, huge, 1], &[2, 1]).unwrap_err();
+            assert!(err.0.contains(&format!("counts[1] = {huge}")), "{err}");
+        }
+        // Each count within the limit, their sum over it.
+        let (rows, max) = (
+            Rows::from_slices(&[vec![1, 9], vec![9]]),
+            MAX_ELEMENTS as i64,
+        );
+        let err = expand_placeholders(&rows, 9, &[max - 5, 10], &[1, 1])
+            .err()
+            .unwrap();
+        assert!(
+            err.0.contains("counts") && err.0.contains("sample 1"),
+            "{err}"
+        );
+        assert!(expand_placeholders(&rows, 9, &[max - 5, 4], &[1, 1]).is_ok());
+        // Per-row image counts whose sum wraps are an error.
+        let err = expand_placeholders(&rows, 9, &[1], &[i64::MAX, i64::MAX])
+            .err()
+            .unwrap();
+        assert!(err.0.contains("counts_per_row adds up to"), "{err}");
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::batch::{check_batch_shape, Rows};
 use crate::error::{EngineError, Result};
+use crate::limits::{filled, with_capacity};
 use crate::pattern::{find_reply, find_subsequence, matches_at};
 use crate::token_set::TokenSet;
 use crate::IGNORE_INDEX;
@@ -133,8 +134,8 @@ pub fn labels_from_markers(
     check_batch_shape(ids, mask, rows, len)?;
     markers.validate()?;
     let sets = MarkerSets::new(markers);
-    let mut labels = vec![IGNORE_INDEX; ids.len()];
-    let mut found = Vec::with_capacity(rows);
+    let mut labels = filled(IGNORE_INDEX, ids.len(), "the labels")?;
+    let mut found = with_capacity(rows, "the replies found per row")?;
     for r in 0..rows {
         let span = r * len..(r + 1) * len;
         found.push(label_row_by_markers(
@@ -265,18 +266,22 @@ pub fn labels_from_contents(
             query.replies_per_row.len()
         )));
     }
-    let total: usize = query.replies_per_row.iter().sum();
-    if total != query.replies.len() {
+    let total = query
+        .replies_per_row
+        .iter()
+        .try_fold(0usize, |sum, &n| sum.checked_add(n));
+    if total != Some(query.replies.len()) {
         return Err(EngineError::new(format!(
-            "replies_per_row adds up to {total} but {} replies were given",
+            "replies_per_row adds up to {} but {} replies were given",
+            total.map_or("more than usize::MAX".to_string(), |t| t.to_string()),
             query.replies.len()
         )));
     }
     if query.headers.iter().any(Vec::is_empty) {
         return Err(EngineError::new("assistant headers may not be empty"));
     }
-    let mut labels = vec![IGNORE_INDEX; ids.len()];
-    let mut located = Vec::with_capacity(rows);
+    let mut labels = filled(IGNORE_INDEX, ids.len(), "the labels")?;
+    let mut located = with_capacity(rows, "the replies located per row")?;
     let mut next_reply = 0usize;
     for r in 0..rows {
         let span = r * len..(r + 1) * len;
@@ -411,5 +416,29 @@ mod tests {
         assert!(labels_from_contents(&[1], &[1], 1, 1, &q).is_err());
         let q = query(&[vec![1]], vec![1, 0], vec![]);
         assert!(labels_from_contents(&[1], &[1], 1, 1, &q).is_err());
+        // Counts whose sum wraps around are refused, not wrapped.
+        let q = query(&[vec![1]], vec![usize::MAX, 2], vec![]);
+        let err = labels_from_contents(&[1, 1], &[1, 1], 2, 1, &q).unwrap_err();
+        assert!(
+            err.0.contains("replies_per_row adds up to more than"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn huge_and_extreme_ids_are_plain_ids() {
+        let (h, a, e, img) = (1 << 62, i64::MAX, i64::MIN, (1 << 62) + 1);
+        let m = Markers {
+            starts: vec![vec![h, a]],
+            ends: vec![vec![e]],
+            ignore: vec![img, -1],
+        };
+        let row = [h, 1, e, h, a, 5, img, 6, e, 7];
+        let (labels, found) = labels_from_markers(&row, &[1; 10], 1, 10, &m).unwrap();
+        assert_eq!(
+            labels,
+            vec![-100, -100, -100, -100, -100, 5, -100, 6, e, -100]
+        );
+        assert_eq!(found, vec![1]);
     }
 }

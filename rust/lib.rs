@@ -1,11 +1,16 @@
 //! The vlm_collate engine: the hot paths of building VLM training batches,
 //! written over plain integer slices. Nothing here knows about Python except
 //! `bindings`, which is compiled only with the `python` feature.
+//!
+//! No input panics or aborts: sizes are counted with checked arithmetic and
+//! bounded by [`limits::MAX_ELEMENTS`], and every error names the argument.
 
 pub mod batch;
 pub mod error;
 pub mod expand;
+pub mod fit;
 pub mod labels;
+pub mod limits;
 pub mod pattern;
 pub mod token_set;
 pub mod truncate;
