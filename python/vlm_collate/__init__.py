@@ -31,6 +31,7 @@ from .options import CollateOptions
 from .patterns import find_pattern_indices
 from .registry import COLLATE_FNS, VLMCollator, get_collate_fn
 from .report import Batch, BatchReport
+from .template_check import TemplateReport, check_template
 from .tokens import decode_single_token
 
 logger = logging.getLogger("vlm_collate")
@@ -53,6 +54,7 @@ __all__ = [
     "SampleError",
     "SampleTooLongError",
     "TemplateError",
+    "TemplateReport",
     "VLMCollator",
     "default_collate_fn",
     "get_collate_fn",
@@ -63,6 +65,7 @@ __all__ = [
     "qwen2_5_collate_fn",
     "qwen3_omni_collate_fn",
     "build_labels",
+    "check_template",
     "decode_single_token",
     "expand_image_tokens",
     "extract_assistant_text",

@@ -1,8 +1,9 @@
-"""The ``vlm-collate`` command: ``inspect``, ``demo`` and ``bench``.
+"""The ``vlm-collate`` command: ``inspect``, ``check``, ``demo`` and ``bench``.
 
 ``inspect DATA`` collates examples from a JSON Lines file (or a saved
 ``datasets`` folder) and prints each sample's tokens with its training targets
-highlighted; ``demo`` runs the sample dataset shipped in the package through a
+highlighted; ``check`` reports how labels are built for a processor's chat
+template; ``demo`` runs the sample dataset shipped in the package through a
 DataLoader with workers; ``bench`` runs the repository's benchmark suite.
 Errors are one line on stderr and a non-zero exit code.
 """
@@ -114,9 +115,39 @@ def run_inspect(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     render_terminal(view, console)
+    console.print(_labels_line(processor), soft_wrap=True, markup=False)
     if args.html:
         Path(args.html).write_text(render_html(view, f"vlm-collate inspect {args.data}"), "utf-8")
         console.print(f"wrote {args.html}", soft_wrap=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- check
+
+
+def _labels_line(processor: Any) -> str:
+    """One line: how this processor's labels are built (markers or the exact path)."""
+    from ..template_check import check_template
+
+    report = check_template(processor)
+    if report.method == "markers":
+        return f"labels: template markers verified on {len(report.verified)} probe shapes"
+    return f"labels: exact path (differential rendering per conversation): {report.reason}"
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Prints how labels will be built for the processor's chat template (a template
+    that renders no assistant reply is an error, exit code 1)."""
+    from ..template_check import check_template
+
+    console = _stdout_console(args.color)
+    processor = (
+        saved_processor(args.processor)
+        if args.processor
+        else builtin_processor(Console(stderr=True))
+    )
+    report = check_template(processor)
+    console.print(str(report), soft_wrap=True, highlight=False, markup=False)
     return 0
 
 
@@ -261,6 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="inspect the first N samples (default 8; 0 for all)",
     )
     inspect.set_defaults(run=run_inspect)
+
+    check = commands.add_parser(
+        "check",
+        parents=[color],
+        help="report how labels will be built for a processor's chat template",
+        description="Derive the chat template's assistant markers, verify them on probe "
+        "conversations against differential rendering, and report the label path, the "
+        "verified shapes and any shape the template refuses or does not render.",
+    )
+    check.add_argument(
+        "--processor",
+        metavar="DIR",
+        help="a processor or tokenizer folder written by save_pretrained "
+        "(default: the built-in offline Qwen2.5-VL processor)",
+    )
+    check.set_defaults(run=run_check)
 
     demo = commands.add_parser(
         "demo",
