@@ -155,3 +155,36 @@ def test_media_block_delimiters_per_family(build, opens, closes):
     assert tokenizer.convert_ids_to_tokens(close_ids) == closes
     assert placeholders and tokenizer.convert_tokens_to_ids(processor.image_token) in placeholders
     assert not set(placeholders) & (set(open_ids) | set(close_ids))
+
+
+def _cut_just_past_last_placeholder(processor, collate, example, placeholder: str) -> None:
+    """With max_length one past the last placeholder, the block's closing delimiter would
+    be cut: the sample is dropped (media blocks are kept or dropped whole)."""
+    full = collate([example], processor, shift=False)
+    ids = full["input_ids"][0].tolist()
+    pad = processor.tokenizer.convert_tokens_to_ids(placeholder)
+    limit = max(i for i, t in enumerate(ids) if t == pad) + 1
+    assert limit < len(ids)
+    batch = collate(
+        [example, GOOD_TEXT], processor, shift=False, max_length=limit, on_overflow="truncate"
+    )
+    assert [i for i, _ in batch.report.dropped] == [0]
+    assert "media" in batch.report.dropped[0][1]
+
+
+GOOD_TEXT = {
+    "conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+}
+
+
+def test_truncation_keeps_qwen_vision_blocks_whole(qwen_processor):
+    example = chat({"type": "image", "image": make_image()}, reply="word " * 30)
+    _cut_just_past_last_placeholder(qwen_processor, qwen2_5_collate_fn, example, "<|image_pad|>")
+
+
+def test_truncation_keeps_kimi_media_blocks_whole():
+    from vlm_collate import kimi_vl_collate_fn
+
+    processor = testing.kimi_vl_processor()
+    example = chat({"type": "image", "image": make_image()}, reply="word " * 30)
+    _cut_just_past_last_placeholder(processor, kimi_vl_collate_fn, example, "<|media_pad|>")

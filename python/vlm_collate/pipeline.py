@@ -26,14 +26,14 @@ from .batch import (
     token_axis_keys,
 )
 from .conversation import assistant_turns, conversations_of
+from .encode_errors import encoded_naming_sample
 from .engine import IGNORE_INDEX, as_int64
 from .errors import CollateError, SampleError, SampleTooLongError
 from .labels import label_array
 from .options import CollateOptions, OnOverflow, OnUnlabeled, collate_options
-from .encode_errors import encoded_naming_sample
 from .report import Batch, BatchReport
 from .special_text import escaped_special_text, labels_with_special_text
-from .tokens import media_token_ids, pad_token_id, tokenizer_of
+from .tokens import media_block_ids, media_token_ids, pad_token_id, tokenizer_of
 
 logger = logging.getLogger("vlm_collate")
 
@@ -90,6 +90,7 @@ def _overflow_policy(
     options: CollateOptions,
     media_ids: list[int],
     report: BatchReport,
+    blocks: Sequence[list[int]] = ([], []),
 ) -> list[int]:
     """Positions (into ``keep``) of the samples that stay (cut later when truncating)."""
     limit = options.max_length
@@ -109,7 +110,7 @@ def _overflow_policy(
             report.dropped.append((keep[k], f"{int(lengths[k])} tokens > max_length={limit}"))
         return [k for k in range(len(keep)) if k not in set(over)]
     values, offsets = engine.unpad(ids, mask)
-    fit = engine.fitted_lengths(values, offsets, limit, media_ids)
+    fit = engine.fitted_lengths(values, offsets, limit, media_ids, *blocks)  # (opens, closes)
     stay = []
     for k in range(len(keep)):
         if fit[k] < 0:
@@ -236,11 +237,14 @@ def collate_with(
         )  # fmt: skip
         report.truncated = []
         if options.max_length is not None:
-            stay = _overflow_policy(encoded, keep, options, list(media_ids or ()), report)
+            blocks = media_block_ids(processor)[1:]
+            stay = _overflow_policy(encoded, keep, options, list(media_ids or ()), report, blocks)
             if len(stay) < len(keep):
                 keep = [keep[k] for k in stay]
                 continue
-        labels = labels_with_special_text(labeler, encoded, kept, processor, options.on_special_text)
+        labels = labels_with_special_text(
+            labeler, encoded, kept, processor, options.on_special_text
+        )
         lengths = row_lengths(torch.as_tensor(encoded["attention_mask"]))
         if options.max_length is not None:
             lengths = np.minimum(lengths, options.max_length)
