@@ -12,7 +12,14 @@ Methods (all return the same (B, L) labels on this data, checked every cell):
   Python loop, decode the next token to test for end-of-turn;
 * torch markers: whole-batch shifted comparisons and a running maximum;
 * torch contents: per reply, first-token candidates then one gathered
-  ``unfold`` comparison (given the same reply tokenization).
+  ``unfold`` comparison (given the same reply tokenization);
+* exact path: ``vlm_collate.labels.exact_labels``, differential rendering of every
+  conversation mapped onto its row (what a template whose markers fail verification
+  gets), shown beside the processor's own tokenization of the same batch.
+
+A second table runs each published chat template style of the test matrix (real
+vocabularies, ``vlm_collate.testing.vocabularies``) on the same conversations: the
+path verification picks, the marker path, the exact path and the tokenization.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ import torch
 from vlm_collate import _engine, build_labels, reference
 from vlm_collate.conversation import assistant_turns, extract_assistant_text
 from vlm_collate.engine import ragged
-from vlm_collate.labels import labels_by_contents
-from vlm_collate.markers import markers_for
+from vlm_collate.labels import exact_labels, labels_by_contents
+from vlm_collate.markers import labels_plan, markers_for
 
 from . import baselines, data
 from .common import Context, Table, Target, fmt_ratio, fmt_time, measure_all
@@ -43,6 +50,8 @@ METHODS = (
     "torch contents",
 )
 TOKENIZE = "reply tokenization"
+EXACT = "exact path"
+PROCESSOR_TOKENIZE = "render + tokenize"
 
 
 def steps(ctx_settings) -> int:
@@ -114,6 +123,13 @@ def _methods(processor: Any, ids: np.ndarray, mask: np.ndarray, conversations) -
     def tokenize_only():
         return _reply_ids(tokenizer, conversations)
 
+    def exact_path():
+        return torch.from_numpy(exact_labels(ids, mask, conversations, processor)[0])
+
+    def render_and_tokenize():
+        texts = [data.render(tokenizer, c) for c in conversations]
+        return tokenizer(texts, add_special_tokens=False, padding=True)
+
     return {
         "engine markers": engine_markers,
         "engine contents": engine_contents,
@@ -124,6 +140,8 @@ def _methods(processor: Any, ids: np.ndarray, mask: np.ndarray, conversations) -
         "torch markers": torch_markers,
         "torch contents": torch_contents,
         TOKENIZE: tokenize_only,
+        EXACT: exact_path,
+        PROCESSOR_TOKENIZE: render_and_tokenize,
     }
 
 
@@ -159,7 +177,7 @@ def run(ctx: Context) -> list[Table]:
                 "agree": {},
             }
             for name, fn in methods.items():
-                if name != TOKENIZE:
+                if name not in (TOKENIZE, PROCESSOR_TOKENIZE):
                     cell["agree"][name] = bool(torch.equal(fn(), expected))
             timed = {n: fn for n, fn in methods.items() if (n, turns) not in too_slow}
             timings = measure_all(timed, s)
@@ -171,7 +189,12 @@ def run(ctx: Context) -> list[Table]:
                     too_slow[(name, turns)] = timing.median_s
             results.append(cell)
     ctx.extra["labels"] = results
-    return [_times_table(ctx, results), _ratio_table(ctx, results), _scaling_table(ctx, results)]
+    return [
+        _times_table(ctx, results),
+        _ratio_table(ctx, results),
+        _scaling_table(ctx, results),
+        _template_table(ctx),
+    ]
 
 
 def _times_table(ctx: Context, results: list[dict[str, Any]]) -> Table:
@@ -179,14 +202,14 @@ def _times_table(ctx: Context, results: list[dict[str, Any]]) -> Table:
     table = Table(
         "labels",
         f"Label building, batch of {s.batch}, median time per batch",
-        ["L", "turns", *METHODS, TOKENIZE],
+        ["L", "turns", *METHODS, TOKENIZE, EXACT, PROCESSOR_TOKENIZE],
     )
     disagree = []
     for cell in sorted(results, key=lambda c: (c["length"], c["turns"])):
         if cell["length"] not in s.table_lengths:
             continue
         row = [f"{cell['length']:,}", str(cell["turns"])]
-        for name in (*METHODS, TOKENIZE):
+        for name in (*METHODS, TOKENIZE, EXACT, PROCESSOR_TOKENIZE):
             row.append(fmt_time(cell["times"].get(name)))
             if name in cell["agree"] and not cell["agree"][name]:
                 row[-1] += " ≠"
@@ -200,7 +223,10 @@ def _times_table(ctx: Context, results: list[dict[str, Any]]) -> Table:
     table.notes.append(
         f"'{TOKENIZE}': tokenizing every assistant reply on its own, a step inside every "
         "contents method (engine contents, reference contents, seed-style, torch contents) "
-        "but not 'engine search only'; the marker methods need none."
+        "but not 'engine search only'; the marker methods need none. "
+        f"'{EXACT}': differential rendering of each conversation, mapped onto its row; "
+        f"'{PROCESSOR_TOKENIZE}': the chat template rendering and tokenization of the same "
+        "batch, the work a collate call does before labelling."
     )
     skipped = sorted({(n, c["turns"]) for c in results for n, t in c["times"].items() if t is None})
     for name, turns in skipped:
@@ -320,3 +346,94 @@ if __name__ == "__main__":
     from .run_all import main
 
     sys.exit(main(["--only", "labels", *sys.argv[1:]]))
+
+
+# --------------------------------------------------------------------------- template styles
+
+
+def _template_tokenizers() -> dict[str, Any]:
+    """One tokenizer per published template style, on its real vocabulary."""
+    from vlm_collate.testing import builders, vocabularies
+
+    text = vocabularies.template_text
+
+    def qwen(template: str, extra: tuple[str, ...] = ()) -> Any:
+        tokenizer = builders.qwen2_tokenizer(extra)
+        tokenizer.chat_template = template
+        return tokenizer
+
+    def qwen3() -> Any:
+        tokenizer = builders.qwen3_omni_tokenizer()
+        tokenizer.chat_template = text("qwen3")
+        return tokenizer
+
+    glm = ("[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
+    return {
+        "ChatML (Qwen2.5-VL)": lambda: qwen(text("qwen2_5_vl")),
+        "Qwen3 reasoning": qwen3,
+        "Llama 3.1": lambda: vocabularies.llama3_tokenizer(text("llama3_1")),
+        "Llama 3.2 Vision": lambda: vocabularies.llama3_tokenizer(text("llama3_2_vision")),
+        "Gemma 3": lambda: vocabularies.gemma3_tokenizer(text("gemma3")),
+        "Mistral Small 3.1": lambda: vocabularies.mistral_tekken_tokenizer(
+            text("mistral_small_3_1")
+        ),
+        "Phi-4-multimodal": lambda: vocabularies.phi4_tokenizer(text("phi4_multimodal")),
+        "DeepSeek-R1": lambda: vocabularies.deepseek_tokenizer(text("deepseek_r1")),
+        "GLM-4": lambda: qwen(text("glm4"), glm),
+    }
+
+
+def _template_table(ctx: Context) -> Table:
+    s = ctx.settings
+    length = 4096 if 4096 in s.lengths else s.lengths[-1]
+    turns = 4 if 4 in s.turns else s.turns[-1]
+    _, _, conversations = data.label_batch(ctx.tokenizer, s.batch, length, turns, seed=7)
+    table = Table(
+        "labels_templates",
+        f"Labels per chat template style, batch of {s.batch}, about {length:,} tokens, "
+        f"{turns} turns, median time per batch",
+        ["template", "path", "markers", EXACT, PROCESSOR_TOKENIZE, "exact / tokenize"],
+    )
+    for name, build in _template_tokenizers().items():
+        ctx.advance(f"labels template {name}")
+        row, raw = _template_row(name, build(), conversations, s)
+        table.rows.append(row)
+        table.raw.append(raw)
+    table.notes.append(
+        "The same conversations rendered by each published template on its real vocabulary; "
+        "where the markers are verified, their labels are checked equal to the exact path's."
+    )
+    return table
+
+
+def _template_row(name: str, tokenizer: Any, conversations: list, s: Any) -> tuple[list[str], dict]:
+    """One template style: its label path and the times of markers, exact path and
+    render + tokenize on ``conversations``."""
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+    enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="np")
+    ids = enc["input_ids"].astype(np.int64)
+    mask = enc["attention_mask"].astype(np.int64)
+    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+    plan = labels_plan(tokenizer)
+    fns = {
+        EXACT: lambda: exact_labels(ids, mask, conversations, tokenizer)[0],
+        PROCESSOR_TOKENIZE: lambda: tokenizer(
+            [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations],
+            add_special_tokens=False,
+            padding=True,
+        ),
+    }
+    if plan.method == "markers":
+        fns["markers"] = lambda: build_labels(ids_t, conversations, tokenizer, mask_t)
+        assert np.array_equal(fns["markers"]().numpy(), fns[EXACT]()), name
+    times = {k: t.median_s for k, t in measure_all(fns, s).items()}
+    ratio = times[EXACT] / times[PROCESSOR_TOKENIZE]
+    row = [
+        name,
+        plan.method,
+        fmt_time(times.get("markers")),
+        fmt_time(times[EXACT]),
+        fmt_time(times[PROCESSOR_TOKENIZE]),
+        f"{ratio:.1f}×",
+    ]
+    return row, {"template": name, "path": plan.method, "exact_vs_tokenize": ratio, **times}

@@ -224,3 +224,29 @@ def test_text_only_sample_in_an_image_batch_and_padding_never_labelled(qwen_proc
     assert np.array_equal(
         out["pixel_values"].shape[:1], [int(out["image_grid_thw"].prod(dim=1).sum())]
     )
+
+
+def test_without_a_mask_only_the_padded_end_is_padding(qwen_tokenizer):
+    from vlm_collate.labels import _mask_for
+
+    pad = qwen_tokenizer.pad_token_id
+    ids = np.array([[5, pad, 6, pad, pad], [7, 8, 9, 10, 11], [pad, pad, pad, pad, pad]])
+    assert _mask_for(ids, None, qwen_tokenizer).tolist() == [
+        [1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1],
+        [0, 0, 0, 0, 0],
+    ]
+    # When pad closes turns (pad == eos), the run's first token is the row's own.
+    assert _mask_for(ids, None, qwen_tokenizer, keep_first_pad=True).tolist() == [
+        [1, 1, 1, 1, 0],
+        [1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 0],
+    ]
+
+
+def test_unknown_reasoning_option_is_refused(qwen_processor):
+    from vlm_collate.errors import OptionError
+
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(OptionError, match="reasoning must be"):
+        build_labels(ids, [CASES["prompt_echo"]], qwen_processor, reasoning="drop")

@@ -192,11 +192,13 @@ def label_array(
     tokenizer = tokenizer_of(processor)
     plan = labels_plan(processor)
     markers = plan.markers if plan.method == "markers" else None
-    pad = getattr(tokenizer, "pad_token_id", None)
-    closes = pad is not None and (
-        pad == getattr(tokenizer, "eos_token_id", None)
-        or (markers is not None and pad in markers.stop_ids)
-    )
+    closes = False
+    if attention_mask is None:
+        pad = getattr(tokenizer, "pad_token_id", None)
+        closes = pad is not None and (
+            pad == getattr(tokenizer, "eos_token_id", None)
+            or (markers is not None and pad in markers.stop_ids)
+        )
     mask = _mask_for(ids, attention_mask, tokenizer, keep_first_pad=closes)
     if markers is None:
         labels, found = exact_labels(
@@ -227,7 +229,7 @@ def label_array(
 def _warn_missing_replies(found: np.ndarray, conversations: Sequence[Sequence[dict]]) -> None:
     """Says which samples have fewer located replies than assistant turns."""
     for i, (n, conversation) in enumerate(zip(found.tolist(), conversations)):
-        expected = len(assistant_turns(conversation))
+        expected = sum(1 for m in conversation if m.get("role") == "assistant")
         if n < expected:
             logger.warning(
                 "sample %d: %d of its %d assistant replies were located in input_ids "
