@@ -67,3 +67,33 @@ def tokens_per_grid(grids: I64, merge_kernel_size: tuple[int, int] = (2, 2)) -> 
 
 def fitted_lengths(values: I64, offsets: I64, max_length: int, media_ids: list[int]) -> I64:
     """Per row, its length cut to ``max_length``, or -1 when media reach past ``max_length``."""
+
+def pack_bins(lengths: I64, capacity: int, strategy: str = "best_fit") -> tuple[I64, I64]:
+    """``(order, bin_offsets)``: documents longest first into bins of at most ``capacity``
+    tokens (``"best_fit"`` or ``"first_fit"``); bin b is ``order[bin_offsets[b]:bin_offsets[b+1]]``."""
+
+def packed_layout(
+    doc_offsets: I64, order: I64, bin_offsets: I64, width: int, shift: bool = False
+) -> tuple[I64, I64, I64, I64, I64]:
+    """``(source (R, W), label_source (R, W), positions (R, W), cu_seq_lens, spans (D, 4))``:
+    per column the index of its token and of its label in the documents' values (-1: padding
+    or ignored), its position in its document, the segment boundaries, and per document
+    ``(document, row, start, length)``."""
+
+def rope_positions(
+    values: I64,
+    offsets: I64,
+    family: str,
+    spatial_merge_size: int,
+    image_token_id: int,
+    video_token_id: int,
+    vision_start_token_id: int,
+    image_grids: I64 | None = None,
+    video_grids: I64 | None = None,
+    video_seconds: list[float] = ...,
+    tokens_per_second: float = 1.0,
+    audio_token_id: int | None = None,
+    audio_start_token_id: int | None = None,
+    use_audio_in_video: bool = False,
+) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:
+    """``(3, total)`` rotary positions of each row, as the family's ``get_rope_index``."""

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from . import engine
+from .engine import IGNORE_INDEX
 from .errors import CollateError
+from .options import CollateOptions
 
 TOKEN_AXIS_KEYS: tuple[str, ...] = (
     "input_ids",
@@ -60,28 +62,59 @@ def padded_length(longest: int, max_length: int | None, pad_to_multiple_of: int 
     return length
 
 
-def shifted(value: torch.Tensor, key: str) -> torch.Tensor:
-    """``value`` pre-shifted for next-token prediction, as the seed does: ``labels``
-    lose their first column, every other token-axis tensor its last, so position i
-    predicts label i (contiguous: losses ``view`` the labels)."""
-    return (value[..., 1:] if key == "labels" else value[..., :-1]).contiguous()
-
-
 def fitted(
     value: torch.Tensor, lengths: np.ndarray, length: int, fill: int, side: str
 ) -> torch.Tensor:
     """A right-padded ``(B, ..., L)`` tensor re-laid at ``length`` columns: row b's first
     ``min(lengths[b], length)`` values at the start (``side="right"``) or the end
-    (``"left"``), ``fill`` elsewhere. int64 matrices go through the engine."""
-    fit_rows = getattr(engine, "fit_rows", None)
-    if fit_rows is not None and value.dtype == torch.int64 and value.ndim == 2:
-        out = fit_rows(engine.as_int64(value), lengths, length, fill, side)
+    (``"left"``), ``fill`` elsewhere. int64 matrices (ids, masks, labels) are laid out
+    by the engine in one pass; other dtypes row by row here."""
+    if value.dtype == torch.int64 and value.ndim == 2:
+        out = engine.fit_rows(engine.as_int64(value), lengths, length, fill, side)
         return torch.from_numpy(out)
     out = torch.full((*value.shape[:-1], length), fill, dtype=value.dtype)
     for b, n in enumerate(np.minimum(lengths, length).tolist()):
         start = 0 if side == "right" else length - n
         out[b, ..., start : start + n] = value[b, ..., :n]
     return out
+
+
+def lay_out(
+    batch: dict[str, Any],
+    keys: Iterable[str],
+    lengths: np.ndarray,
+    pad_id: int,
+    options: CollateOptions,
+) -> None:
+    """Lays the token-axis tensors of a right-padded ``batch`` out in place at the
+    returned length: cut to ``max_length``, pre-shifted when ``options.shift``, padded
+    (``pad_to_max_length``, ``pad_to_multiple_of``) on ``options.padding_side``.
+    ``lengths``: each row's tokens after truncation.
+
+    The shift is the seed's: ``labels`` lose their first column, every other
+    token-axis tensor its last (the row's last token when it is the longest), so
+    position i predicts label i. Pad values: ``pad_id`` in ``input_ids``, -100 in
+    ``labels``, 0 elsewhere."""
+    columns = int(batch["input_ids"].shape[-1])
+    if options.max_length is not None:
+        columns = min(columns, options.max_length)
+    if options.shift:
+        columns -= 1
+        lengths = np.minimum(lengths, columns)
+    target = padded_length(
+        int(lengths.max(initial=0)),
+        options.max_length if options.pad_to_max_length else None,
+        options.pad_to_multiple_of,
+    )
+    unchanged = target == int(batch["input_ids"].shape[-1]) and options.padding_side == "right"
+    if unchanged and not options.shift:
+        return
+    fills = {"input_ids": pad_id, "labels": IGNORE_INDEX}
+    for key in keys:
+        value = torch.as_tensor(batch[key])
+        if options.shift and key == "labels":
+            value = value[..., 1:]
+        batch[key] = fitted(value, lengths, target, fills.get(key, 0), options.padding_side)
 
 
 def converted(batch: Mapping[str, Any], return_tensors: str) -> dict[str, Any]:

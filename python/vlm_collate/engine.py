@@ -16,7 +16,10 @@ from ._engine import (
     fitted_lengths,
     labels_from_contents,
     labels_from_markers,
+    pack_bins,
+    packed_layout,
     pad_rows,
+    rope_positions,
     tokens_per_grid,
     unpad,
 )
@@ -29,8 +32,11 @@ __all__ = [
     "fitted_lengths",
     "labels_from_contents",
     "labels_from_markers",
+    "pack_bins",
+    "packed_layout",
     "pad_rows",
     "ragged",
+    "rope_positions",
     "tokens_per_grid",
     "unpad",
 ]

@@ -16,15 +16,7 @@ import numpy as np
 import torch
 
 from . import engine
-from .batch import (
-    as_tensor,
-    converted,
-    fitted,
-    padded_length,
-    row_lengths,
-    shifted,
-    token_axis_keys,
-)
+from .batch import as_tensor, converted, lay_out, row_lengths, token_axis_keys
 from .conversation import assistant_turns, conversations_of
 from .encode_errors import encoded_naming_sample
 from .engine import IGNORE_INDEX, as_int64
@@ -169,40 +161,6 @@ def _empty_rows_policy(
     return stay
 
 
-def _laid_out(
-    batch: dict[str, Any],
-    keys: list[str],
-    lengths: np.ndarray,
-    pad_id: int,
-    options: CollateOptions,
-) -> None:
-    """Truncates, shifts and pads the token-axis tensors of ``batch`` in place to the
-    returned length, on the requested side (``lengths``: tokens per row after
-    truncation, in the right-padded encoding)."""
-    columns = int(batch["input_ids"].shape[-1])
-    if options.max_length is not None and columns > options.max_length:
-        columns = options.max_length
-        for key in keys:
-            batch[key] = batch[key][..., :columns]
-    if options.shift:
-        for key in keys:
-            batch[key] = shifted(batch[key], key)
-        columns -= 1
-        lengths = np.minimum(lengths, columns)
-    target = padded_length(
-        int(lengths.max(initial=0)),
-        options.max_length if options.pad_to_max_length else None,
-        options.pad_to_multiple_of,
-    )
-    if target == columns and options.padding_side == "right":
-        return
-    fills = {"input_ids": pad_id, "labels": IGNORE_INDEX}
-    for key in keys:
-        batch[key] = fitted(
-            torch.as_tensor(batch[key]), lengths, target, fills.get(key, 0), options.padding_side
-        )
-
-
 def collate_with(
     examples: Sequence[Any],
     processor: Any,
@@ -255,7 +213,7 @@ def collate_with(
     batch = {k: as_tensor(v) for k, v in encoded.items()}
     batch["labels"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     keys = token_axis_keys(batch, extra_token_keys)
-    _laid_out(batch, keys, lengths, pad_id, options)
+    lay_out(batch, keys, lengths, pad_id, options)
     targets = batch["labels"] != IGNORE_INDEX
     targets_per_row = targets.sum(dim=-1).tolist()
     report.target_tokens = int(sum(targets_per_row))
