@@ -415,7 +415,171 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tokens_per_grid, m)?)?;
     m.add_function(wrap_pyfunction!(fitted_lengths, m)?)?;
     m.add_function(wrap_pyfunction!(fit_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_bins, m)?)?;
+    m.add_function(wrap_pyfunction!(packed_layout, m)?)?;
+    m.add_function(wrap_pyfunction!(rope_positions, m)?)?;
     m.add("MAX_ELEMENTS", crate::limits::MAX_ELEMENTS)?;
     m.add("IGNORE_INDEX", crate::IGNORE_INDEX)?;
     Ok(())
+}
+
+// Packing and multimodal rotary positions (issue 15).
+
+/// Bins of documents of `lengths` in rows of at most `capacity` tokens, longest
+/// first: `(order, bin_offsets)`, bin `b` holding `order[bin_offsets[b]..bin_offsets[b + 1]]`.
+#[pyfunction]
+#[pyo3(signature = (lengths, capacity, strategy="best_fit"))]
+fn pack_bins<'py>(
+    py: Python<'py>,
+    lengths: &Bound<'py, PyAny>,
+    capacity: i64,
+    strategy: &str,
+) -> PyResult<(Out1<'py>, Out1<'py>)> {
+    let lengths = array1(lengths, "lengths")?;
+    let capacity = non_negative(capacity, "capacity")?;
+    let strategy = crate::pack::Strategy::parse(strategy).map_err(value_error)?;
+    let l = lengths.as_slice()?;
+    let (order, offsets) = run(py, || {
+        let lengths = l
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                usize::try_from(n)
+                    .map_err(|_| EngineError::new(format!("lengths[{i}] must be >= 0, got {n}")))
+            })
+            .collect::<Result<Vec<usize>, EngineError>>()?;
+        let bins = crate::pack::pack_bins(&lengths, capacity, strategy)?;
+        Ok(crate::pack::bins_to_parts(&bins))
+    })?;
+    Ok((order.into_pyarray(py), offsets.into_pyarray(py)))
+}
+
+/// The layout of packed rows of `width` columns: `(source, label_source,
+/// positions, cu_seq_lens, spans)`; see `pack::packed_layout`.
+#[pyfunction]
+#[pyo3(signature = (doc_offsets, order, bin_offsets, width, shift=false))]
+#[allow(clippy::type_complexity)]
+fn packed_layout<'py>(
+    py: Python<'py>,
+    doc_offsets: &Bound<'py, PyAny>,
+    order: &Bound<'py, PyAny>,
+    bin_offsets: &Bound<'py, PyAny>,
+    width: i64,
+    shift: bool,
+) -> PyResult<(Out2<'py>, Out2<'py>, Out2<'py>, Out1<'py>, Out2<'py>)> {
+    let doc_offsets = array1(doc_offsets, "doc_offsets")?;
+    let order = array1(order, "order")?;
+    let bin_offsets = array1(bin_offsets, "bin_offsets")?;
+    let width = non_negative(width, "width")?;
+    let (d, o, b) = (
+        doc_offsets.as_slice()?,
+        order.as_slice()?,
+        bin_offsets.as_slice()?,
+    );
+    let layout = run(py, || {
+        let offsets = crate::pack::checked_offsets(d, "doc_offsets")?;
+        let bins = crate::pack::bins_from_parts(o, b)?;
+        crate::pack::packed_layout(&offsets, &bins, width, shift)
+    })?;
+    let shape = (layout.rows, layout.width);
+    let grid = |v: Vec<i64>| {
+        Array2::from_shape_vec(shape, v).map_err(|e| PyValueError::new_err(e.to_string()))
+    };
+    let spans: Vec<i64> = layout.spans.iter().flatten().copied().collect();
+    let spans = Array2::from_shape_vec((layout.spans.len(), 4), spans)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((
+        grid(layout.source)?.into_pyarray(py),
+        grid(layout.label_source)?.into_pyarray(py),
+        grid(layout.positions)?.into_pyarray(py),
+        layout.cu_seq_lens.into_pyarray(py),
+        spans.into_pyarray(py),
+    ))
+}
+
+/// `(N, 3)` grids as triples; `None` is no grid.
+fn grid_triples(grids: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Vec<[i64; 3]>> {
+    let Some(grids) = grids else {
+        return Ok(Vec::new());
+    };
+    let grids = array2(grids, name)?;
+    if grids.shape()[1] != 3 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must have shape (N, 3) holding (t, h, w), got (N, {})",
+            grids.shape()[1]
+        )));
+    }
+    Ok(grids
+        .as_slice()?
+        .chunks_exact(3)
+        .map(|c| [c[0], c[1], c[2]])
+        .collect())
+}
+
+/// The `(3, total)` rotary positions (temporal, height, width) of rows
+/// `values[offsets[i]:offsets[i+1]]`, as the family's `get_rope_index`
+/// computes them: int64, or float32 for Qwen3-Omni.
+#[pyfunction]
+#[pyo3(signature = (values, offsets, family, spatial_merge_size, image_token_id, video_token_id, vision_start_token_id, image_grids=None, video_grids=None, video_seconds=Vec::new(), tokens_per_second=1.0, audio_token_id=None, audio_start_token_id=None, use_audio_in_video=false))]
+#[allow(clippy::too_many_arguments)]
+fn rope_positions<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    family: &str,
+    spatial_merge_size: i64,
+    image_token_id: i64,
+    video_token_id: i64,
+    vision_start_token_id: i64,
+    image_grids: Option<&Bound<'py, PyAny>>,
+    video_grids: Option<&Bound<'py, PyAny>>,
+    video_seconds: Vec<f64>,
+    tokens_per_second: f64,
+    audio_token_id: Option<i64>,
+    audio_start_token_id: Option<i64>,
+    use_audio_in_video: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let values = array1(values, "values")?;
+    let offsets = array1(offsets, "offsets")?;
+    let family = crate::positions::Family::parse(family).map_err(value_error)?;
+    if !tokens_per_second.is_finite() {
+        return Err(PyValueError::new_err(format!(
+            "tokens_per_second must be finite, got {tokens_per_second}"
+        )));
+    }
+    let images = grid_triples(image_grids, "image_grids")?;
+    let videos = grid_triples(video_grids, "video_grids")?;
+    let spec = crate::positions::RopeSpec {
+        family,
+        spatial_merge_size,
+        image_token_id,
+        video_token_id,
+        vision_start_token_id,
+        audio_token_id,
+        audio_start_token_id,
+        tokens_per_second,
+        use_audio_in_video,
+    };
+    let (v, o) = (values.as_slice()?, offsets.as_slice()?);
+    let positions = run(py, || {
+        let rows = Rows::from_parts(v.to_vec(), o.to_vec(), ["values", "offsets"])?;
+        let media = crate::positions::Media {
+            image_grids: &images,
+            video_grids: &videos,
+            video_seconds: &video_seconds,
+        };
+        crate::positions::rope_positions(&rows, &spec, &media)
+    })?;
+    let total = v.len();
+    let shape_error = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
+    Ok(match positions {
+        crate::positions::Positions::Int(p) => Array2::from_shape_vec((3, total), p)
+            .map_err(shape_error)?
+            .into_pyarray(py)
+            .into_any(),
+        crate::positions::Positions::Float(p) => Array2::from_shape_vec((3, total), p)
+            .map_err(shape_error)?
+            .into_pyarray(py)
+            .into_any(),
+    })
 }

@@ -11,7 +11,9 @@ pub mod expand;
 pub mod fit;
 pub mod labels;
 pub mod limits;
+pub mod pack;
 pub mod pattern;
+pub mod positions;
 pub mod token_set;
 pub mod truncate;
 

@@ -28,9 +28,12 @@ from .models.phi4_mm import phi4_mm_collate_fn
 from .models.qwen2_5_vl import qwen2_5_collate_fn
 from .models.qwen3_omni import qwen3_omni_collate_fn
 from .options import CollateOptions
+from .packing import PackedCollator, PackedReport
 from .patterns import find_pattern_indices
+from .positions import RopeConfig, rope_position_ids
 from .registry import COLLATE_FNS, VLMCollator, get_collate_fn
 from .report import Batch, BatchReport
+from .sampler import LengthEstimator, PackedBatchSampler
 from .template_check import TemplateReport, check_template
 from .tokens import decode_single_token
 
@@ -44,6 +47,12 @@ _decode_single_token = decode_single_token
 _expand_image_tokens = expand_image_tokens
 
 __all__ = [
+    "LengthEstimator",
+    "PackedBatchSampler",
+    "PackedCollator",
+    "PackedReport",
+    "RopeConfig",
+    "rope_position_ids",
     "COLLATE_FNS",
     "Batch",
     "BatchReport",
