@@ -2,98 +2,115 @@
 
 Every array argument is a C-contiguous ``int64`` numpy array; anything else,
 and any inconsistent argument, raises ``ValueError`` naming the argument,
-the sample and the numbers. The GIL is released while the engine works.
+the sample and the numbers. Paired arrays (``input_ids`` and ``attention_mask``)
+must have exactly the same shape; offsets must start at 0, never decrease and end
+at the length of their values. Any id (up to ``2**63 - 1``, negative ones too) is
+an id; sizes are checked before anything is allocated, and no output may hold more
+than ``MAX_ELEMENTS`` values. The GIL is released while the engine works.
 """
 
 import numpy as np
 import numpy.typing as npt
 
 IGNORE_INDEX: int
+MAX_ELEMENTS: int
+"""The most values one output array may hold (2**28); a larger request is a ValueError
+naming the argument behind it, never an abort."""
 
-I64 = npt.NDArray[np.int64]
+__all__ = [
+    "IGNORE_INDEX",
+    "MAX_ELEMENTS",
+    "expand_placeholders",
+    "find_subsequence",
+    "fit_rows",
+    "fitted_lengths",
+    "labels_from_contents",
+    "labels_from_markers",
+    "pad_rows",
+    "tokens_per_grid",
+    "unpad",
+]
+
+_I64 = npt.NDArray[np.int64]
 
 def find_subsequence(
-    haystack: I64, pattern: I64, start: int = 0, allow_first_token_mismatch: bool = False
+    haystack: _I64, pattern: _I64, start: int = 0, allow_first_token_mismatch: bool = False
 ) -> tuple[int, int]:
     """First ``(start, end)`` of ``pattern`` at or after ``start``, or ``(-1, -1)``."""
 
 def labels_from_markers(
-    input_ids: I64,
-    attention_mask: I64,
+    input_ids: _I64,
+    attention_mask: _I64,
     starts: list[list[int]],
     ends: list[list[int]],
     ignore_ids: list[int] = ...,
-) -> tuple[I64, I64]:
+) -> tuple[_I64, _I64]:
     """``(labels (B, L), replies found per row (B,))`` from assistant-start/end-of-turn markers."""
 
 def labels_from_contents(
-    input_ids: I64,
-    attention_mask: I64,
-    reply_values: I64,
-    reply_offsets: I64,
-    replies_per_row: I64,
+    input_ids: _I64,
+    attention_mask: _I64,
+    reply_values: _I64,
+    reply_offsets: _I64,
+    replies_per_row: _I64,
     stop_ids: list[int],
     headers: list[list[int]] = ...,
     ignore_ids: list[int] = ...,
-) -> tuple[I64, I64]:
+) -> tuple[_I64, _I64]:
     """``(labels (B, L), replies located per row (B,))`` by searching each reply's tokens."""
 
 def pad_rows(
-    values: I64,
-    offsets: I64,
+    values: _I64,
+    offsets: _I64,
     pad_value: int,
     padding_side: str = "right",
     max_length: int | None = None,
     pad_to_multiple_of: int | None = None,
-) -> tuple[I64, I64]:
+) -> tuple[_I64, _I64]:
     """``(ids, attention_mask)``, both ``(B, L)``, from rows ``values[offsets[i]:offsets[i+1]]``."""
 
-def unpad(input_ids: I64, attention_mask: I64) -> tuple[I64, I64]:
+def unpad(input_ids: _I64, attention_mask: _I64) -> tuple[_I64, _I64]:
     """``(values, offsets)``: the attended tokens of each row."""
 
 def expand_placeholders(
-    input_ids: I64,
-    attention_mask: I64,
+    input_ids: _I64,
+    attention_mask: _I64,
     placeholder_id: int,
-    counts: I64,
-    counts_per_row: I64,
+    counts: _I64,
+    counts_per_row: _I64,
     pad_id: int,
     padding_side: str = "right",
-) -> tuple[I64, I64]:
+) -> tuple[_I64, _I64]:
     """Padded ``(ids, attention_mask)`` with the i-th placeholder repeated ``counts[i]`` times."""
 
-def tokens_per_grid(grids: I64, merge_kernel_size: tuple[int, int] = (2, 2)) -> I64:
+def tokens_per_grid(grids: _I64, merge_kernel_size: tuple[int, int] = ...) -> _I64:
     """``t * (h // mh) * (w // mw)`` per row of an ``(N, 3)`` grid array."""
 
-def fitted_lengths(values: I64, offsets: I64, max_length: int, media_ids: list[int]) -> I64:
-    """Per row, its length cut to ``max_length``, or -1 when media reach past ``max_length``."""
+def fitted_lengths(
+    values: _I64,
+    offsets: _I64,
+    max_length: int,
+    media_ids: list[int],
+    block_open_ids: list[int] = ...,
+    block_close_ids: list[int] = ...,
+) -> _I64:
+    """Per row ``values[offsets[i]:offsets[i+1]]``: its length when it fits in ``max_length``,
+    ``max_length`` when it can be cut there, or -1 when the cut would split or drop a media
+    block (the sample must then be dropped, never cut).
 
-def pack_bins(lengths: I64, capacity: int, strategy: str = "best_fit") -> tuple[I64, I64]:
-    """``(order, bin_offsets)``: documents longest first into bins of at most ``capacity``
-    tokens (``"best_fit"`` or ``"first_fit"``); bin b is ``order[bin_offsets[b]:bin_offsets[b+1]]``."""
+    A media block runs from an id of ``block_open_ids`` through the next id of
+    ``block_close_ids``, whatever lies between (placeholders, row and column tokens); an id
+    in both lists closes an open block and opens a shut one; a block never closed runs to
+    the end of the row. Outside delimited blocks (and for families without delimiters), a
+    run of ``media_ids`` is a block: such families list their row/column tokens among the
+    media ids. The two delimiter lists are given together or not at all. A row may be cut
+    only if every media block ends at or before the cut.
+    """
 
-def packed_layout(
-    doc_offsets: I64, order: I64, bin_offsets: I64, width: int, shift: bool = False
-) -> tuple[I64, I64, I64, I64, I64]:
-    """``(source (R, W), label_source (R, W), positions (R, W), cu_seq_lens, spans (D, 4))``:
-    per column the index of its token and of its label in the documents' values (-1: padding
-    or ignored), its position in its document, the segment boundaries, and per document
-    ``(document, row, start, length)``."""
-
-def rope_positions(
-    values: I64,
-    offsets: I64,
-    family: str,
-    spatial_merge_size: int,
-    image_token_id: int,
-    video_token_id: int,
-    vision_start_token_id: int,
-    image_grids: I64 | None = None,
-    video_grids: I64 | None = None,
-    video_seconds: list[float] = ...,
-    tokens_per_second: float = 1.0,
-    audio_token_id: int | None = None,
-    audio_start_token_id: int | None = None,
-    use_audio_in_video: bool = False,
-) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:
-    """``(3, total)`` rotary positions of each row, as the family's ``get_rope_index``."""
+def fit_rows(
+    array: _I64, row_lengths: _I64, length: int, fill: int, padding_side: str = "right"
+) -> _I64:
+    """``(B, length)`` from a right-padded ``(B, L)`` ``array``: row i's first
+    ``min(row_lengths[i], length)`` values at the start (``padding_side="right"``) or the end
+    (``"left"``) of output row i, ``fill`` everywhere else. ``row_lengths`` is ``(B,)`` with
+    ``0 <= row_lengths[i] <= L``; ``B * length`` may not exceed ``MAX_ELEMENTS``."""
