@@ -26,7 +26,10 @@ __all__ = [
     "fitted_lengths",
     "labels_from_contents",
     "labels_from_markers",
+    "pack_bins",
+    "packed_layout",
     "pad_rows",
+    "rope_positions",
     "tokens_per_grid",
     "unpad",
 ]
@@ -114,3 +117,34 @@ def fit_rows(
     ``min(row_lengths[i], length)`` values at the start (``padding_side="right"``) or the end
     (``"left"``) of output row i, ``fill`` everywhere else. ``row_lengths`` is ``(B,)`` with
     ``0 <= row_lengths[i] <= L``; ``B * length`` may not exceed ``MAX_ELEMENTS``."""
+
+def pack_bins(lengths: _I64, capacity: int, strategy: str = "best_fit") -> tuple[_I64, _I64]:
+    """``(order, bin_offsets)``: documents longest first into bins of at most ``capacity``
+    tokens (``"best_fit"`` or ``"first_fit"``); bin b is
+    ``order[bin_offsets[b]:bin_offsets[b+1]]``."""
+
+def packed_layout(
+    doc_offsets: _I64, order: _I64, bin_offsets: _I64, width: int, shift: bool = False
+) -> tuple[_I64, _I64, _I64, _I64, _I64]:
+    """``(source (R, W), label_source (R, W), positions (R, W), cu_seq_lens, spans (D, 4))``:
+    per column the index of its token and of its label in the documents' values (-1: padding
+    or ignored), its position in its document, the segment boundaries, and per document
+    ``(document, row, start, length)``."""
+
+def rope_positions(
+    values: _I64,
+    offsets: _I64,
+    family: str,
+    spatial_merge_size: int,
+    image_token_id: int,
+    video_token_id: int,
+    vision_start_token_id: int,
+    image_grids: _I64 | None = None,
+    video_grids: _I64 | None = None,
+    video_seconds: list[float] = ...,
+    tokens_per_second: float = 1.0,
+    audio_token_id: int | None = None,
+    audio_start_token_id: int | None = None,
+    use_audio_in_video: bool = False,
+) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:
+    """``(3, total)`` rotary positions of each row, as the family's ``get_rope_index``."""
