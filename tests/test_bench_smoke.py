@@ -12,10 +12,14 @@ TABLES = {
     "labels",
     "labels_speedup",
     "labels_scaling",
+    "labels_templates",
     "expand",
     "end_to_end",
     "dataloader",
     "memory",
+    "packing",
+    "packing_time",
+    "packing_rope",
 }
 
 
