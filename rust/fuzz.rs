@@ -581,8 +581,11 @@ fn grid_counts_are_exact_or_refused() {
             .iter()
             .map(|&[t, h, w]| {
                 let ok = t > 0 && h > 0 && w > 0 && h % mh == 0 && w % mw == 0;
-                let n = t as i128 * (h / mh) as i128 * (w / mw) as i128;
-                (ok && n <= MAX_ELEMENTS as i128).then_some(n as i64)
+                let n = (t as i128)
+                    .checked_mul((h / mh) as i128)
+                    .and_then(|n| n.checked_mul((w / mw) as i128));
+                n.filter(|&n| ok && n <= MAX_ELEMENTS as i128)
+                    .map(|n| n as i64)
             })
             .collect();
         let got = tokens_per_grid(&grids, (mh, mw));
