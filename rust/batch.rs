@@ -58,7 +58,7 @@ impl Rows {
         let last = offsets[offsets.len() - 1];
         if usize::try_from(last) != Ok(values.len()) {
             return Err(EngineError::new(format!(
-                "the last entry of {offsets_name} ({last}) must equal the length of {values_name} ({})",
+                "the last offset, {offsets_name}[-1] = {last}, must equal the length of {values_name} ({})",
                 values.len()
             )));
         }

@@ -162,7 +162,10 @@ def test_inconsistent_offsets_are_refused_by_name(offsets, match):
 
 
 def test_offsets_of_pad_rows_and_fitted_lengths_are_checked():
-    with pytest.raises(ValueError, match=r"the last entry of offsets \(2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"the last offset, offsets\[-1\] = 2, must equal the length of values \(3\)",
+    ):
         _engine.pad_rows(i64([1, 2, 3]), i64([0, 2]), 0)
     with pytest.raises(ValueError, match="offsets must not decrease"):
         _engine.fitted_lengths(i64([1, 2, 3]), i64([0, 3, 1, 3]), 2, [])
