@@ -418,6 +418,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack_bins, m)?)?;
     m.add_function(wrap_pyfunction!(packed_layout, m)?)?;
     m.add_function(wrap_pyfunction!(rope_positions, m)?)?;
+    m.add_function(wrap_pyfunction!(padded_rope_positions, m)?)?;
     m.add("MAX_ELEMENTS", crate::limits::MAX_ELEMENTS)?;
     m.add("IGNORE_INDEX", crate::IGNORE_INDEX)?;
     Ok(())
@@ -516,6 +517,62 @@ fn grid_triples(grids: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Vec<[i
         .collect())
 }
 
+/// The config values of a family's rotary positions, checked.
+#[allow(clippy::too_many_arguments)]
+fn rope_spec(
+    family: &str,
+    spatial_merge_size: i64,
+    image_token_id: i64,
+    video_token_id: i64,
+    vision_start_token_id: i64,
+    tokens_per_second: f64,
+    audio_token_id: Option<i64>,
+    audio_start_token_id: Option<i64>,
+    use_audio_in_video: bool,
+) -> PyResult<crate::positions::RopeSpec> {
+    let family = crate::positions::Family::parse(family).map_err(value_error)?;
+    if !tokens_per_second.is_finite() {
+        return Err(PyValueError::new_err(format!(
+            "tokens_per_second must be finite, got {tokens_per_second}"
+        )));
+    }
+    Ok(crate::positions::RopeSpec {
+        family,
+        spatial_merge_size,
+        image_token_id,
+        video_token_id,
+        vision_start_token_id,
+        audio_token_id,
+        audio_start_token_id,
+        tokens_per_second,
+        use_audio_in_video,
+    })
+}
+
+/// Positions as a numpy array of `shape`: int64, or float32 for Qwen3-Omni.
+fn positions_out<'py>(
+    py: Python<'py>,
+    positions: crate::positions::Positions,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    let shape = numpy::ndarray::IxDyn(shape);
+    let shape_error = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
+    Ok(match positions {
+        crate::positions::Positions::Int(p) => {
+            numpy::ndarray::Array::from_shape_vec(shape.clone(), p)
+                .map_err(shape_error)?
+                .into_pyarray(py)
+                .into_any()
+        }
+        crate::positions::Positions::Float(p) => {
+            numpy::ndarray::Array::from_shape_vec(shape.clone(), p)
+                .map_err(shape_error)?
+                .into_pyarray(py)
+                .into_any()
+        }
+    })
+}
+
 /// The `(3, total)` rotary positions (temporal, height, width) of rows
 /// `values[offsets[i]:offsets[i+1]]`, as the family's `get_rope_index`
 /// computes them: int64, or float32 for Qwen3-Omni.
@@ -541,25 +598,19 @@ fn rope_positions<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let values = array1(values, "values")?;
     let offsets = array1(offsets, "offsets")?;
-    let family = crate::positions::Family::parse(family).map_err(value_error)?;
-    if !tokens_per_second.is_finite() {
-        return Err(PyValueError::new_err(format!(
-            "tokens_per_second must be finite, got {tokens_per_second}"
-        )));
-    }
-    let images = grid_triples(image_grids, "image_grids")?;
-    let videos = grid_triples(video_grids, "video_grids")?;
-    let spec = crate::positions::RopeSpec {
+    let spec = rope_spec(
         family,
         spatial_merge_size,
         image_token_id,
         video_token_id,
         vision_start_token_id,
+        tokens_per_second,
         audio_token_id,
         audio_start_token_id,
-        tokens_per_second,
         use_audio_in_video,
-    };
+    )?;
+    let images = grid_triples(image_grids, "image_grids")?;
+    let videos = grid_triples(video_grids, "video_grids")?;
     let (v, o) = (values.as_slice()?, offsets.as_slice()?);
     let positions = run(py, || {
         let rows = Rows::from_parts(v.to_vec(), o.to_vec(), ["values", "offsets"])?;
@@ -570,16 +621,54 @@ fn rope_positions<'py>(
         };
         crate::positions::rope_positions(&rows, &spec, &media)
     })?;
-    let total = v.len();
-    let shape_error = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
-    Ok(match positions {
-        crate::positions::Positions::Int(p) => Array2::from_shape_vec((3, total), p)
-            .map_err(shape_error)?
-            .into_pyarray(py)
-            .into_any(),
-        crate::positions::Positions::Float(p) => Array2::from_shape_vec((3, total), p)
-            .map_err(shape_error)?
-            .into_pyarray(py)
-            .into_any(),
-    })
+    positions_out(py, positions, &[3, v.len()])
+}
+
+/// The rotary positions of a padded `(B, L)` batch laid out `(4, B, L)` (text
+/// positions first) or `(3, B, L)` without `text_row`; padding is 0.
+#[pyfunction]
+#[pyo3(signature = (input_ids, attention_mask, family, spatial_merge_size, image_token_id, video_token_id, vision_start_token_id, image_grids=None, video_grids=None, video_seconds=Vec::new(), tokens_per_second=1.0, audio_token_id=None, audio_start_token_id=None, use_audio_in_video=false, text_row=true))]
+#[allow(clippy::too_many_arguments)]
+fn padded_rope_positions<'py>(
+    py: Python<'py>,
+    input_ids: &Bound<'py, PyAny>,
+    attention_mask: &Bound<'py, PyAny>,
+    family: &str,
+    spatial_merge_size: i64,
+    image_token_id: i64,
+    video_token_id: i64,
+    vision_start_token_id: i64,
+    image_grids: Option<&Bound<'py, PyAny>>,
+    video_grids: Option<&Bound<'py, PyAny>>,
+    video_seconds: Vec<f64>,
+    tokens_per_second: f64,
+    audio_token_id: Option<i64>,
+    audio_start_token_id: Option<i64>,
+    use_audio_in_video: bool,
+    text_row: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (ids, mask, (rows, len)) = batch_pair(input_ids, attention_mask)?;
+    let spec = rope_spec(
+        family,
+        spatial_merge_size,
+        image_token_id,
+        video_token_id,
+        vision_start_token_id,
+        tokens_per_second,
+        audio_token_id,
+        audio_start_token_id,
+        use_audio_in_video,
+    )?;
+    let images = grid_triples(image_grids, "image_grids")?;
+    let videos = grid_triples(video_grids, "video_grids")?;
+    let (i, m) = (ids.as_slice()?, mask.as_slice()?);
+    let positions = run(py, || {
+        let media = crate::positions::Media {
+            image_grids: &images,
+            video_grids: &videos,
+            video_seconds: &video_seconds,
+        };
+        crate::positions::padded_rope_positions(i, m, rows, len, &spec, &media, text_row)
+    })?;
+    positions_out(py, positions, &[3 + usize::from(text_row), rows, len])
 }

@@ -126,6 +126,82 @@ pub fn rope_positions(rows: &Rows, spec: &RopeSpec, media: &Media<'_>) -> Result
     Ok(positions)
 }
 
+/// The positions of a padded `rows × len` batch (`ids`, `mask` row-major), laid
+/// out `(channels, rows, len)`: with `text_row`, channel 0 is each token's index
+/// among its row's attended tokens (what transformers' Qwen models read to tell
+/// packed documents apart), then temporal, height, width; padding (mask 0) is 0.
+pub fn padded_rope_positions(
+    ids: &[i64],
+    mask: &[i64],
+    rows: usize,
+    len: usize,
+    spec: &RopeSpec,
+    media: &Media<'_>,
+    text_row: bool,
+) -> Result<Positions> {
+    let ragged = crate::batch::unpad(ids, mask, rows, len)?;
+    let channels = 3 + usize::from(text_row);
+    let cells = crate::limits::batch_elements(rows, len, || {
+        format!("positions for {rows} rows of {len} tokens")
+    })?;
+    let n = cells
+        .checked_mul(channels)
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            too_large(format_args!(
+                "{channels} position channels of {rows} rows of {len} tokens"
+            ))
+        })?;
+    #[allow(clippy::too_many_arguments)]
+    fn lay_out<T: Copy + Default>(
+        values: &[T],
+        total: usize,
+        mask: &[i64],
+        rows: usize,
+        len: usize,
+        text_row: bool,
+        n: usize,
+        text: impl Fn(usize) -> T,
+    ) -> Result<Vec<T>> {
+        let mut out = with_capacity(n, "the rotary positions")?;
+        out.resize(n, T::default());
+        let first = usize::from(text_row);
+        let cells = rows * len;
+        let mut k = 0usize;
+        for r in 0..rows {
+            let mut seen = 0usize;
+            for c in 0..len {
+                let cell = r * len + c;
+                if mask[cell] == 0 {
+                    continue;
+                }
+                if text_row {
+                    out[cell] = text(seen);
+                }
+                for ch in 0..3 {
+                    out[(first + ch) * cells + cell] = values[ch * total + k];
+                }
+                seen += 1;
+                k += 1;
+            }
+        }
+        Ok(out)
+    }
+    let total = ragged.values.len();
+    Ok(match rope_positions(&ragged, spec, media)? {
+        Positions::Int(v) => {
+            Positions::Int(lay_out(&v, total, mask, rows, len, text_row, n, |i| {
+                i as i64
+            })?)
+        }
+        Positions::Float(v) => {
+            Positions::Float(lay_out(&v, total, mask, rows, len, text_row, n, |i| {
+                i as f32
+            })?)
+        }
+    })
+}
+
 /// Three position channels filled token by token.
 struct Channels<T> {
     c: [Vec<T>; 3],
@@ -699,6 +775,24 @@ mod tests {
             err.0.contains("video block at column 1 has 1 tokens"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn padded_layout_puts_each_row_at_its_tokens() {
+        let ids = [0, 1, VS, IMG, VE, 0, 5, 6, 0, 0];
+        let mask = [0, 1, 1, 1, 1, 0, 1, 1, 0, 0];
+        let media = Media {
+            image_grids: &[[1, 2, 2]],
+            ..Media::default()
+        };
+        let s = spec(Family::Qwen2Vl);
+        let p = ints(padded_rope_positions(&ids, &mask, 2, 5, &s, &media, true).unwrap());
+        assert_eq!(&p[..10], &[0, 0, 1, 2, 3, 0, 0, 1, 0, 0]); // text row
+        assert_eq!(&p[10..20], &[0, 0, 1, 2, 3, 0, 0, 1, 0, 0]); // temporal
+        let q = ints(padded_rope_positions(&ids, &mask, 2, 5, &s, &media, false).unwrap());
+        assert_eq!(q.len(), 30);
+        assert_eq!(&q[..10], &p[10..20]);
+        assert!(padded_rope_positions(&ids, &mask[..9], 2, 5, &s, &media, true).is_err());
     }
 
     #[test]

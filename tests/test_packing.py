@@ -104,7 +104,10 @@ def test_packed_batch_equals_documents_one_by_one(qwen_processor, alone, attenti
     assert batch["input_ids"].shape[0] >= 2  # several rows, several documents per row
     assert len(batch.report.documents) == len(samples)
     with torch.no_grad():
-        packed = model(**{k: v for k, v in batch.items() if k in MODEL_KEYS}, use_cache=False)
+        assert batch["use_cache"] is False  # a cache would switch off per-document masking
+        model.train()  # no dropout in this config; training mode as a trainer runs it
+        packed = model(**batch)  # every key, as a trainer passes the batch
+        model.eval()
         total, targets = 0.0, 0
         for index, row, start, n in batch.report.documents:
             doc = alone[samples[index]]
@@ -274,3 +277,23 @@ def test_sampler_and_collator_in_a_dataloader_with_workers(qwen_processor):
     )
     rows = [b["input_ids"].shape[0] for b in loader]
     assert rows == [1] * len(sampler)  # each batch is one bin: one row
+
+
+# --------------------------------------------------------------------------- README
+
+
+@pytest.mark.parametrize("name", ["packed-loop", "packed-trainer"])
+def test_readme_packing_examples_train(qwen_processor, name, tmp_path, monkeypatch):
+    from tiny_vlm import run_example, tiny_qwen2_5_vl, trl_rows
+
+    monkeypatch.chdir(tmp_path)
+    model = tiny_qwen2_5_vl(qwen_processor)
+    before = [p.detach().clone() for p in model.parameters()]
+    names = run_example(name, model=model, processor=qwen_processor, dataset=trl_rows(8))
+    changed = any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert changed, "no parameter moved"
+    if name == "packed-loop":
+        assert torch.isfinite(names["loss"])
+        assert names["batch"]["position_ids"].shape[0] == 4
+    else:
+        assert names["trainer"].state.global_step == 1

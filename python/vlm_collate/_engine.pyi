@@ -29,6 +29,7 @@ __all__ = [
     "pack_bins",
     "packed_layout",
     "pad_rows",
+    "padded_rope_positions",
     "rope_positions",
     "tokens_per_grid",
     "unpad",
@@ -148,3 +149,23 @@ def rope_positions(
     use_audio_in_video: bool = False,
 ) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:
     """``(3, total)`` rotary positions of each row, as the family's ``get_rope_index``."""
+
+def padded_rope_positions(
+    input_ids: _I64,
+    attention_mask: _I64,
+    family: str,
+    spatial_merge_size: int,
+    image_token_id: int,
+    video_token_id: int,
+    vision_start_token_id: int,
+    image_grids: _I64 | None = None,
+    video_grids: _I64 | None = None,
+    video_seconds: list[float] = ...,
+    tokens_per_second: float = 1.0,
+    audio_token_id: int | None = None,
+    audio_start_token_id: int | None = None,
+    use_audio_in_video: bool = False,
+    text_row: bool = True,
+) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:
+    """Rotary positions of a padded ``(B, L)`` batch, ``(4, B, L)`` with the text positions
+    first or ``(3, B, L)`` without ``text_row``; padding is 0."""

@@ -73,8 +73,8 @@ class PackedCollator:
     families: the text positions, then temporal/height/width, what their ``forward``
     takes; ``(rows, L)`` otherwise), ``cu_seq_lens_q``/``cu_seq_lens_k`` and
     ``max_length_q``/``max_length_k`` (FlashAttention varlen; padding at the end of a
-    row is its own segment), the media tensors in document order, and no
-    ``attention_mask``: transformers then masks each document separately from
+    row is its own segment), the media tensors in document order, ``use_cache=False``
+    and no ``attention_mask``: transformers then masks each document separately from
     ``position_ids`` (sdpa, eager) or from ``cu_seq_lens`` (FlashAttention).
 
     ``shift``: as the collate functions (default ``True``, the seed's pre-shift, with
@@ -344,6 +344,9 @@ def packed_batch(collator: PackedCollator, examples: list, inner: Batch) -> Batc
     batch.update(cu_seq_lens_q=cu32, cu_seq_lens_k=cu32, max_length_q=longest, max_length_k=longest)
     if collator.shift:
         batch["shift_labels"] = batch["labels"]
+    # A cache disables transformers' per-document masking (it masks packed documents
+    # apart only without attention_mask and cache), and training needs none.
+    batch["use_cache"] = False
     report = _report(inner.report, examples, spans, len(bin_offsets) - 1, lengths, collator)
     report.target_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
     logger.debug(report.summary())

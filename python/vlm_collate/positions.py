@@ -195,6 +195,16 @@ def _seconds(value: Any) -> list[float]:
     return [float(x) for x in np.asarray(value, dtype=np.float64).reshape(-1)]
 
 
+def _spec(rope: RopeConfig) -> tuple[str, int, int, int, int]:
+    return (
+        rope.family,
+        int(rope.spatial_merge_size),
+        int(rope.image_token_id),
+        int(rope.video_token_id),
+        int(rope.vision_start_token_id),
+    )
+
+
 def ragged_rope_positions(
     values: np.ndarray,
     offsets: np.ndarray,
@@ -210,11 +220,7 @@ def ragged_rope_positions(
     return engine.rope_positions(
         as_int64(values, "values"),
         as_int64(offsets, "offsets"),
-        rope.family,
-        int(rope.spatial_merge_size),
-        int(rope.image_token_id),
-        int(rope.video_token_id),
-        int(rope.vision_start_token_id),
+        *_spec(rope),
         _grids(image_grid_thw, "image_grid_thw"),
         _grids(video_grid_thw, "video_grid_thw"),
         _seconds(second_per_grid),
@@ -248,19 +254,19 @@ def rope_position_ids(
     if ids.ndim != 2:
         raise OptionError(f"input_ids must be (B, L), got shape {tuple(ids.shape)}")
     mask = np.ones_like(ids) if attention_mask is None else as_int64(attention_mask)
-    if mask.shape != ids.shape:
-        raise OptionError(
-            f"attention_mask {tuple(mask.shape)} and input_ids {tuple(ids.shape)} differ"
-        )
-    values, offsets = engine.unpad(ids, mask)
-    pos = ragged_rope_positions(
-        values, offsets, rope, image_grid_thw, video_grid_thw, second_per_grid, use_audio_in_video
+    out = engine.padded_rope_positions(
+        ids,
+        mask,
+        *_spec(rope),
+        _grids(image_grid_thw, "image_grid_thw"),
+        _grids(video_grid_thw, "video_grid_thw"),
+        _seconds(second_per_grid),
+        float(rope.tokens_per_second),
+        None if rope.audio_token_id is None else int(rope.audio_token_id),
+        None if rope.audio_start_token_id is None else int(rope.audio_start_token_id),
+        bool(use_audio_in_video),
+        bool(text_row),
     )
-    attended = mask != 0
-    out = np.zeros((4 if text_row else 3, *ids.shape), dtype=pos.dtype)
-    out[-3:, attended] = pos
-    if text_row:
-        out[0] = np.where(attended, np.cumsum(attended, axis=1) - 1, 0)
     return torch.from_numpy(out)
 
 
