@@ -126,6 +126,19 @@ def test_collate_functions_refuse_unknown_and_bad_options(qwen_processor, exampl
         nemotron_parse_collate_fn(examples, qwen_processor, padding_side="left")
 
 
+def test_functions_accept_an_options_object(qwen_processor, examples):
+    options = CollateOptions(max_length=512, pad_to_multiple_of=16)  # shift=False: HF style
+    batch = qwen2_5_collate_fn(examples, qwen_processor, options=options)
+    assert "shift_labels" not in batch and batch["input_ids"].shape[1] % 16 == 0
+    seed = qwen2_5_collate_fn(examples, qwen_processor, options=options, shift=True)
+    assert torch.equal(seed["shift_labels"], seed["labels"])
+    # A family's own max_length=None keeps the object's value.
+    fixed = options.replace(pad_to_max_length=True)
+    assert (
+        default_collate_fn(examples[1:], qwen_processor, options=fixed)["input_ids"].shape[1] == 512
+    )
+
+
 def test_collator_accepts_an_options_object(qwen_processor, examples):
     options = CollateOptions(max_length=256, pad_to_multiple_of=16)
     collator = VLMCollator(qwen_processor, options=options)

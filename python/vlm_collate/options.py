@@ -56,7 +56,10 @@ class CollateOptions:
     (``"<|im_end|>"`` in a user message) is tokenized as plain text (``"escape"``),
     refused with an error naming the sample and message (``"error"``), or kept as
     the special token (``"keep"``); labels follow the roles in all three.
-    ``base_dir``: the folder relative media paths are read from.
+    ``base_dir``: the folder relative media paths are read from. ``fast_path``: build
+    the batch without the processor call where the processor's settings are ones the
+    fast path reproduces (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; see :mod:`.fast_path`);
+    ``False`` always calls the processor.
     """
 
     shift: bool = False
@@ -70,10 +73,11 @@ class CollateOptions:
     on_unlabeled: OnUnlabeled = "warn"
     on_special_text: OnSpecialText = "escape"
     base_dir: str | None = None
+    fast_path: bool = True
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        for name in ("shift", "pad_to_max_length"):
+        for name in ("shift", "pad_to_max_length", "fast_path"):
             set_(self, name, _boolean(name, getattr(self, name)))
         if self.max_length is not None:
             set_(self, "max_length", _integer("max_length", self.max_length, 2, MAX_COLUMNS))
@@ -125,23 +129,27 @@ class CollateOptions:
 def collate_options(
     options: CollateOptions | None = None, *, extra_names: Iterable[str] = (), **values: Any
 ) -> CollateOptions:
-    """``CollateOptions`` from keyword ``values`` (on top of ``options`` when given); an
-    unknown name is an :class:`OptionError` listing the valid ones (``extra_names``
-    are the calling function's own parameters, listed too)."""
+    """``CollateOptions`` from keyword ``values`` (on top of ``options`` when given,
+    where a ``None`` keeps the object's value); an unknown name is an
+    :class:`OptionError` listing the valid ones (``extra_names`` are the calling
+    function's own parameters, listed too)."""
     unknown = sorted(set(values) - set(CollateOptions.names()))
     if unknown:
         raise unknown_options_error(unknown, [*CollateOptions.names(), *extra_names])
     if options is not None:
         if not isinstance(options, CollateOptions):
             raise OptionError(f"options must be a CollateOptions, got {type(options).__name__}")
-        values = {**dataclasses.asdict(options), **values}
+        given = {k: v for k, v in values.items() if v is not None}  # None: the object's value
+        values = {**dataclasses.asdict(options), **given}
     return CollateOptions(**values)
 
 
 def seed_options(extra_names: Iterable[str] = (), **values: Any) -> CollateOptions:
     """The options of a seed-named collate function: :func:`collate_options`, but
-    pre-shifted (``shift=True``, the seed's contract) unless ``shift`` is given."""
-    values.setdefault("shift", True)
+    pre-shifted (``shift=True``, the seed's contract) unless ``shift`` or an
+    ``options`` object is given."""
+    if values.get("options") is None:  # a CollateOptions object given says its own shift
+        values.setdefault("shift", True)
     return collate_options(extra_names=extra_names, **values)
 
 

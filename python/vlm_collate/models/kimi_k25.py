@@ -66,7 +66,8 @@ def kimi_k25_vl_collate_fn(
     (``pad_to_max_length`` defaults to True here); an over-long sample follows
     ``on_overflow`` and images are never cut.
     """
-    options.setdefault("pad_to_max_length", max_length is not None)
+    if max_length is not None:
+        options.setdefault("pad_to_max_length", True)
     opts = seed_options(max_length=max_length, **options)
     mid = media_token_id(processor)
     kernel = _merge_kernel(processor)

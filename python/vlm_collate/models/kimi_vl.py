@@ -23,7 +23,8 @@ def kimi_vl_collate_fn(
     (``pad_to_max_length`` defaults to True here); an over-long sample follows
     ``on_overflow``. Options: see :class:`~vlm_collate.CollateOptions`.
     """
-    options.setdefault("pad_to_max_length", max_length is not None)
+    if max_length is not None:
+        options.setdefault("pad_to_max_length", True)
     opts = seed_options(max_length=max_length, **options)
     placeholder = getattr(processor, "image_token", None) or "<|media_pad|>"
 
