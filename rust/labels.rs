@@ -28,18 +28,24 @@ pub struct Markers {
 
 impl Markers {
     fn validate(&self) -> Result<()> {
-        if self.starts.is_empty() || self.starts.iter().any(Vec::is_empty) {
-            return Err(EngineError::new(
-                "at least one assistant-start marker is needed and none may be empty",
-            ));
-        }
-        if self.ends.is_empty() || self.ends.iter().any(Vec::is_empty) {
-            return Err(EngineError::new(
-                "at least one end-of-turn marker is needed and none may be empty",
-            ));
-        }
-        Ok(())
+        non_empty_markers(&self.starts, "starts", "assistant-start marker")?;
+        non_empty_markers(&self.ends, "ends", "end-of-turn marker")
     }
+}
+
+/// Refuses an empty list of markers, or an empty marker, naming `name`.
+fn non_empty_markers(markers: &[Vec<i64>], name: &str, what: &str) -> Result<()> {
+    if markers.is_empty() {
+        return Err(EngineError::new(format!(
+            "{name} is empty: at least one {what} is needed"
+        )));
+    }
+    if let Some(i) = markers.iter().position(Vec::is_empty) {
+        return Err(EngineError::new(format!(
+            "{name}[{i}] is empty: an {what} may not be empty"
+        )));
+    }
+    Ok(())
 }
 
 /// Length of the longest pattern of `patterns` matching `row` at `at`.
@@ -277,8 +283,10 @@ pub fn labels_from_contents(
             query.replies.len()
         )));
     }
-    if query.headers.iter().any(Vec::is_empty) {
-        return Err(EngineError::new("assistant headers may not be empty"));
+    if let Some(i) = query.headers.iter().position(Vec::is_empty) {
+        return Err(EngineError::new(format!(
+            "headers[{i}] is empty: an assistant header may not be empty"
+        )));
     }
     let mut labels = filled(IGNORE_INDEX, ids.len(), "the labels")?;
     let mut located = with_capacity(rows, "the replies located per row")?;
@@ -367,7 +375,14 @@ mod tests {
             ends: vec![vec![E]],
             ignore: vec![],
         };
-        assert!(labels_from_markers(&[1], &[1], 1, 1, &empty).is_err());
+        let err = labels_from_markers(&[1], &[1], 1, 1, &empty).unwrap_err();
+        assert!(err.0.starts_with("starts[0] is empty"), "{err}");
+        let no_ends = Markers {
+            ends: vec![],
+            ..markers()
+        };
+        let err = labels_from_markers(&[1], &[1], 1, 1, &no_ends).unwrap_err();
+        assert!(err.0.starts_with("ends is empty"), "{err}");
     }
 
     fn query(replies: &[Vec<i64>], per_row: Vec<usize>, headers: Vec<Vec<i64>>) -> ContentQuery {

@@ -181,6 +181,18 @@ def test_float_arrays_are_refused_with_a_clear_message():
         _engine.fit_rows(np.zeros((2, 2), dtype=np.int32), i64([1, 1]), 2, 0)
 
 
+def test_empty_markers_and_headers_are_refused_by_name():
+    ids = i64([[1, 2]])
+    with pytest.raises(ValueError, match="starts is empty"):
+        _engine.labels_from_markers(ids, np.ones_like(ids), [], [[2]])
+    with pytest.raises(ValueError, match=r"ends\[1\] is empty"):
+        _engine.labels_from_markers(ids, np.ones_like(ids), [[1]], [[2], []])
+    with pytest.raises(ValueError, match=r"headers\[0\] is empty"):
+        _engine.labels_from_contents(
+            ids, np.ones_like(ids), i64([]), i64([0, 0]), i64([1]), [2], [[]]
+        )
+
+
 def test_non_contiguous_arrays_are_refused():
     ids = i64([[1, 2, 3], [4, 5, 6]])[:, ::2]
     with pytest.raises(ValueError, match="input_ids must be C-contiguous"):
