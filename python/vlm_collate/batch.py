@@ -85,6 +85,7 @@ def lay_out(
     lengths: np.ndarray,
     pad_id: int,
     options: CollateOptions,
+    axes: Mapping[str, int] | None = None,
 ) -> None:
     """Lays the token-axis tensors of a right-padded ``batch`` out in place at the
     returned length: cut to ``max_length``, pre-shifted when ``options.shift``, padded
@@ -94,7 +95,8 @@ def lay_out(
     The shift is the seed's: ``labels`` lose their first column, every other
     token-axis tensor its last (the row's last token when it is the longest), so
     position i predicts label i. Pad values: ``pad_id`` in ``input_ids``, -100 in
-    ``labels``, 0 elsewhere."""
+    ``labels``, 0 elsewhere. ``axes``: the token axis of keys where it is not the last
+    (Mllama's ``cross_attention_mask`` ``(B, L, images, tiles)``: 1)."""
     columns = int(batch["input_ids"].shape[-1])
     if options.max_length is not None:
         columns = min(columns, options.max_length)
@@ -114,7 +116,10 @@ def lay_out(
         value = torch.as_tensor(batch[key])
         if options.shift and key == "labels":
             value = value[..., 1:]
-        batch[key] = fitted(value, lengths, target, fills.get(key, 0), options.padding_side)
+        axis = (axes or {}).get(key, value.ndim - 1) % max(value.ndim, 1)
+        value = value.movedim(axis, -1)
+        out = fitted(value, lengths, target, fills.get(key, 0), options.padding_side)
+        batch[key] = out.movedim(-1, axis).contiguous() if axis != out.ndim - 1 else out
 
 
 def converted(batch: Mapping[str, Any], return_tensors: str) -> dict[str, Any]:

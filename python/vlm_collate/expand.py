@@ -3,7 +3,8 @@ as the vision tower produces, so sequence length is fixed before the model runs.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -11,6 +12,9 @@ import torch
 from . import engine
 from .engine import as_int64
 from .errors import SampleError
+
+if TYPE_CHECKING:
+    from .profile import ProcessorProfile
 
 
 def image_token_counts(grid_thws: Any, merge_kernel_size: tuple[int, int] = (2, 2)) -> np.ndarray:
@@ -61,25 +65,41 @@ def expand_image_tokens(
     return torch.from_numpy(out_ids), torch.from_numpy(out_mask)
 
 
+_GRID_KEYS = {
+    "image": ("image_grid_thw", "grid_thws", "image_grid_hws"),
+    "video": ("video_grid_thw",),
+}
+"""Keys under which processors return each kind's grid rows, ``(N, 3)`` or ``(N, 2)``."""
+
+
 def check_expanded_media(
-    input_ids: Any,
-    media_token_id: int,
-    grid_thws: Any,
+    profile: ProcessorProfile,
+    encoded: Mapping[str, Any],
+    kind: str,
     items_per_sample: list[int],
     indices: list[int],
-    merge_kernel_size: tuple[int, int] = (2, 2),
-    kind: str = "image",
 ) -> None:
-    """Checks that each sample holds as many expanded ``media_token_id`` tokens as its
-    grid rows give; a mismatch is a ValueError naming the sample and both numbers."""
-    found = (as_int64(input_ids) == media_token_id).sum(axis=1)
-    grids = as_int64(grid_thws).reshape(-1, 3) if grid_thws is not None else np.zeros((0, 3))
+    """Checks that each sample holds as many of the ``kind`` tokens the processor repeats
+    (``profile.media[kind].expanded_id``) as its grid rows give with the profile's merge
+    kernel; a mismatch is a :class:`SampleError` naming the sample and both numbers. A
+    processor that returns no grid for ``kind``, or has no merge kernel, is not checked."""
+    media = profile.media.get(kind)
+    key = next((k for k in _GRID_KEYS.get(kind, ()) if encoded.get(k) is not None), None)
+    if media is None or media.expanded_id is None or profile.merge_kernel is None:
+        return
+    if key is None:
+        return
+    grids = as_int64(encoded[key])
+    grids = grids.reshape(-1, grids.shape[-1]) if grids.size else np.zeros((0, 3), np.int64)
+    if grids.shape[1] == 2:  # (h, w) rows: one frame each
+        grids = np.concatenate([np.ones((len(grids), 1), np.int64), grids], axis=1)
     if len(grids) != sum(items_per_sample):
         raise SampleError(
             f"the processor returned {len(grids)} {kind} grid rows "
             f"for {sum(items_per_sample)} {kind}s"
         )
-    counts = image_token_counts(grids, merge_kernel_size) if len(grids) else np.zeros(0)
+    found = (as_int64(encoded["input_ids"]) == media.expanded_id).sum(axis=1)
+    counts = image_token_counts(grids, profile.merge_kernel) if len(grids) else np.zeros(0)
     bounds = np.concatenate([[0], np.cumsum(items_per_sample)]).astype(int)
     for k, index in enumerate(indices):
         expected = int(counts[bounds[k] : bounds[k + 1]].sum())

@@ -21,6 +21,7 @@ from .conversation import assistant_turns, extract_assistant_text
 from .engine import IGNORE_INDEX, as_int64, ragged
 from .errors import CollateError, OptionError
 from .markers import labels_plan
+from .profile import media_token_ids
 from .reply_spans import (
     REASONING_MODES,
     Reasoning,
@@ -30,7 +31,7 @@ from .reply_spans import (
     special_ids,
     token_targets,
 )
-from .tokens import media_token_ids, tokenizer_of
+from .tokens import tokenizer_of
 
 logger = logging.getLogger("vlm_collate")
 

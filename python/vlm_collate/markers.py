@@ -29,6 +29,7 @@ import numpy as np
 
 from . import engine
 from .errors import TemplateError
+from .profile import media_token_ids
 from .reply_spans import (
     RenderedConversation,
     Span,
@@ -38,7 +39,7 @@ from .reply_spans import (
     special_ids,
     token_targets,
 )
-from .tokens import media_token_ids, tokenizer_of
+from .tokens import tokenizer_of
 
 logger = logging.getLogger("vlm_collate")
 

@@ -23,9 +23,9 @@ from .engine import IGNORE_INDEX, as_int64
 from .errors import CollateError, SampleError, SampleTooLongError
 from .labels import label_array
 from .options import CollateOptions, OnOverflow, OnUnlabeled, collate_options
+from .profile import profile_of
 from .report import Batch, BatchReport
 from .special_text import escaped_special_text, labels_with_special_text
-from .tokens import media_block_ids, media_token_ids, pad_token_id, tokenizer_of
 
 logger = logging.getLogger("vlm_collate")
 
@@ -181,10 +181,11 @@ def collate_with(
     conversations = conversations_of(examples)
     report = BatchReport(samples=len(conversations))
     labeler = labeler or default_labeler(processor)
-    pad_id = pad_token_id(tokenizer_of(processor))
+    profile = profile_of(processor)
+    pad_id = profile.require_pad_id()
     keep = _unlabeled_policy(conversations, options, report)
     if options.max_length is not None and media_ids is None:
-        media_ids = media_token_ids(processor)
+        media_ids = profile.media_ids
     while True:
         if not keep:
             raise CollateError(f"every sample of the batch was dropped: {report.dropped}")
@@ -195,7 +196,7 @@ def collate_with(
         )  # fmt: skip
         report.truncated = []
         if options.max_length is not None:
-            blocks = media_block_ids(processor)[1:]
+            blocks = (list(profile.block_opens), list(profile.block_closes))
             stay = _overflow_policy(encoded, keep, options, list(media_ids or ()), report, blocks)
             if len(stay) < len(keep):
                 keep = [keep[k] for k in stay]
@@ -212,8 +213,8 @@ def collate_with(
         keep = [keep[k] for k in stay]
     batch = {k: as_tensor(v) for k, v in encoded.items()}
     batch["labels"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-    keys = token_axis_keys(batch, extra_token_keys)
-    lay_out(batch, keys, lengths, pad_id, options)
+    keys = token_axis_keys(batch, [*extra_token_keys, *profile.token_axes])
+    lay_out(batch, keys, lengths, pad_id, options, profile.token_axes)
     targets = batch["labels"] != IGNORE_INDEX
     targets_per_row = targets.sum(dim=-1).tolist()
     report.target_tokens = int(sum(targets_per_row))

@@ -3,53 +3,41 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from .errors import OptionError
-from .models.default import default_collate_fn
-from .models.kimi_k25 import kimi_k25_vl_collate_fn
-from .models.kimi_vl import kimi_vl_collate_fn
-from .models.nemotron_parse import nemotron_parse_collate_fn
-from .models.phi4_mm import phi4_mm_collate_fn
-from .models.qwen2_5_vl import qwen2_5_collate_fn
-from .models.qwen3_omni import qwen3_omni_collate_fn
+from .models import (  # noqa: F401 - each module registers its family
+    default,
+    gemma3,
+    gemma4,
+    glm4v,
+    idefics3,
+    internvl,
+    kimi_k25,
+    kimi_vl,
+    llama4,
+    llava_onevision,
+    mllama,
+    nemotron_parse,
+    phi4_mm,
+    pixtral,
+    qwen2_5_vl,
+    qwen3_omni,
+)
+from .models.family import FAMILIES, CollateFn, model_type_of
 from .options import CollateOptions, as_dict, collate_options, unknown_options_error
 
-CollateFn = Callable[..., Any]
-
 COLLATE_FNS: dict[str, CollateFn] = {
-    "Qwen2_5_VLProcessor": qwen2_5_collate_fn,
-    "Qwen2VLProcessor": qwen2_5_collate_fn,
-    "Qwen3OmniMoeProcessor": qwen3_omni_collate_fn,
-    "KimiVLProcessor": kimi_vl_collate_fn,
-    "KimiK25Processor": kimi_k25_vl_collate_fn,
-    "Kimi_K25Processor": kimi_k25_vl_collate_fn,
-    "NemotronParseProcessor": nemotron_parse_collate_fn,
-    "Phi4MultimodalProcessor": phi4_mm_collate_fn,
-    "default": default_collate_fn,
+    cls: f.collate_fn for f in FAMILIES.values() for cls in f.processor_classes
 }
-"""Processor class name -> collate function (the seed's keys and more)."""
+"""Processor class name -> collate function (the seed's keys and every registered
+family's), and ``"default"`` for any other processor with a chat template."""
+COLLATE_FNS["default"] = FAMILIES["default"].collate_fn
 
 MODEL_TYPES: dict[str, CollateFn] = {
-    "qwen2_vl": qwen2_5_collate_fn,
-    "qwen2_5_vl": qwen2_5_collate_fn,
-    "qwen3_omni_moe": qwen3_omni_collate_fn,
-    "kimi_vl": kimi_vl_collate_fn,
-    "kimi_k25": kimi_k25_vl_collate_fn,
-    "nemotron_parse": nemotron_parse_collate_fn,
-    "phi4_multimodal": phi4_mm_collate_fn,
+    t: f.collate_fn for f in FAMILIES.values() for t in f.model_types
 }
 """Model type -> collate function, for processors whose class is generic or remote code."""
-
-
-def _model_type(processor: Any) -> str | None:
-    """The model type a processor declares (its own ``model_type``, or its config's)."""
-    for owner in (processor, getattr(processor, "config", None)):
-        value = getattr(owner, "model_type", None)
-        if isinstance(value, str):
-            return value
-    return None
 
 
 def get_collate_fn(processor: Any) -> CollateFn:
@@ -58,7 +46,7 @@ def get_collate_fn(processor: Any) -> CollateFn:
     for cls in type(processor).__mro__:
         if cls.__name__ in COLLATE_FNS:
             return COLLATE_FNS[cls.__name__]
-    model_type = _model_type(processor)
+    model_type = model_type_of(processor)
     if model_type in MODEL_TYPES:
         return MODEL_TYPES[model_type]
     return COLLATE_FNS["default"]

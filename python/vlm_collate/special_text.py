@@ -35,7 +35,8 @@ from . import engine
 from .conversation import rendered_texts
 from .engine import as_int64
 from .errors import CollateError, SampleError
-from .tokens import media_block_ids, media_token_ids, tokenizer_of
+from .profile import media_block_ids, media_token_ids
+from .tokens import tokenizer_of
 
 OnSpecialText = Literal["escape", "error", "keep"]
 ON_SPECIAL_TEXT = ("escape", "error", "keep")

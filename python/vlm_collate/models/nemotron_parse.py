@@ -12,11 +12,13 @@ from ..batch import converted
 from ..conversation import assistant_turns, extract_assistant_text
 from ..engine import IGNORE_INDEX, as_int64
 from ..errors import CollateError, OptionError, SampleError
-from ..media import images_of, media_counts
+from ..media import SampleMedia
 from ..options import dtype_option, seed_options
-from ..pipeline import collate_with
+from ..profile import ProcessorProfile
 from ..report import Batch
 from ..tokens import tokenizer_of
+from .encode import Collected, Quirks, collate, loaded_media
+from .family import family
 
 DEFAULT_TASK_PROMPT = "</s><s><predict_bbox><predict_classes><output_markdown>"
 
@@ -38,16 +40,21 @@ def _decoder_start_id(processor: Any) -> int:
     )
 
 
-def _page_image(conversation: list[dict], index: int, base_dir: str | None) -> Any:
-    images = images_of(conversation, index, base_dir)
-    if len(images) != 1:
+def _page(
+    example: Any, conversation: list[dict], index: int, profile: ProcessorProfile, base_dir: Any
+) -> SampleMedia:
+    """The sample's one page image (loaded by the shared step); any other count is an
+    error naming the sample."""
+    media = loaded_media(example, conversation, index, profile, base_dir)
+    if len(media.images) != 1:
         raise SampleError(
-            f"sample {index} has {len(images)} images; Nemotron-Parse reads exactly one page "
-            "image per sample: put one {'type': 'image', 'image': ...} item in the user turn"
+            f"sample {index} has {len(media.images)} images; Nemotron-Parse reads exactly one "
+            "page image per sample: put one {'type': 'image', 'image': ...} item in the user turn"
         )
-    return images[0]
+    return media
 
 
+@family("nemotron_parse", classes=("NemotronParseProcessor",), model_types=("nemotron_parse",))
 def nemotron_parse_collate_fn(
     examples: list,
     processor: Any,
@@ -87,23 +94,16 @@ def nemotron_parse_collate_fn(
     shift = opts.shift
     start = None if shift else _decoder_start_id(processor)
 
-    def encode(batch: list, conversations: list, indices: list[int]) -> dict:
-        images = [_page_image(c, i, opts.base_dir) for c, i in zip(conversations, indices)]
+    def decoder_texts(conversations: list[list[dict]]) -> list[str]:
         replies = [
             extract_assistant_text(turns[0]) if (turns := assistant_turns(c)) else ""
             for c in conversations
         ]
-        encoded = dict(
-            processor(
-                images=images,
-                text=[task_prompt + reply + eos for reply in replies],
-                add_special_tokens=False,
-                padding=True,
-                return_tensors="pt",
-            )
-        )
+        return [task_prompt + reply + eos for reply in replies]
+
+    def check_prompt(encoded: dict, collected: Collected) -> None:
         ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
-        for row, index in enumerate(indices):
+        for row, index in enumerate(collected.indices):
             if mask[row, 0] == 0:
                 raise SampleError(
                     "the processor pads on the left; set its tokenizer's padding_side='right'"
@@ -113,10 +113,6 @@ def nemotron_parse_collate_fn(
                     f"sample {index}: the task prompt's tokens merge with the reply's; end the "
                     "task prompt with a special token (as the default does)"
                 )
-        if pixel_dtype is not None and isinstance(encoded.get("pixel_values"), torch.Tensor):
-            encoded["pixel_values"] = encoded["pixel_values"].to(pixel_dtype)
-        encoded.update(media_counts(images=[1] * len(images)))
-        return encoded
 
     def label(encoded: dict, conversations: list) -> np.ndarray:
         ids, mask = as_int64(encoded["input_ids"]), as_int64(encoded["attention_mask"])
@@ -124,11 +120,14 @@ def nemotron_parse_collate_fn(
         after_prompt = np.arange(ids.shape[1])[None, :] >= len(prompt)
         return np.where((mask != 0) & after_prompt & replied, ids, IGNORE_INDEX)
 
-    batch = collate_with(
+    quirks = Quirks(
+        render=decoder_texts, load=_page, finish=check_prompt, counts=True, pixel_dtype=pixel_dtype
+    )
+    batch = collate(
         examples,
         processor,
-        encode,
         opts.replace(return_tensors="pt"),
+        quirks,
         labeler=label,
         media_ids=[],
         shift_labels=False,

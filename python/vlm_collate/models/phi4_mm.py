@@ -9,37 +9,43 @@ from typing import Any
 
 import numpy as np
 
-from ..conversation import rendered_texts
-from ..media import (
-    check_placeholder_counts,
-    flattened,
-    image_limits,
-    media_counts,
-    media_of,
-    media_per_sample,
-    min_audio_samples,
-    sampling_rate_of,
-    waveform_at,
-)
+from ..media import SampleMedia, waveform_at
 from ..options import seed_options
-from ..pipeline import collate_with
+from ..profile import ProcessorProfile, profile_of
 from ..report import Batch
+from .encode import Quirks, collate, loaded_media
+from .family import family
 
 # Placeholders of the original remote-code processor, written into dataset texts.
 _REMOTE_PLACEHOLDER = re.compile(r"<\|(audio|image)_\d+\|>")
 
 
-def _audio_values(example: Mapping[str, Any], conversation: list[dict], index: int) -> list[Any]:
-    """The sample's audio: ``example["audio"]`` (one audio or a list of them), else the
-    data of the conversation's audio items."""
-    given = example.get("audio")
+def _with_example_audio(
+    example: Any, conversation: list[dict], index: int, profile: ProcessorProfile, base_dir: Any
+) -> SampleMedia:
+    """The sample's media, its audio taken from ``example["audio"]`` (one audio or a list
+    of them) when given, else from the conversation's audio items."""
+    given = example.get("audio") if isinstance(example, Mapping) else None
     if given is None:
-        return media_of(conversation, index, ("audio",)).audios
-    if isinstance(given, list) and given and not np.isscalar(given[0]):
-        return list(given)
-    return [given]
+        return loaded_media(example, conversation, index, profile, base_dir)
+    bare = [
+        {**m, "content": [i for i in m["content"] if i.get("type") != "audio"]}
+        if isinstance(m.get("content"), list)
+        else m
+        for m in conversation
+    ]
+    media = loaded_media(example, bare, index, profile, base_dir)
+    several = isinstance(given, list) and given and not np.isscalar(given[0])
+    values = list(given) if several else [given]
+    media.audios = [
+        waveform_at(v, profile.sampling_rate, f"sample {index}, audio {k}", base_dir,
+                    profile.min_audio_samples)
+        for k, v in enumerate(values)
+    ]  # fmt: skip
+    return media
 
 
+@family("phi4_mm", classes=("Phi4MultimodalProcessor",), model_types=("phi4_multimodal",))
 def phi4_mm_collate_fn(
     examples: list, processor: Any, max_length: int | None = None, **options: Any
 ) -> Batch:
@@ -56,45 +62,11 @@ def phi4_mm_collate_fn(
     ``on_overflow``, and truncation never cuts audio or image tokens.
     """
     opts = seed_options(max_length=max_length, **options)
-    audio_token, image_token = processor.audio_token, processor.image_token
-    rate = sampling_rate_of(processor)
-    min_samples = min_audio_samples(processor)
-    limits = image_limits(processor)
+    media = profile_of(processor).media
+    native = {kind: media[kind].placeholder for kind in ("audio", "image") if kind in media}
 
-    def native(match: re.Match) -> str:
-        return audio_token if match.group(1) == "audio" else image_token
+    def native_placeholders(texts: list[str]) -> list[str]:
+        return [_REMOTE_PLACEHOLDER.sub(lambda m: native[m.group(1)], t) for t in texts]
 
-    def encode(batch: list, conversations: list, indices: list[int]) -> dict:
-        texts = [
-            _REMOTE_PLACEHOLDER.sub(native, t) for t in rendered_texts(processor, conversations)
-        ]
-        audios = [
-            [
-                waveform_at(v, rate, f"sample {i}, audio {k}", opts.base_dir, min_samples)
-                for k, v in enumerate(_audio_values(e, c, i))
-            ]
-            for e, c, i in zip(batch, conversations, indices)
-        ]
-        images = media_per_sample(
-            "image", texts, conversations, indices, image_token, opts.base_dir, limits
-        )
-        check_placeholder_counts(texts, audio_token, [len(a) for a in audios], "audio", indices)
-        kwargs: dict[str, Any] = {
-            "text": texts,
-            "padding": True,
-            "padding_side": "right",
-            "return_tensors": "pt",
-        }
-        flat_audios, flat_images = flattened(audios), flattened(images)
-        if flat_audios:
-            kwargs["audio"] = flat_audios
-            kwargs["sampling_rate"] = rate
-        if flat_images:
-            kwargs["images"] = flat_images
-        encoded = dict(processor(**kwargs))
-        encoded.update(
-            media_counts(audios=[len(a) for a in audios], images=[len(x) for x in images])
-        )
-        return encoded
-
-    return collate_with(examples, processor, encode, opts)
+    quirks = Quirks(texts=native_placeholders, load=_with_example_audio, counts=True)
+    return collate(examples, processor, opts, quirks)
