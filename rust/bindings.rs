@@ -419,6 +419,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(packed_layout, m)?)?;
     m.add_function(wrap_pyfunction!(rope_positions, m)?)?;
     m.add_function(wrap_pyfunction!(padded_rope_positions, m)?)?;
+    m.add_function(wrap_pyfunction!(write_pixel_values, m)?)?;
+    m.add_function(wrap_pyfunction!(pixel_rows, m)?)?;
     m.add("MAX_ELEMENTS", crate::limits::MAX_ELEMENTS)?;
     m.add("IGNORE_INDEX", crate::IGNORE_INDEX)?;
     Ok(())
@@ -671,4 +673,162 @@ fn padded_rope_positions<'py>(
         crate::positions::padded_rope_positions(i, m, rows, len, &spec, &media, text_row)
     })?;
     positions_out(py, positions, &[3 + usize::from(text_row), rows, len])
+}
+
+// Fast path pixels (issue 14).
+
+/// `(N, 2)` int64 targets as (height, width) pairs.
+fn target_pairs(targets: &Bound<'_, PyAny>) -> PyResult<Vec<(usize, usize)>> {
+    let targets = array2(targets, "targets")?;
+    if targets.shape()[1] != 2 {
+        return Err(PyValueError::new_err(format!(
+            "targets must have shape (N, 2) holding (height, width), got (N, {})",
+            targets.shape()[1]
+        )));
+    }
+    targets
+        .as_slice()?
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(i, c)| {
+            Ok((
+                non_negative(c[0], &format!("targets[{i}][0]"))?,
+                non_negative(c[1], &format!("targets[{i}][1]"))?,
+            ))
+        })
+        .collect()
+}
+
+/// The patch geometry from the processor's three sizes.
+fn patch_layout(patch: i64, merge: i64, temporal: i64) -> PyResult<crate::pixels::PatchLayout> {
+    Ok(crate::pixels::PatchLayout {
+        patch: non_negative(patch, "patch_size")?,
+        merge: non_negative(merge, "merge_size")?,
+        temporal: non_negative(temporal, "temporal_patch_size")?,
+    })
+}
+
+/// A `(H, W, 3)` uint8 C-contiguous array, or a ValueError naming `images[i]`.
+fn picture_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    i: usize,
+) -> PyResult<numpy::PyReadonlyArray3<'py, u8>> {
+    let name = format!("images[{i}]");
+    let array = obj
+        .extract::<numpy::PyReadonlyArray3<'py, u8>>()
+        .map_err(|_| {
+            PyValueError::new_err(format!(
+                "{name} must be a (height, width, 3) uint8 numpy array, got {}; pass np.asarray(image.convert('RGB'))",
+                describe(obj)
+            ))
+        })?;
+    require_contiguous(array.is_c_contiguous(), &name)?;
+    if array.shape()[2] != crate::pixels::CHANNELS {
+        return Err(PyValueError::new_err(format!(
+            "{name} has shape {:?}; it must be (height, width, 3) RGB",
+            array.shape()
+        )));
+    }
+    Ok(array)
+}
+
+/// Runs `pixels::write_pixel_values` on an `out` and `table` of element type `T`.
+#[allow(clippy::too_many_arguments)]
+fn pixel_values_into<T: numpy::Element + Copy + Send + Sync>(
+    py: Python<'_>,
+    pictures: &[crate::pixels::Picture],
+    targets: &[(usize, usize)],
+    layout: crate::pixels::PatchLayout,
+    out: &Bound<'_, PyAny>,
+    table: &Bound<'_, PyAny>,
+    threads: usize,
+) -> PyResult<()> {
+    let table = table.extract::<PyReadonlyArray1<'_, T>>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "table must be a 1-D array of out's dtype ({}), got {}",
+            describe(out),
+            describe(table)
+        ))
+    })?;
+    require_contiguous(table.is_c_contiguous(), "table")?;
+    let mut out = out
+        .extract::<numpy::PyReadwriteArray2<'_, T>>()
+        .map_err(|e| {
+            PyValueError::new_err(format!(
+                "out must be writable and not shared with another argument ({e})"
+            ))
+        })?;
+    require_contiguous(out.is_c_contiguous(), "out")?;
+    let t = table.as_slice()?;
+    let o = out.as_slice_mut()?;
+    run(py, || {
+        crate::pixels::write_pixel_values(pictures, targets, layout, t, o, threads)
+    })
+}
+
+/// Writes the `pixel_values` rows of `images` (`(H, W, 3)` uint8 arrays), image
+/// `i` resized to `targets[i]` = (height, width) by antialiased bicubic, into
+/// `out`: a C-contiguous `(rows, 3·temporal·patch²)` array of float32, or of
+/// uint16 holding 16-bit floats (bfloat16 or float16 bits). `table` (1-D, 3 × 256
+/// values of out's dtype) maps each byte of each channel to its rescaled and
+/// normalised value. `threads` > 1 runs the images in parallel.
+#[pyfunction]
+#[pyo3(signature = (images, targets, out, table, patch_size, merge_size, temporal_patch_size, threads=1))]
+#[allow(clippy::too_many_arguments)]
+fn write_pixel_values(
+    py: Python<'_>,
+    images: Vec<Bound<'_, PyAny>>,
+    targets: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    table: &Bound<'_, PyAny>,
+    patch_size: i64,
+    merge_size: i64,
+    temporal_patch_size: i64,
+    threads: i64,
+) -> PyResult<()> {
+    let arrays = images
+        .iter()
+        .enumerate()
+        .map(|(i, obj)| picture_array(obj, i))
+        .collect::<PyResult<Vec<_>>>()?;
+    let pictures = arrays
+        .iter()
+        .map(|a| {
+            Ok(crate::pixels::Picture {
+                pixels: a.as_slice()?,
+                height: a.shape()[0],
+                width: a.shape()[1],
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let targets = target_pairs(targets)?;
+    let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
+    let threads = non_negative(threads, "threads")?;
+    let dtype = out.getattr("dtype")?.str()?.to_string();
+    match dtype.as_str() {
+        "float32" => pixel_values_into::<f32>(py, &pictures, &targets, layout, out, table, threads),
+        "uint16" => pixel_values_into::<u16>(py, &pictures, &targets, layout, out, table, threads),
+        _ => Err(PyValueError::new_err(format!(
+            "out must be a float32 array, or a uint16 view of bfloat16/float16 values, got {}",
+            describe(out)
+        ))),
+    }
+}
+
+/// Rows of `pixel_values` per image resized to `targets` (`(N, 2)` int64 height,
+/// width): `(H/patch)·(W/patch)`, with every target checked.
+#[pyfunction]
+#[pyo3(signature = (targets, patch_size, merge_size, temporal_patch_size))]
+fn pixel_rows<'py>(
+    py: Python<'py>,
+    targets: &Bound<'py, PyAny>,
+    patch_size: i64,
+    merge_size: i64,
+    temporal_patch_size: i64,
+) -> PyResult<Out1<'py>> {
+    let pairs = target_pairs(targets)?;
+    let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
+    let rows = run(py, || crate::pixels::rows_per_image(&pairs, layout))?;
+    let rows: Vec<i64> = rows.into_iter().map(|n| n as i64).collect();
+    Ok(rows.into_pyarray(py))
 }

@@ -13,6 +13,7 @@ pub mod labels;
 pub mod limits;
 pub mod pack;
 pub mod pattern;
+pub mod pixels;
 pub mod positions;
 pub mod token_set;
 pub mod truncate;

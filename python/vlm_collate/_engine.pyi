@@ -33,6 +33,8 @@ __all__ = [
     "rope_positions",
     "tokens_per_grid",
     "unpad",
+    "pixel_rows",
+    "write_pixel_values",
 ]
 
 _I64 = npt.NDArray[np.int64]
@@ -169,3 +171,21 @@ def padded_rope_positions(
 ) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:
     """Rotary positions of a padded ``(B, L)`` batch, ``(4, B, L)`` with the text positions
     first or ``(3, B, L)`` without ``text_row``; padding is 0."""
+
+def pixel_rows(
+    targets: _I64, patch_size: int, merge_size: int, temporal_patch_size: int
+) -> _I64:
+    """Rows of ``pixel_values`` per image resized to ``targets`` (``(N, 2)`` height, width)."""
+
+def write_pixel_values(
+    images: list[npt.NDArray[np.uint8]],
+    targets: _I64,
+    out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    table: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    patch_size: int,
+    merge_size: int,
+    temporal_patch_size: int,
+    threads: int = 1,
+) -> None:
+    """Writes the ``pixel_values`` rows of ``(H, W, 3)`` uint8 ``images``, each resized to its
+    target by antialiased bicubic, into ``out`` through the 3 x 256 ``table``."""

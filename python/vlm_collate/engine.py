@@ -21,9 +21,11 @@ from ._engine import (
     packed_layout,
     pad_rows,
     padded_rope_positions,
+    pixel_rows,
     rope_positions,
     tokens_per_grid,
     unpad,
+    write_pixel_values,
 )
 
 __all__ = [
@@ -39,10 +41,12 @@ __all__ = [
     "packed_layout",
     "pad_rows",
     "padded_rope_positions",
+    "pixel_rows",
     "ragged",
     "rope_positions",
     "tokens_per_grid",
     "unpad",
+    "write_pixel_values",
 ]
 
 
