@@ -72,39 +72,63 @@ _GRID_KEYS = {
 """Keys under which processors return each kind's grid rows, ``(N, 3)`` or ``(N, 2)``."""
 
 
+def _grid_rows(encoded: Mapping[str, Any], kind: str) -> np.ndarray | None:
+    """The ``(N, 3)`` grid rows the processor returned for ``kind`` (``(h, w)`` rows get
+    ``t = 1``), or None when it returned none."""
+    key = next((k for k in _GRID_KEYS.get(kind, ()) if encoded.get(k) is not None), None)
+    if key is None:
+        return None
+    grids = as_int64(encoded[key])
+    grids = grids.reshape(-1, grids.shape[-1]) if grids.size else np.zeros((0, 3), np.int64)
+    if grids.shape[1] == 2:
+        grids = np.concatenate([np.ones((len(grids), 1), np.int64), grids], axis=1)
+    return grids
+
+
 def check_expanded_media(
     profile: ProcessorProfile,
     encoded: Mapping[str, Any],
-    kind: str,
-    items_per_sample: list[int],
+    items_per_sample: Mapping[str, list[int]],
     indices: list[int],
 ) -> None:
-    """Checks that each sample holds as many of the ``kind`` tokens the processor repeats
-    (``profile.media[kind].expanded_id``) as its grid rows give with the profile's merge
-    kernel; a mismatch is a :class:`SampleError` naming the sample and both numbers. A
-    processor that returns no grid for ``kind``, or has no merge kernel, is not checked."""
-    media = profile.media.get(kind)
-    key = next((k for k in _GRID_KEYS.get(kind, ()) if encoded.get(k) is not None), None)
-    if media is None or media.expanded_id is None or profile.merge_kernel is None:
+    """Checks that each sample holds as many of the tokens the processor repeats for a
+    media kind (``profile.media[kind].expanded_id``) as its grid rows give with the
+    profile's merge kernel; kinds that repeat the same token (GLM-4.1V's video frames
+    and images) are checked together. A mismatch is a :class:`SampleError` naming the
+    sample and both numbers. Kinds without grids, or a profile without a merge kernel,
+    are not checked. ``items_per_sample``: kind -> each sample's item count."""
+    if profile.merge_kernel is None:
         return
-    if key is None:
-        return
-    grids = as_int64(encoded[key])
-    grids = grids.reshape(-1, grids.shape[-1]) if grids.size else np.zeros((0, 3), np.int64)
-    if grids.shape[1] == 2:  # (h, w) rows: one frame each
-        grids = np.concatenate([np.ones((len(grids), 1), np.int64), grids], axis=1)
-    if len(grids) != sum(items_per_sample):
-        raise SampleError(
-            f"the processor returned {len(grids)} {kind} grid rows "
-            f"for {sum(items_per_sample)} {kind}s"
-        )
-    found = (as_int64(encoded["input_ids"]) == media.expanded_id).sum(axis=1)
-    counts = image_token_counts(grids, profile.merge_kernel) if len(grids) else np.zeros(0)
-    bounds = np.concatenate([[0], np.cumsum(items_per_sample)]).astype(int)
-    for k, index in enumerate(indices):
-        expected = int(counts[bounds[k] : bounds[k + 1]].sum())
-        if int(found[k]) != expected:
+    expected: dict[int, np.ndarray] = {}
+    unchecked: set[int] = set()
+    for kind, counts in items_per_sample.items():
+        media = profile.media.get(kind)
+        if media is None or media.expanded_id is None:
+            continue
+        grids = _grid_rows(encoded, kind)
+        if grids is None:
+            if any(counts):
+                unchecked.add(media.expanded_id)
+            continue
+        if len(grids) != sum(counts):
             raise SampleError(
-                f"sample {index}: {int(found[k])} {kind} tokens in input_ids but its grid rows "
-                f"give {expected}; the processor's expansion and grids disagree"
+                f"the processor returned {len(grids)} {kind} grid rows for {sum(counts)} {kind}s"
             )
+        tokens = image_token_counts(grids, profile.merge_kernel) if len(grids) else np.zeros(0)
+        bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        per_row = np.array(
+            [int(tokens[bounds[k] : bounds[k + 1]].sum()) for k in range(len(counts))]
+        )
+        expected[media.expanded_id] = expected.get(media.expanded_id, 0) + per_row
+    ids = as_int64(encoded["input_ids"])
+    names = {m.expanded_id: m.kind for m in reversed(list(profile.media.values()))}
+    for tid, want in expected.items():
+        if tid in unchecked:
+            continue
+        found = (ids == tid).sum(axis=1)
+        for k, index in enumerate(indices):
+            if int(found[k]) != int(want[k]):
+                raise SampleError(
+                    f"sample {index}: {int(found[k])} {names[tid]} tokens in input_ids but its "
+                    f"grid rows give {int(want[k])}; the processor's expansion and grids disagree"
+                )

