@@ -15,7 +15,7 @@ from family_checks import (
     token_count,
     user,
 )
-from vlm_collate import COLLATE_FNS, get_collate_fn, phi4_mm_collate_fn
+from vlm_collate import phi4_mm_collate_fn
 from vlm_collate.testing import phi4_multimodal_processor, waveform
 
 AUDIO = {"type": "audio"}  # a placeholder: the data is in example["audio"]
@@ -58,11 +58,6 @@ def cases() -> list[list[dict]]:
 @pytest.fixture(scope="module")
 def unshifted(processor, cases):
     return phi4_mm_collate_fn([example(c) for c in cases], processor, shift=False)
-
-
-def test_registry_resolves_phi4(processor):
-    assert get_collate_fn(processor) is phi4_mm_collate_fn
-    assert COLLATE_FNS["Phi4MultimodalProcessor"] is phi4_mm_collate_fn
 
 
 def test_labels_match_offset_ground_truth(processor, cases, unshifted, audio_id):
