@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+#: mean/std 0.5 normalisation (SigLIP-style towers)
+_HALF_MEAN_STD = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
 def _named(tokenizer: Any, named: dict[str, str]) -> Any:
     """Register model-specific special tokens (``image_token`` ...) as a released config does."""
     tokenizer._set_model_specific_special_tokens(named)
@@ -116,18 +120,15 @@ def qwen3_vl_processor(min_pixels: int = 64 * 64, max_pixels: int = 256 * 256) -
 
     from .builders import QWEN2_5_ADDED_TOKENS, QWEN3_OMNI_ADDED_TOKENS, _build_qwen2_tokenizer
 
-    half = [0.5, 0.5, 0.5]
     vision = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2}
     image_processor = Qwen2VLImageProcessor(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
-        image_mean=half,
-        image_std=half,
+        **_HALF_MEAN_STD,
         **vision,
     )
     video_processor = Qwen3VLVideoProcessor(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels * 2},
-        image_mean=half,
-        image_std=half,
+        **_HALF_MEAN_STD,
         **vision,
     )
     tokenizer = _build_qwen2_tokenizer(QWEN2_5_ADDED_TOKENS + QWEN3_OMNI_ADDED_TOKENS[:4])
@@ -163,13 +164,12 @@ def llava_onevision_processor(image_size: int = 384) -> Any:
         _build_qwen2_tokenizer(added), {"image_token": "<image>", "video_token": "<video>"}
     )
     pinpoints = [[image_size * i, image_size * j] for i in range(1, 7) for j in range(1, 7)]
-    half = [0.5, 0.5, 0.5]
     size = {"height": image_size, "width": image_size}
     return LlavaOnevisionProcessor(
         image_processor=LlavaOnevisionImageProcessor(
-            size=size, image_grid_pinpoints=pinpoints, image_mean=half, image_std=half
+            size=size, image_grid_pinpoints=pinpoints, **_HALF_MEAN_STD
         ),
-        video_processor=LlavaOnevisionVideoProcessor(size=size, image_mean=half, image_std=half),
+        video_processor=LlavaOnevisionVideoProcessor(size=size, **_HALF_MEAN_STD),
         tokenizer=tokenizer,
         num_image_tokens=(image_size // 14) ** 2,
         vision_feature_select_strategy="full",
@@ -234,12 +234,10 @@ def gemma3_processor(image_size: int = 224) -> Any:
     does not depend on it)."""
     from transformers import Gemma3ImageProcessor, Gemma3Processor
 
-    half = [0.5, 0.5, 0.5]
     return Gemma3Processor(
         image_processor=Gemma3ImageProcessor(
             size={"height": image_size, "width": image_size},
-            image_mean=half,
-            image_std=half,
+            **_HALF_MEAN_STD,
             do_pan_and_scan=False,
         ),
         tokenizer=gemma3_tokenizer(),
@@ -322,14 +320,12 @@ def llama4_processor(tile_size: int = 56, max_patches: int = 4) -> Any:
     shrunk from 336 and ``max_patches`` from 16."""
     from transformers import Llama4ImageProcessor, Llama4Processor
 
-    half = [0.5, 0.5, 0.5]
     return Llama4Processor(
         image_processor=Llama4ImageProcessor(
             size={"height": tile_size, "width": tile_size},
             max_patches=max_patches,
             resize_to_max_canvas=False,
-            image_mean=half,
-            image_std=half,
+            **_HALF_MEAN_STD,
         ),
         tokenizer=llama4_tokenizer(),
         patch_size=14,
@@ -340,21 +336,25 @@ def llama4_processor(tile_size: int = 56, max_patches: int = 4) -> Any:
 # --------------------------------------------------------------------------- Mistral
 
 
-def pixtral_processor(longest_edge: int = 64) -> Any:
-    """``PixtralProcessor`` (Pixtral-12B-2409): 16-pixel patches, no spatial merge,
-    CLIP mean/std, ``[IMG]`` per patch with ``[IMG_BREAK]`` per row and ``[IMG_END]``;
-    the real tekken (240911) vocabulary. ``longest_edge`` is shrunk from 1024."""
+def _mistral_processor(longest_edge: int, patch: int, merge: int, template: str) -> Any:
     from transformers import PixtralImageProcessor, PixtralProcessor
 
     return PixtralProcessor(
         image_processor=PixtralImageProcessor(
-            size={"longest_edge": longest_edge}, patch_size={"height": 16, "width": 16}
+            size={"longest_edge": longest_edge}, patch_size={"height": patch, "width": patch}
         ),
         tokenizer=_tekken(),
-        patch_size=16,
-        spatial_merge_size=1,
-        chat_template=template_text("pixtral"),
+        patch_size=patch,
+        spatial_merge_size=merge,
+        chat_template=template_text(template),
     )
+
+
+def pixtral_processor(longest_edge: int = 64) -> Any:
+    """``PixtralProcessor`` (Pixtral-12B-2409): 16-pixel patches, no spatial merge,
+    CLIP mean/std, ``[IMG]`` per patch with ``[IMG_BREAK]`` per row and ``[IMG_END]``;
+    the real tekken (240911) vocabulary. ``longest_edge`` is shrunk from 1024."""
+    return _mistral_processor(longest_edge, 16, 1, "pixtral")
 
 
 def mistral3_processor(longest_edge: int = 112) -> Any:
@@ -362,17 +362,7 @@ def mistral3_processor(longest_edge: int = 112) -> Any:
     patches, 2x2 spatial merge, CLIP mean/std; the tekken vocabulary and the
     published template (``templates/mistral_small_3_1.jinja``).
     ``longest_edge`` is shrunk from 1540."""
-    from transformers import PixtralImageProcessor, PixtralProcessor
-
-    return PixtralProcessor(
-        image_processor=PixtralImageProcessor(
-            size={"longest_edge": longest_edge}, patch_size={"height": 14, "width": 14}
-        ),
-        tokenizer=_tekken(),
-        patch_size=14,
-        spatial_merge_size=2,
-        chat_template=template_text("mistral_small_3_1"),
-    )
+    return _mistral_processor(longest_edge, 14, 2, "mistral_small_3_1")
 
 
 # --------------------------------------------------------------------------- Idefics3 / SmolVLM
@@ -389,14 +379,12 @@ def idefics3_processor(longest_edge: int = 728) -> Any:
     tokenizer = llama3_tokenizer(
         extra_special_tokens=["<fake_token_around_image>", "<image>", "<end_of_utterance>"]
     )
-    half = [0.5, 0.5, 0.5]
     return Idefics3Processor(
         image_processor=Idefics3ImageProcessor(
             size={"longest_edge": longest_edge},
             max_image_size={"longest_edge": 364},
             do_image_splitting=True,
-            image_mean=half,
-            image_std=half,
+            **_HALF_MEAN_STD,
         ),
         tokenizer=tokenizer,
         image_seq_len=169,
@@ -443,13 +431,10 @@ def smolvlm_processor(longest_edge: int = 1024) -> Any:
         pad_token="<|im_end|>",
         unk_token="<|endoftext|>",
     )
-    half = [0.5, 0.5, 0.5]
     sizes = {"size": {"longest_edge": longest_edge}, "max_image_size": {"longest_edge": 512}}
     return SmolVLMProcessor(
-        image_processor=SmolVLMImageProcessor(
-            do_image_splitting=True, image_mean=half, image_std=half, **sizes
-        ),
-        video_processor=SmolVLMVideoProcessor(image_mean=half, image_std=half, **sizes),
+        image_processor=SmolVLMImageProcessor(do_image_splitting=True, **_HALF_MEAN_STD, **sizes),
+        video_processor=SmolVLMVideoProcessor(**_HALF_MEAN_STD, **sizes),
         tokenizer=tokenizer,
         image_seq_len=64,
         chat_template=template_text("smolvlm"),
