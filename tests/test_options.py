@@ -344,3 +344,24 @@ def test_images_column_count_mismatch_names_the_sample(qwen_processor):
         qwen2_5_collate_fn([both], qwen_processor)
     with pytest.raises(SampleError, match="sample 0: missing 'conversation' or 'messages'"):
         kimi_vl_collate_fn([{"text": "hi"}], qwen_processor)
+
+
+def test_reasoning_option_reaches_the_labels(qwen_processor):
+    """Reasoning the reply supplies is a target by default and not with
+    ``reasoning="exclude"``; the answer after it is a target either way."""
+    tokenizer = qwen_processor.tokenizer
+    reply = "<think>count the sides</think>A square."
+    example = {
+        "messages": [{"role": "user", "content": "Shape?"}, {"role": "assistant", "content": reply}]
+    }
+
+    def target_text(**options) -> str:
+        batch = VLMCollator(qwen_processor, **options)([example])
+        ids, labels = batch["input_ids"][0], batch["labels"][0]
+        return tokenizer.decode(ids[labels != -100])
+
+    assert "count the sides" in target_text()
+    excluded = target_text(reasoning="exclude")
+    assert "count the sides" not in excluded and "A square." in excluded
+    with pytest.raises(OptionError, match="reasoning"):
+        VLMCollator(qwen_processor, reasoning="skip")

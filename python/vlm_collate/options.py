@@ -28,6 +28,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "padding_side": ("right", "left"),
     "return_tensors": ("pt", "np"),
     "on_special_text": ("escape", "error", "keep"),
+    "reasoning": ("label", "exclude"),
 }
 
 
@@ -59,7 +60,10 @@ class CollateOptions:
     ``base_dir``: the folder relative media paths are read from. ``fast_path``: build
     the batch without the processor call where the processor's settings are ones the
     fast path reproduces (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; see :mod:`.fast_path`);
-    ``False`` always calls the processor.
+    ``False`` always calls the processor. ``reasoning``: reasoning text an assistant
+    message supplies and the template renders (``reasoning_content``, or
+    ``<think>…</think>`` in the reply) is a target (``"label"``) or not
+    (``"exclude"``); scaffolding the template inserts by itself is never a target.
     """
 
     shift: bool = False
@@ -74,6 +78,7 @@ class CollateOptions:
     on_special_text: OnSpecialText = "escape"
     base_dir: str | None = None
     fast_path: bool = True
+    reasoning: Literal["label", "exclude"] = "label"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -45,12 +45,16 @@ __all__ = [
 ]
 
 
-def default_labeler(processor: Any) -> Labeler:
-    """Labels from the chat template's markers (or the content search)."""
+def default_labeler(processor: Any, reasoning: str = "label") -> Labeler:
+    """Labels from the chat template's verified markers (or the exact path)."""
 
     def label(encoded: dict[str, Any], conversations: list[list[dict[str, Any]]]) -> np.ndarray:
         labels, _ = label_array(
-            encoded["input_ids"], conversations, processor, encoded.get("attention_mask")
+            encoded["input_ids"],
+            conversations,
+            processor,
+            encoded.get("attention_mask"),
+            reasoning=reasoning,
         )
         return labels
 
@@ -180,7 +184,7 @@ def collate_with(
         raise CollateError(f"options must be a CollateOptions, got {type(options).__name__}")
     conversations = conversations_of(examples)
     report = BatchReport(samples=len(conversations))
-    labeler = labeler or default_labeler(processor)
+    labeler = labeler or default_labeler(processor, options.reasoning)
     profile = profile_of(processor)
     pad_id = profile.require_pad_id()
     keep = _unlabeled_policy(conversations, options, report)
