@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("labels", "expand", "end_to_end", "dataloader", "memory", "packing")
+BENCHES = ("labels", "expand", "end_to_end", "dataloader", "memory", "packing", "fast_path")
 
 
 def _package() -> str:

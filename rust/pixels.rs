@@ -6,6 +6,8 @@
 //! row order and column layout. Images run in parallel; each writes only its
 //! own rows of the caller's buffer.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
@@ -338,8 +340,8 @@ fn patchify<T: Copy>(
 /// after those of the pictures before it. `table` holds 3 × 256 output values:
 /// what the processor's rescale and normalise make of each byte of each
 /// channel. Runs the pictures on `threads` threads (rayon's pool when more
-/// than one). Every size is checked first; an error names the argument and
-/// the image.
+/// than one, in the process that started the pool). Every size is checked
+/// first; an error names the argument and the image.
 pub fn write_pixel_values<T: Copy + Send + Sync>(
     pictures: &[Picture],
     targets: &[(usize, usize)],
@@ -409,11 +411,18 @@ pub fn write_pixel_values<T: Copy + Send + Sync>(
         patchify(&planes, job.target, layout, table, job.out);
         Ok(())
     };
-    if threads > 1 && jobs.len() > 1 {
+    if threads > 1 && jobs.len() > 1 && pool_is_ours() {
         jobs.into_par_iter().try_for_each(run)
     } else {
         jobs.into_iter().try_for_each(run)
     }
+}
+
+/// Whether rayon's pool belongs to this process: a pool started before a `fork`
+/// has no threads in the child, so a forked child runs its images serially.
+fn pool_is_ours() -> bool {
+    static POOL_PROCESS: OnceLock<u32> = OnceLock::new();
+    *POOL_PROCESS.get_or_init(std::process::id) == std::process::id()
 }
 
 /// One image's work: its picture, size after resizing and rows of the output.

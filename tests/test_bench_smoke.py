@@ -20,6 +20,8 @@ TABLES = {
     "packing",
     "packing_time",
     "packing_rope",
+    "fast_path",
+    "fast_path_memory",
 }
 
 

@@ -1,0 +1,260 @@
+"""The fast path (issue 14) against the processor call and the collates built on it, on
+real Qwen2.5-VL processors (offline, real vocabulary), plus peak memory against output.
+
+Methods, each on the same examples:
+
+* processor alone: ``processor(text=..., images=..., padding=True)`` on texts already
+  rendered (the floor of any collate that calls the processor);
+* fast path: ``qwen2_5_collate_fn(examples, processor)`` (the default);
+* collate, processor path: the same with ``fast_path=False`` (vlm_collate before issue 14);
+* seed-style: render, processor, seed-style labels, shape-based shift;
+* TRL-style: render, processor, labels = ids with padding and image tokens masked in Python.
+
+448² images use the benchmark's processor (``max_pixels`` 448², no resize needed); 1024²
+images a processor with ``max_pixels`` 1024² (each image resized to 1008²).
+
+    python -m benches.fast_path [--quick]   # also rewrites the README's fast-path block
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vlm_collate import qwen2_5_collate_fn
+from vlm_collate.conversation import with_list_content
+
+from . import baselines, data, memory
+from .common import Context, Table, Target, fmt_mib, fmt_ratio, fmt_time, measure_all
+
+METHODS = ("processor alone", "fast path", "collate, processor path", "seed-style", "TRL-style")
+SKIPPED = {(1024, 4, 32)}
+"""Cells left out of a full run: 3.1 GiB of float32 pixels per batch (about 8 GiB at the
+processor's peak), more than a shared benchmark machine should be asked for."""
+
+
+def cells(settings) -> list[dict[str, int]]:
+    if settings.quick:
+        return [{"image": 112, "per_sample": 1, "batch": 2}]
+    return [
+        {"image": image, "per_sample": k, "batch": b}
+        for image in (448, 1024)
+        for k in (1, 4)
+        for b in (8, 32)
+        if (image, k, b) not in SKIPPED
+    ]
+
+
+def steps(settings) -> int:
+    return len(cells(settings)) + 3
+
+
+def _processor(ctx: Context, image: int) -> Any:
+    if image <= 448:
+        return ctx.processor
+    if "fast_path_1024" not in ctx.extra:
+        from vlm_collate.testing import qwen2_5_vl_processor
+
+        ctx.extra["fast_path_1024"] = qwen2_5_vl_processor(max_pixels=1024 * 1024)
+    return ctx.extra["fast_path_1024"]
+
+
+def examples_for(tokenizer: Any, batch: int, image: int, per_sample: int, seed: int = 0):
+    """``batch`` two-turn examples whose first message holds ``per_sample`` pictures."""
+    maker = data.TextMaker(tokenizer, seed=seed)
+    examples = []
+    for i in range(batch):
+        conversation = maker.conversation(256, 2)
+        pictures = [
+            {"type": "image", "image": data.image(image, seed * 10_000 + i * 10 + k)}
+            for k in range(per_sample)
+        ]
+        first = conversation[0]["content"]
+        conversation[0] = {"role": "user", "content": [*pictures, {"type": "text", "text": first}]}
+        examples.append({"conversation": conversation})
+    return examples
+
+
+def _images(conversations: list) -> list:
+    return [
+        item["image"]
+        for c in conversations
+        for m in c
+        if isinstance(m["content"], list)
+        for item in m["content"]
+        if item["type"] == "image"
+    ]
+
+
+def trl_style_collate(examples: list[dict], processor: Any) -> dict[str, Any]:
+    """What TRL's vision collator does: render, one processor call, labels = the ids with
+    padding and image tokens set to -100 in Python."""
+    conversations = [e["conversation"] for e in examples]
+    texts = [
+        processor.apply_chat_template(with_list_content(c), tokenize=False) for c in conversations
+    ]
+    batch = dict(
+        processor(
+            text=texts,
+            images=_images(conversations) or None,
+            padding=True,
+            padding_side="right",
+            return_tensors="pt",
+        )
+    )
+    labels = batch["input_ids"].clone()
+    labels[labels == processor.tokenizer.pad_token_id] = -100
+    labels[labels == processor.image_token_id] = -100
+    batch["labels"] = labels
+    return batch
+
+
+def methods_for(processor: Any, examples: list[dict]) -> dict[str, Any]:
+    conversations = [e["conversation"] for e in examples]
+    texts = [
+        processor.apply_chat_template(with_list_content(c), tokenize=False) for c in conversations
+    ]
+    images = _images(conversations)
+
+    def processor_alone():
+        return processor(
+            text=texts, images=images, padding=True, padding_side="right", return_tensors="pt"
+        )
+
+    return {
+        "processor alone": processor_alone,
+        "fast path": lambda: qwen2_5_collate_fn(examples, processor),
+        "collate, processor path": lambda: qwen2_5_collate_fn(examples, processor, fast_path=False),
+        "seed-style": lambda: baselines.seed_style_collate(examples, processor),
+        "TRL-style": lambda: trl_style_collate(examples, processor),
+    }
+
+
+def _same(fast: Any, slow: Any) -> bool:
+    return all(torch.equal(fast[k], slow[k]) for k in slow)
+
+
+def _time_table(ctx: Context) -> Table:
+    s = ctx.settings
+    table = Table(
+        "fast_path",
+        "Fast path against the processor and processor-based collates, median time per batch",
+        [
+            "batch",
+            "pixel_values",
+            *METHODS,
+            "processor / fast",
+            "collate (processor path) / fast",
+            "seed-style / fast",
+            "TRL-style / fast",
+        ],
+    )
+    for k, cell in enumerate(cells(s)):
+        image, per, batch = cell["image"], cell["per_sample"], cell["batch"]
+        ctx.advance(f"fast path {batch}×{per}×{image}²")
+        processor = _processor(ctx, image)
+        examples = examples_for(ctx.tokenizer, batch, image, per, seed=k)
+        methods = methods_for(processor, examples)
+        fast, slow = methods["fast path"](), methods["collate, processor path"]()
+        equal = _same(fast, slow)
+        pixels = fast["pixel_values"]
+        times = {n: t.median_s for n, t in measure_all(methods, s).items()}
+        ratios = {n: times[n] / times["fast path"] for n in METHODS if n != "fast path"}
+        table.rows.append(
+            [
+                f"{batch} × {per} × {image}²",
+                f"{tuple(pixels.shape)} {fmt_mib(pixels.numel() * pixels.element_size())}",
+                *[fmt_time(times[n]) for n in METHODS],
+                *[fmt_ratio(ratios[n]) for n in METHODS if n != "fast path"],
+            ]
+        )
+        table.raw.append(
+            {**cell, "times": times, "ratios": ratios, "equal_to_processor_path": equal}
+        )
+        if image == 448 and per == 1 and batch == 8 or s.quick and k == 0:
+            ctx.targets.append(
+                Target(
+                    f"fast path vs processor alone ({batch} × {per} × {image}²)",
+                    "≥ 2× faster",
+                    fmt_ratio(ratios["processor alone"]),
+                    ratios["processor alone"] >= 2.0,
+                )
+            )
+    equal = all(r["equal_to_processor_path"] for r in table.raw)
+    table.notes.append(
+        "every batch of the fast path equals the processor path's (all keys, pixel values bit "
+        "for bit)"
+        if equal
+        else "the fast path's batch DIFFERS from the processor path's on this data"
+    )
+    table.notes.append(
+        "1 torch thread (as in a DataLoader worker); the fast path's pixels run on every core "
+        "this process may use. Random-noise images."
+    )
+    if not s.quick:
+        table.notes.append(
+            "left out: "
+            + ", ".join(f"{b} × {k} × {i}²" for i, k, b in sorted(SKIPPED))
+            + " (3.1 GiB of pixels per batch)"
+        )
+    return table
+
+
+def _memory_table(ctx: Context) -> Table:
+    s = ctx.settings
+    cell = cells(s)[0] if s.quick else {"image": 448, "per_sample": 1, "batch": 8}
+    processor = _processor(ctx, cell["image"])
+    examples = examples_for(ctx.tokenizer, cell["batch"], cell["image"], cell["per_sample"])
+    methods = methods_for(processor, examples)
+    where = f"{cell['batch']} × {cell['per_sample']} × {cell['image']}²"
+    table = Table(
+        "fast_path_memory",
+        f"Fast path: peak memory of one call against its output ({where})",
+        ["call", "output", "peak RSS increase", "peak / output"],
+    )
+    repeats = 1 if s.quick else 3
+    for name in ("fast path", "processor alone", "collate, processor path"):
+        ctx.advance(f"fast path memory: {name}")
+        r = memory.measure_peak(methods[name], repeats)
+        ratio = None if r["peak"] is None else r["peak"] / r["output"]
+        table.rows.append(
+            [
+                name,
+                fmt_mib(r["output"]),
+                "n/a" if r["peak"] is None else fmt_mib(r["peak"]),
+                "n/a" if ratio is None else f"{ratio:.2f}×",
+            ]
+        )
+        table.raw.append({"call": name, **r, "ratio": ratio})
+        if name == "fast path" and ratio is not None:
+            ctx.targets.append(
+                Target(
+                    f"fast path peak / output ({where})", "≤ 1.2×", f"{ratio:.2f}×", ratio <= 1.2
+                )
+            )
+    table.notes.append(
+        "measured as in the memory table (forked child, VmHWM - VmRSS before the call); output: "
+        "the bytes of the returned tensors (labels and shifted views included)."
+    )
+    return table
+
+
+def run(ctx: Context) -> list[Table]:
+    return [_time_table(ctx), _memory_table(ctx)]
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from . import readme
+    from .run_all import ROOT, main
+
+    with tempfile.TemporaryDirectory() as out:
+        code = main(["--only", "fast_path", "--out", out, *sys.argv[1:]])
+        if "--quick" not in sys.argv[1:]:
+            text = (Path(out) / "results.md").read_text()
+            readme.write_block(ROOT / "README.md", "fast-path", text)
+    sys.exit(code)
