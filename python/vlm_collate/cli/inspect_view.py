@@ -22,6 +22,7 @@ from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from ..engine import IGNORE_INDEX
+from ..profile import profile_of
 from ..report import BatchReport
 from ..tokens import optional_token_id, tokenizer_of
 
@@ -146,10 +147,7 @@ def placeholder_kinds(processor: Any) -> dict[int, str]:
 
 
 def _special_ids(tokenizer: Any) -> set[int]:
-    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
-    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    ids.update(i for i, token in decoder.items() if getattr(token, "special", False))
-    return ids
+    return set(profile_of(tokenizer).special_ids)  # the one rule: the processor profile
 
 
 def _decode(tokenizer: Any, ids: Sequence[int]) -> str:

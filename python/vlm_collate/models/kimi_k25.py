@@ -40,7 +40,8 @@ def _pre_expanded(processor: Any, collected: Collected) -> dict[str, Any]:
     """The remote-code processor called per sample (it takes one text), its rows
     padded and each placeholder expanded by the engine to its grid's token count."""
     profile = profile_of(processor)
-    rows, pixels, grids = [], [], []
+    rows: list[Any] = []
+    pixels, grids = [], []
     for text, sample in zip(collected.texts, collected.per_sample("image")):
         medias = [{"type": "image", "image": x} for x in sample]
         out = processor(
@@ -50,12 +51,12 @@ def _pre_expanded(processor: Any, collected: Collected) -> dict[str, Any]:
         if sample:
             pixels.append(out["pixel_values"])
             grids.append(out["grid_thws"])
-    ids, mask = engine.pad_rows(*ragged(rows), profile.require_pad_id(), "right")
+    padded = engine.pad_rows(*ragged(rows), profile.require_pad_id(), "right")
     if not grids:
-        return {"input_ids": ids, "attention_mask": mask}
+        return {"input_ids": padded[0], "attention_mask": padded[1]}
     grid = torch.cat(grids)
     ids, mask = expand_image_tokens(
-        ids, mask, grid, media_token_id(processor), profile.merge_kernel or (2, 2),
+        *padded, grid, media_token_id(processor), profile.merge_kernel or (2, 2),
         profile.require_pad_id(),
     )  # fmt: skip
     return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.cat(pixels),

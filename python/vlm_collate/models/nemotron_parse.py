@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..batch import converted
-from ..conversation import assistant_turns, extract_assistant_text
+from ..conversation import Conversation, assistant_turns, extract_assistant_text
 from ..engine import IGNORE_INDEX, as_int64
 from ..errors import CollateError, OptionError, SampleError
 from ..media import SampleMedia
@@ -41,7 +41,7 @@ def _decoder_start_id(processor: Any) -> int:
 
 
 def _page(
-    example: Any, conversation: list[dict], index: int, profile: ProcessorProfile, base_dir: Any
+    example: Any, conversation: Conversation, index: int, profile: ProcessorProfile, base_dir: Any
 ) -> SampleMedia:
     """The sample's one page image (loaded by the shared step); any other count is an
     error naming the sample."""
@@ -94,7 +94,7 @@ def nemotron_parse_collate_fn(
     shift = opts.shift
     start = None if shift else _decoder_start_id(processor)
 
-    def decoder_texts(conversations: list[list[dict]]) -> list[str]:
+    def decoder_texts(conversations: list[Conversation]) -> list[str]:
         replies = [
             extract_assistant_text(turns[0]) if (turns := assistant_turns(c)) else ""
             for c in conversations

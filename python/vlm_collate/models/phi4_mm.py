@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..conversation import Conversation
 from ..media import SampleMedia, waveform_at
 from ..options import seed_options
 from ..profile import ProcessorProfile, profile_of
@@ -21,7 +22,7 @@ _REMOTE_PLACEHOLDER = re.compile(r"<\|(audio|image)_\d+\|>")
 
 
 def _with_example_audio(
-    example: Any, conversation: list[dict], index: int, profile: ProcessorProfile, base_dir: Any
+    example: Any, conversation: Conversation, index: int, profile: ProcessorProfile, base_dir: Any
 ) -> SampleMedia:
     """The sample's media, its audio taken from ``example["audio"]`` (one audio or a list
     of them) when given, else from the conversation's audio items."""
