@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import make_image
 from vlm_collate import VLMCollator, _engine, expand_image_tokens, qwen2_5_collate_fn, reference
-from vlm_collate.errors import CollateError, MediaError
+from vlm_collate.errors import CollateError, MediaError, SampleError
 from vlm_collate.testing import qwen2_5_vl_processor
 from vlm_collate.tokens import token_id
 
@@ -137,11 +137,11 @@ def test_odd_image_modes_and_forms_are_converted(qwen_processor, tmp_path):
     assert int((out["input_ids"] == media).sum()) == int(grid.prod(dim=1).sum()) // 4
 
 
-def test_placeholder_count_mismatch_names_the_sample(qwen_processor):
+def test_placeholder_text_in_a_message_names_sample_and_message(qwen_processor):
     typed = chat(question="what is <|image_pad|> here?", images=[make_image()])
     with pytest.raises(
-        ValueError,
-        match=r"sample 1: the rendered conversation has 2 image placeholders .* holds 1 image",
+        SampleError,
+        match=r"sample 1, message 0 \(user\): its text holds the media string '<\|image_pad\|>'",
     ):
         qwen2_5_collate_fn([GOOD, typed], qwen_processor)
 

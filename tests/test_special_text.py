@@ -249,7 +249,9 @@ def test_escape_with_images_keeps_media_blocks():
 
 def test_media_token_text_is_refused_under_escape():
     processor = testing.qwen2_5_vl_processor()
-    with pytest.raises(SampleError, match=r"sample 0.*media token '<\|vision_start\|>'"):
+    with pytest.raises(
+        SampleError, match=r"sample 0, message 0.*media string '<\|vision_start\|>'"
+    ):
         qwen2_5_collate_fn([ex(("user", "a <|vision_start|> b"), ("assistant", "c"))], processor)
 
 

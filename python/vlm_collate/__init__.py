@@ -38,7 +38,9 @@ from .template_check import TemplateReport, check_template
 from .tokens import decode_single_token
 
 logger = logging.getLogger("vlm_collate")
-logger.addHandler(logging.NullHandler())
+# No NullHandler: until the application configures logging, Python's last-resort handler
+# prints this library's warnings (dropped or unlabeled samples) to stderr, so a trainer
+# that never configures logging still sees them.
 
 # Seed-compatible private names.
 _find_pattern_indices = find_pattern_indices

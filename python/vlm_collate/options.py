@@ -48,8 +48,9 @@ class CollateOptions:
     (pipeline parallelism). ``pad_to_multiple_of``: the returned column count is
     rounded up to a multiple. ``padding_side``: ``"right"`` or ``"left"`` (every
     token-axis tensor). ``label_pad_token_id``: the label of every position that
-    is not a target. ``return_tensors``: ``"pt"`` (torch) or ``"np"`` (numpy;
-    bfloat16 becomes float32). ``on_overflow``: what an over-long sample gets
+    is not a target (negative: an id from 0 up is a real token the loss would train
+    on). ``return_tensors``: ``"pt"`` (torch) or ``"np"`` (numpy; bfloat16 becomes
+    float32). ``on_overflow``: what an over-long sample gets
     (``"error"``, ``"drop"``, or ``"truncate"``, which cuts text only).
     ``on_unlabeled``: what a sample with no target token gets (no assistant turn,
     or a reply truncation removed): ``"warn"`` (kept, all ignored), ``"raise"``
@@ -95,7 +96,7 @@ class CollateOptions:
         set_(
             self,
             "label_pad_token_id",
-            _integer("label_pad_token_id", self.label_pad_token_id, -(2**63), 2**63 - 1),
+            _integer("label_pad_token_id", self.label_pad_token_id, -(2**63), -1),
         )
         for name, choices in _CHOICES.items():
             value = getattr(self, name)

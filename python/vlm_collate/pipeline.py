@@ -25,7 +25,7 @@ from .labels import label_array
 from .options import CollateOptions, OnOverflow, OnUnlabeled, collate_options
 from .profile import profile_of
 from .report import Batch, BatchReport
-from .special_text import escaped_special_text, labels_with_special_text
+from .special_text import escaped_special_text, labels_with_special_text, refuse_media_text
 
 logger = logging.getLogger("vlm_collate")
 
@@ -104,6 +104,11 @@ def _overflow_policy(
     if options.on_overflow == "drop":
         for k in over:
             report.dropped.append((keep[k], f"{int(lengths[k])} tokens > max_length={limit}"))
+        logger.warning(
+            "samples %s are longer than max_length=%d; dropped (on_overflow='drop')",
+            [keep[k] for k in over],
+            limit,
+        )
         return [k for k in range(len(keep)) if k not in set(over)]
     values, offsets = engine.unpad(ids, mask)
     fit = engine.fitted_lengths(values, offsets, limit, media_ids, *blocks)  # (opens, closes)
@@ -192,8 +197,12 @@ def collate_with(
         media_ids = profile.media_ids
     while True:
         if not keep:
-            raise CollateError(f"every sample of the batch was dropped: {report.dropped}")
+            raise CollateError(
+                f"every sample of the batch was dropped: {report.dropped}; fix those samples, "
+                "raise max_length, or use on_overflow='truncate' / on_unlabeled='warn' to keep them"
+            )
         kept = [conversations[i] for i in keep]
+        refuse_media_text(kept, keep, processor)
         encoded = escaped_special_text(
             encoded_naming_sample(encode, [examples[i] for i in keep], kept, list(keep)),
             kept, list(keep), processor, options.on_special_text,

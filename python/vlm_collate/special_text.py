@@ -299,16 +299,14 @@ def _replacements(
             )
         flagged.add(k)
     text_values, text_starts = _collapsed(ids, media)
-    row_values, row_starts = _collapsed(row, media)
     n = len(text_values)
+    # Where the processor's row follows the text token for token (media runs collapsed),
+    # chunks map by position; otherwise (a processor that adds text around a media block,
+    # as Gemma's and Idefics' do) each chunk is found in order.
+    row_values, row_starts = _collapsed(row, media)
     shift = next(
         (d for d in range(len(row_values) - n + 1) if row_values[d : d + n] == text_values), None
     )
-    if shift is None:
-        raise CollateError(
-            f"{where}: the processor's tokens do not follow the rendered chat template, so its "
-            "special-token text cannot be escaped; pass on_special_text='error' or 'keep'"
-        )
     # Items of the collapsed text: boundaries are media runs and template-written specials.
     item_of_token = {text_starts[i]: i for i in range(n)}
     flagged_items = {item_of_token[k] for k in flagged}
@@ -319,6 +317,8 @@ def _replacements(
         )
 
     out: list[_Replacement] = []
+    row_ids = [int(t) for t in row]
+    cursor = 0  # chunks are found in the processor's row in order, after the previous one
     i = 0
     while i < n:
         if boundary(i):
@@ -339,10 +339,21 @@ def _replacements(
                         "from plain text too, so it cannot be escaped; pass "
                         "on_special_text='error' or 'keep'"
                     )
+            if shift is not None:
+                start = row_starts[shift + i]
+            else:
+                start = _found_at(row_ids, expected, cursor)
+            if start is None:
+                raise CollateError(
+                    f"{where}: the processor's tokens around the special-token text differ from "
+                    "the rendered chat template's, so it cannot be escaped; pass "
+                    "on_special_text='error' or 'keep'"
+                )
+            cursor = start + len(expected)
             out.append(
                 _Replacement(
-                    start=row_starts[shift + i],
-                    end=row_starts[shift + j],
+                    start=start,
+                    end=cursor,
                     ids=new_ids,
                     old_offsets=[
                         (a - left, b - left) for a, b in offsets[text_starts[i] : text_starts[j]]
@@ -352,6 +363,19 @@ def _replacements(
             )
         i = j
     return out
+
+
+def _found_at(row: list[int], chunk: list[int], start: int) -> int | None:
+    """Where ``chunk`` first occurs in ``row`` at or after ``start``, or None. A chunk is
+    text between media runs and template-written special tokens, so the processor's
+    expansion of media (which may add text around a block, as Gemma's and Idefics'
+    do) leaves it whole."""
+    n = len(chunk)
+    first = chunk[0] if n else None
+    for k in range(start, len(row) - n + 1):
+        if row[k] == first and row[k : k + n] == chunk:
+            return k
+    return None
 
 
 def _applied(row: np.ndarray, replacements: list[_Replacement], new: Callable) -> np.ndarray:
@@ -482,6 +506,40 @@ def _like(original: Any, array: np.ndarray) -> Any:
 
         return torch.from_numpy(np.ascontiguousarray(array)).to(original.dtype)
     return array
+
+
+def refuse_media_text(
+    conversations: Sequence[Sequence[Mapping[str, Any]]],
+    indices: Sequence[int],
+    processor: Any,
+) -> None:
+    """Raises a SampleError naming the sample, message and string when message text holds
+    a media placeholder or block-delimiter string (``<image>``, ``<|vision_start|>``):
+    the processor would read it as a media slot, so no policy can keep it as text."""
+    tokenizer = tokenizer_of(processor)
+    ids = {*media_token_ids(processor), *(i for g in media_block_ids(processor) for i in g)}
+    strings = sorted(
+        {t for t in tokenizer.convert_ids_to_tokens(sorted(ids)) if isinstance(t, str) and t},
+        key=len,
+        reverse=True,
+    )
+    extra = [getattr(processor, a, None) for a in ("image_token", "video_token", "audio_token")]
+    strings += [t for t in extra if isinstance(t, str) and t and t not in strings]
+    if not strings:
+        return
+    pattern = re.compile("|".join(map(re.escape, strings)))
+    for conversation, index in zip(conversations, indices):
+        for m, message in enumerate(conversation):
+            for text in _texts_of(message):
+                found = pattern.search(text)
+                if found:
+                    raise SampleError(
+                        f"sample {index}, message {m} ({message.get('role')}): its text holds "
+                        f"the media string {found.group(0)!r}, which the processor would read "
+                        "as a media slot; media go in their own content items "
+                        "({'type': 'image'|'video'|'audio', ...}): remove or reword the string "
+                        "in the data (no on_special_text policy keeps it as text)"
+                    )
 
 
 def escaped_special_text(
