@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from vlm_collate import get_collate_fn, testing
-from vlm_collate.errors import MediaError
+from vlm_collate.errors import SampleError
 from vlm_collate.models.family import FAMILIES
 from vlm_collate.registry import COLLATE_FNS
 from vlm_collate.testing.families import FAMILY_PROCESSORS
@@ -87,12 +87,6 @@ CASES: dict[str, Case] = {
     "glm4v": Case(testing.glm4v_processor, "Glm4vProcessor", "glm4v", video=True),
 }
 
-_GLM4V_LIST_REPLIES = (
-    "library (reply_spans.Renderer, labels): processors are rendered with list content, and "
-    "GLM-4.1V's published template writes an assistant message's content with "
-    "{{ msg.content }}, i.e. as a Python list literal; every label probe is 'unrendered' and "
-    "markers.labels_plan raises TemplateError 'does not render assistant replies'"
-)
 _SMOLVLM_YES = (
     "library (labels): SmolVLM reply 'yes' (after a prompt ending in ' yes'): the reply's "
     "first token ' yes' spans the template's 'Assistant: ' space, and no token of the reply "
@@ -101,8 +95,6 @@ _SMOLVLM_YES = (
 
 #: (check, case) -> why the library fails there (strict xfails: a fix turns them red)
 LIBRARY_FAILURES: dict[tuple[str, str], str] = {
-    **{(check, "glm4v"): _GLM4V_LIST_REPLIES for check in (
-        "labels", "media", "truncation", "shift", "padding", "text_only", "video")},
     ("text_only", "smolvlm"): _SMOLVLM_YES,
     ("video", "smolvlm"): _SMOLVLM_YES,
 }  # fmt: skip
@@ -398,7 +390,9 @@ def test_a_placeholder_without_its_image_names_the_sample(name):
     wrong[0]["content"].append(
         {"type": "text", "text": str(getattr(placeholder, "content", placeholder))}
     )
-    with pytest.raises(MediaError, match="sample 1: the rendered conversation has 2 image"):
+    with pytest.raises(
+        SampleError, match=r"sample 1, message 0 \(user\): its text holds the media string"
+    ):
         collate(name, [text_only(name), wrong], on_special_text="keep")
 
 

@@ -66,19 +66,54 @@ class Renderer:
     no generation prompt."""
 
     def __init__(
-        self, processor: Any, list_content: bool, template_kwargs: Mapping[str, Any] | None
+        self,
+        processor: Any,
+        list_content: bool,
+        template_kwargs: Mapping[str, Any] | None,
+        string_roles: frozenset[str] = frozenset(),
     ):
         self.processor = processor
         self.list_content = list_content
         self.template_kwargs = dict(template_kwargs or {})
+        self.string_roles = string_roles
+        """Roles whose text-only content the template needs as a string (it would print
+        list content as a Python literal, as GLM-4.1V's does for assistant turns)."""
 
     def __call__(self, messages: Sequence[Mapping[str, Any]]) -> str:
         msgs = [dict(m) for m in messages]
         if self.list_content:
             msgs = with_list_content(msgs)
+        if self.string_roles:
+            msgs = [
+                _as_string_content(m) if m.get("role") in self.string_roles else m for m in msgs
+            ]
         return self.processor.apply_chat_template(
             msgs, tokenize=False, add_generation_prompt=False, **self.template_kwargs
         )
+
+
+def _as_string_content(message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` with text-only list content joined into one string (media items kept
+    as a list: a template that takes media takes list content for them)."""
+    content = message.get("content")
+    if isinstance(content, list) and all(
+        isinstance(i, Mapping) and i.get("type") == "text" for i in content
+    ):
+        return {**message, "content": "".join(str(i.get("text", "")) for i in content)}
+    return message
+
+
+def _literal_roles(renderer: Renderer) -> frozenset[str]:
+    """Roles whose list content ``renderer``'s template prints as a Python literal."""
+    probes = {"system": "SYSQZX", "user": "USRQZX", "assistant": "ASTQZX"}
+    for roles in (("system", "user", "assistant"), ("user", "assistant")):
+        messages = [{"role": r, "content": probes[r]} for r in roles]
+        try:
+            text = renderer(messages)
+        except Exception:  # noqa: BLE001 - a template may refuse a system turn
+            continue
+        return frozenset(r for r in roles if f"'text': '{probes[r]}'" in text)
+    return frozenset()
 
 
 _RENDERERS: weakref.WeakKeyDictionary[Any, dict[Any, Renderer]] = weakref.WeakKeyDictionary()
@@ -106,6 +141,10 @@ def renderer_for(processor: Any, template_kwargs: Mapping[str, Any] | None = Non
         except Exception as err:  # noqa: BLE001 - templates fail in many ways on a content form
             failures.append(err)
             continue
+        if list_content:
+            literal = _literal_roles(renderer)
+            if literal:
+                renderer = Renderer(processor, list_content, template_kwargs, literal)
         cache[key] = renderer
         return renderer
     raise TemplateError(
