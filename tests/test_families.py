@@ -87,16 +87,9 @@ CASES: dict[str, Case] = {
     "glm4v": Case(testing.glm4v_processor, "Glm4vProcessor", "glm4v", video=True),
 }
 
-_SMOLVLM_YES = (
-    "library (labels): SmolVLM reply 'yes' (after a prompt ending in ' yes'): the reply's "
-    "first token ' yes' spans the template's 'Assistant: ' space, and no token of the reply "
-    "is labelled (the same for any reply whose first word merges with that space)"
-)
 
 #: (check, case) -> why the library fails there (strict xfails: a fix turns them red)
 LIBRARY_FAILURES: dict[tuple[str, str], str] = {
-    ("text_only", "smolvlm"): _SMOLVLM_YES,
-    ("video", "smolvlm"): _SMOLVLM_YES,
 }  # fmt: skip
 
 

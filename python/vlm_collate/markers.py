@@ -135,6 +135,14 @@ PROBES: dict[str, list[dict[str, Any]]] = {
         _a("It is 42."),
     ],
     "unicode": [_u("Qu'est-ce que c'est ? 数字"), _a("Un chat 🐈 — ünïcødé, 数字.")],
+    "reply merging with the header": [
+        _u("Is it blue? yes"),
+        _a("yes it is"),
+        _u("And this one?"),
+        _a("the one on the left"),
+        _u("Any more?"),
+        _a("it is not"),
+    ],
 }
 
 #: What a string-only template writes for list content (``str(list)``).
@@ -217,6 +225,14 @@ def derive_markers(processor: Any, probes: Sequence[Probe]) -> Markers:
         gaps += headers
         stops.update(probe_stops)
     starts = {tuple(_trimmed_header(g, stops, specials)) for g in gaps}
+    # A header ending in whitespace ("Assistant: ") also opens a reply whose first token
+    # swallows that whitespace (" yes"): the header without its trailing whitespace tokens.
+    for start in list(starts):
+        stripped = list(start)
+        while stripped and not tokenizer.decode([stripped[-1]]).strip():
+            stripped.pop()
+        if stripped:
+            starts.add(tuple(stripped))
     starts.discard(())
     if not starts:
         raise MarkerError("no assistant header in the chat template")
