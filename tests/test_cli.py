@@ -227,7 +227,7 @@ ERROR_CASES = {
         1,
         "remote image URLs",
     ),
-    "placeholder in text": (["see <|image_pad|> here"], 1, "has 1 image placeholders"),
+    "placeholder in text": (["see <|image_pad|> here"], 1, "holds the media string"),
     "too long": (["word " * 40], 1, "more than max_length=30"),
 }
 
