@@ -5,11 +5,13 @@ reproduce fall back to the processor (logged once); bad engine arguments are err
 from __future__ import annotations
 
 import logging
+from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 from transformers import Qwen2VLImageProcessor
 
 from vlm_collate import engine, qwen2_5_collate_fn
@@ -123,6 +125,41 @@ def test_half_precision_pixels_equal_the_cast_processor_output():
         got, grids = pixel_values(images, plan, dtype)
         assert got.dtype == dtype
         assert torch.equal(got, expected.to(dtype))
+
+
+class _SharingCollate:
+    """The fast-path collate, also reporting from inside the worker whether its
+    ``pixel_values`` was in shared memory and stayed in place when pickled for the
+    main process (a tensor not yet shared is copied into new shared memory there)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, examples):
+        batch = dict(qwen2_5_collate_fn(examples, self.processor))
+        pixels = batch["pixel_values"]
+        shared, address = pixels.is_shared(), pixels.data_ptr()
+        ForkingPickler.dumps(pixels)  # what the worker's result queue does to it
+        batch["was_shared"] = torch.tensor(shared)
+        batch["not_copied"] = torch.tensor(pixels.data_ptr() == address)
+        return batch
+
+
+def test_pixels_are_made_in_shared_memory_in_a_dataloader_worker():
+    processor = qwen2_5_vl_processor()
+    examples = _examples(1)
+    loader = DataLoader(
+        examples,
+        batch_size=len(examples),
+        num_workers=1,
+        collate_fn=_SharingCollate(processor),
+        multiprocessing_context="fork",
+    )
+    (batch,) = list(loader)
+    assert batch.pop("was_shared").item() and batch.pop("not_copied").item()
+    _assert_same(batch, dict(qwen2_5_collate_fn(examples, processor, fast_path=False)))
+    # Outside a worker the output is ordinary memory.
+    assert not qwen2_5_collate_fn(examples, processor)["pixel_values"].is_shared()
 
 
 def test_custom_mean_and_std_are_reproduced():

@@ -7,8 +7,10 @@ same call, and ``mm_token_type_ids`` is one comparison. Pixels: the engine resiz
 arithmetic), rescales, normalises (a 3 x 256 table made by the processor's own
 ``rescale_and_normalize``) and patchifies every image straight into its rows of one
 preallocated ``pixel_values`` tensor of the final size and dtype, images in parallel,
-GIL released. The result equals the processor call: same keys, same ids and grids,
-the same pixel values bit for bit (measured; the tests allow no difference).
+GIL released; in a DataLoader worker that tensor is in shared memory from the start,
+so the worker sends it without copying it again. The result equals the processor
+call: same keys, same ids and grids, the same pixel values bit for bit (measured;
+the tests allow no difference).
 
 :func:`fast_encoding` decides once per processor whether its settings are ones this
 reproduces; otherwise it returns ``None`` (the caller calls the processor), and the
@@ -199,6 +201,18 @@ def target_sizes(images: Sequence[np.ndarray], plan: FastPlan) -> np.ndarray:
     return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
 
 
+def output_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor for the output; in a DataLoader worker, in shared memory
+    from the start (as torch's ``default_collate`` does there), so sending the batch to
+    the main process pickles a handle instead of copying the tensor into shared memory."""
+    numel = int(np.prod(shape))
+    if torch.utils.data.get_worker_info() is None or numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(numel * itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
 def pixel_values(
     images: Sequence[Any], plan: FastPlan, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,7 +223,7 @@ def pixel_values(
     geometry = (plan.patch_size, plan.merge_size, plan.temporal_patch_size)
     rows = engine.pixel_rows(targets, *geometry)
     width = 3 * plan.temporal_patch_size * plan.patch_size**2
-    out = torch.empty((int(rows.sum()), width), dtype=dtype)
+    out = output_tensor((int(rows.sum()), width), dtype)
     if dtype == torch.float32:
         out_view, table = out.numpy(), plan.table.numpy()
     else:
