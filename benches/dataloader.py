@@ -56,7 +56,7 @@ def steps(settings) -> int:
     return 2 * len(WORKERS)
 
 
-def _throughput(dataset: Dataset, collate: Any, batch: int, workers: int) -> dict[str, float]:
+def throughput(dataset: Dataset, collate: Any, batch: int, workers: int) -> dict[str, float]:
     """Samples per second over a second epoch (the first starts the persistent workers)."""
     loader = DataLoader(
         dataset,
@@ -82,7 +82,7 @@ def run(ctx: Context) -> list[Table]:
     cfg = config(ctx.settings)
     dataset = Conversations(ctx.tokenizer, cfg["size"], cfg["image"], cfg["text_tokens"])
     collators = {
-        "vlm_collate": VLMCollator(ctx.processor),
+        "vlm_collate (fast path)": VLMCollator(ctx.processor),
         "seed-style": baselines.SeedStyleCollator(ctx.processor),
     }
     table = Table(
@@ -95,7 +95,7 @@ def run(ctx: Context) -> list[Table]:
         rates = {}
         for workers in WORKERS:
             ctx.advance(f"dataloader {name} workers={workers}")
-            result = _throughput(dataset, collate, cfg["batch"], workers)
+            result = throughput(dataset, collate, cfg["batch"], workers)
             rates[workers] = result["samples"] / result["steady_s"]
             table.raw.append({"collate_fn": name, "workers": workers, **result})
         table.rows.append(

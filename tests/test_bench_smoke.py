@@ -22,6 +22,7 @@ TABLES = {
     "packing_rope",
     "fast_path",
     "fast_path_memory",
+    "fast_path_dataloader",
 }
 
 
