@@ -90,6 +90,39 @@ pub enum Positions {
 /// from its grid, a grid missing or left over, or a grid not divisible by the
 /// merge size is an error naming the row, the column and the numbers.
 pub fn rope_positions(rows: &Rows, spec: &RopeSpec, media: &Media<'_>) -> Result<Positions> {
+    check_spec(spec, media)?;
+    let total = rows.values.len();
+    let n = total
+        .checked_mul(3)
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| too_large(format_args!("3 positions for each of {total} tokens")))?;
+    let mut grids = Grids::new(spec, media)?;
+    fn fill<T: Copy + Default>(
+        rows: &Rows,
+        n: usize,
+        mut row_fn: impl FnMut(&[i64], usize, &mut Channels<'_, T>) -> Result<()>,
+    ) -> Result<Vec<T>> {
+        let mut out = zeroed(n)?;
+        let mut channels = Channels::split(&mut out);
+        for r in 0..rows.len() {
+            row_fn(rows.row(r), r, &mut channels)?;
+        }
+        Ok(out)
+    }
+    let positions = if spec.family == Family::Qwen3Omni {
+        Positions::Float(fill(rows, n, |row, r, out| {
+            omni_row(row, r, spec, &mut grids, out)
+        })?)
+    } else {
+        Positions::Int(fill(rows, n, |row, r, out| {
+            vl_row(row, r, spec, &mut grids, out)
+        })?)
+    };
+    grids.all_used()?;
+    Ok(positions)
+}
+
+fn check_spec(spec: &RopeSpec, media: &Media<'_>) -> Result<()> {
     if spec.spatial_merge_size <= 0 {
         return Err(EngineError::new(format!(
             "spatial_merge_size must be positive, got {}",
@@ -103,33 +136,22 @@ pub fn rope_positions(rows: &Rows, spec: &RopeSpec, media: &Media<'_>) -> Result
             media.video_grids.len()
         )));
     }
-    let total = rows.values.len();
-    let n = total
-        .checked_mul(3)
-        .filter(|&n| n <= MAX_ELEMENTS)
-        .ok_or_else(|| too_large(format_args!("3 positions for each of {total} tokens")))?;
-    let mut grids = Grids::new(spec, media)?;
-    let positions = if spec.family == Family::Qwen3Omni {
-        let mut out = Channels::<f32>::new(total, "the rotary positions")?;
-        for r in 0..rows.len() {
-            omni_row(rows.row(r), r, spec, &mut grids, &mut out)?;
-        }
-        Positions::Float(out.into_values(n)?)
-    } else {
-        let mut out = Channels::<i64>::new(total, "the rotary positions")?;
-        for r in 0..rows.len() {
-            vl_row(rows.row(r), r, spec, &mut grids, &mut out)?;
-        }
-        Positions::Int(out.into_values(n)?)
-    };
-    grids.all_used()?;
-    Ok(positions)
+    Ok(())
+}
+
+/// `n` default values (zeros), within the engine's size limit.
+fn zeroed<T: Copy + Default>(n: usize) -> Result<Vec<T>> {
+    let mut out = with_capacity(n, "the rotary positions")?;
+    out.resize(n, T::default());
+    Ok(out)
 }
 
 /// The positions of a padded `rows × len` batch (`ids`, `mask` row-major), laid
 /// out `(channels, rows, len)`: with `text_row`, channel 0 is each token's index
 /// among its row's attended tokens (what transformers' Qwen models read to tell
 /// packed documents apart), then temporal, height, width; padding (mask 0) is 0.
+/// One pass: each row's positions are written straight into the output (rows
+/// whose attended tokens are not one contiguous run go through a scratch row).
 pub fn padded_rope_positions(
     ids: &[i64],
     mask: &[i64],
@@ -139,7 +161,8 @@ pub fn padded_rope_positions(
     media: &Media<'_>,
     text_row: bool,
 ) -> Result<Positions> {
-    let ragged = crate::batch::unpad(ids, mask, rows, len)?;
+    crate::batch::check_batch_shape(ids, mask, rows, len)?;
+    check_spec(spec, media)?;
     let channels = 3 + usize::from(text_row);
     let cells = crate::limits::batch_elements(rows, len, || {
         format!("positions for {rows} rows of {len} tokens")
@@ -152,88 +175,160 @@ pub fn padded_rope_positions(
                 "{channels} position channels of {rows} rows of {len} tokens"
             ))
         })?;
-    #[allow(clippy::too_many_arguments)]
-    fn lay_out<T: Copy + Default>(
-        values: &[T],
-        total: usize,
-        mask: &[i64],
-        rows: usize,
-        len: usize,
-        text_row: bool,
-        n: usize,
+    let mut grids = Grids::new(spec, media)?;
+    let batch = Padded {
+        ids,
+        mask,
+        rows,
+        len,
+        text_row,
+        n,
+    };
+    let positions = if spec.family == Family::Qwen3Omni {
+        Positions::Float(batch.fill(
+            |i| i as f32,
+            |row, r, out| omni_row(row, r, spec, &mut grids, out),
+        )?)
+    } else {
+        Positions::Int(batch.fill(
+            |i| i as i64,
+            |row, r, out| vl_row(row, r, spec, &mut grids, out),
+        )?)
+    };
+    grids.all_used()?;
+    Ok(positions)
+}
+
+/// A padded batch and the layout of its positions.
+struct Padded<'a> {
+    ids: &'a [i64],
+    mask: &'a [i64],
+    rows: usize,
+    len: usize,
+    text_row: bool,
+    n: usize,
+}
+
+impl Padded<'_> {
+    /// The `(channels, rows, len)` output, each row computed by `row_fn` from its
+    /// attended tokens.
+    fn fill<T: Copy + Default>(
+        &self,
         text: impl Fn(usize) -> T,
+        mut row_fn: impl FnMut(&[i64], usize, &mut Channels<'_, T>) -> Result<()>,
     ) -> Result<Vec<T>> {
-        let mut out = with_capacity(n, "the rotary positions")?;
-        out.resize(n, T::default());
-        let first = usize::from(text_row);
-        let cells = rows * len;
-        let mut k = 0usize;
-        for r in 0..rows {
-            let mut seen = 0usize;
-            for c in 0..len {
+        let (len, cells) = (self.len, self.rows * self.len);
+        let mut out = zeroed::<T>(self.n)?;
+        if cells == 0 {
+            return Ok(out);
+        }
+        let mut planes: Vec<&mut [T]> = out.chunks_exact_mut(cells).collect();
+        let [t, h, w] = planes
+            .split_off(planes.len() - 3)
+            .try_into()
+            .ok()
+            .ok_or_else(|| EngineError::new("internal error: position planes".to_string()))?;
+        let mut text_plane = planes.pop().filter(|_| self.text_row);
+        let mut scratch: Vec<T> = Vec::new();
+        let mut gathered: Vec<i64> = Vec::new();
+        let mut columns: Vec<usize> = Vec::new();
+        for r in 0..self.rows {
+            let span = r * len..(r + 1) * len;
+            let (row_ids, row_mask) = (&self.ids[span.clone()], &self.mask[span]);
+            let first = row_mask.iter().position(|&m| m != 0).unwrap_or(len);
+            let last = row_mask
+                .iter()
+                .rposition(|&m| m != 0)
+                .map_or(first, |i| i + 1);
+            let at = r * len + first;
+            if row_mask[first..last].iter().all(|&m| m != 0) {
+                let end = r * len + last;
+                let mut channels = Channels {
+                    c: [&mut t[at..end], &mut h[at..end], &mut w[at..end]],
+                    len: 0,
+                };
+                row_fn(&row_ids[first..last], r, &mut channels)?;
+                if let Some(plane) = text_plane.as_deref_mut() {
+                    for (k, x) in plane[at..end].iter_mut().enumerate() {
+                        *x = text(k);
+                    }
+                }
+                continue;
+            }
+            columns.clear();
+            columns.extend((first..last).filter(|&c| row_mask[c] != 0));
+            gathered.clear();
+            gathered.extend(columns.iter().map(|&c| row_ids[c]));
+            let k = columns.len();
+            scratch.clear();
+            scratch.resize(3 * k, T::default());
+            row_fn(&gathered, r, &mut Channels::split(&mut scratch))?;
+            for (i, &c) in columns.iter().enumerate() {
                 let cell = r * len + c;
-                if mask[cell] == 0 {
-                    continue;
+                t[cell] = scratch[i];
+                h[cell] = scratch[k + i];
+                w[cell] = scratch[2 * k + i];
+                if let Some(plane) = text_plane.as_deref_mut() {
+                    plane[cell] = text(i);
                 }
-                if text_row {
-                    out[cell] = text(seen);
-                }
-                for ch in 0..3 {
-                    out[(first + ch) * cells + cell] = values[ch * total + k];
-                }
-                seen += 1;
-                k += 1;
             }
         }
         Ok(out)
     }
-    let total = ragged.values.len();
-    Ok(match rope_positions(&ragged, spec, media)? {
-        Positions::Int(v) => {
-            Positions::Int(lay_out(&v, total, mask, rows, len, text_row, n, |i| {
-                i as i64
-            })?)
-        }
-        Positions::Float(v) => {
-            Positions::Float(lay_out(&v, total, mask, rows, len, text_row, n, |i| {
-                i as f32
-            })?)
-        }
-    })
 }
 
-/// Three position channels filled token by token.
-struct Channels<T> {
-    c: [Vec<T>; 3],
+/// Three position channels of equal length, filled token by token; writes
+/// past the end are counted but dropped (a malformed row's error reports them).
+struct Channels<'a, T> {
+    c: [&'a mut [T]; 3],
+    len: usize,
 }
 
-impl<T: Copy> Channels<T> {
-    fn new(total: usize, what: &str) -> Result<Self> {
-        Ok(Channels {
-            c: [
-                with_capacity(total, what)?,
-                with_capacity(total, what)?,
-                with_capacity(total, what)?,
-            ],
-        })
+impl<'a, T: Copy> Channels<'a, T> {
+    /// The three equal thirds of `buf`.
+    fn split(buf: &'a mut [T]) -> Self {
+        let third = buf.len() / 3;
+        let (t, rest) = buf.split_at_mut(third);
+        let (h, w) = rest.split_at_mut(third);
+        Channels {
+            c: [t, h, &mut w[..third]],
+            len: 0,
+        }
     }
 
+    #[inline]
     fn push(&mut self, t: T, h: T, w: T) {
-        self.c[0].push(t);
-        self.c[1].push(h);
-        self.c[2].push(w);
+        let k = self.len;
+        if k < self.c[0].len() {
+            self.c[0][k] = t;
+            self.c[1][k] = h;
+            self.c[2][k] = w;
+        }
+        self.len += 1;
     }
 
     fn len(&self) -> usize {
-        self.c[0].len()
+        self.len
     }
+}
 
-    fn into_values(self, n: usize) -> Result<Vec<T>> {
-        let mut out = with_capacity(n, "the rotary positions")?;
-        for channel in self.c {
-            out.extend(channel);
+impl Channels<'_, i64> {
+    /// `start + o` for `o` in `0..n` on all three channels (`start + n` checked by the caller).
+    fn ramp(&mut self, start: i64, n: usize) {
+        let k = self.len;
+        if k + n <= self.c[0].len() {
+            for c in &mut self.c {
+                for (o, x) in c[k..k + n].iter_mut().enumerate() {
+                    *x = start + o as i64;
+                }
+            }
+            self.len += n;
+        } else {
+            for o in 0..n {
+                let p = start + o as i64;
+                self.push(p, p, p);
+            }
         }
-        Ok(out)
     }
 }
 
@@ -391,7 +486,7 @@ fn vl_row(
     r: usize,
     spec: &RopeSpec,
     grids: &mut Grids,
-    out: &mut Channels<i64>,
+    out: &mut Channels<'_, i64>,
 ) -> Result<()> {
     let kind = |t: i64| {
         if t == spec.image_token_id {
@@ -412,11 +507,9 @@ fn vl_row(
             .map_or(row.len(), |n| i + n);
         let n = end - i;
         if k == 0 {
-            for o in 0..n {
-                let p = position(current, o, r)?;
-                out.push(p, p, p);
-            }
-            current = position(current, n, r)?;
+            let next = position(current, n, r)?;
+            out.ramp(current, n);
+            current = next;
         } else {
             let grid = grids.next(k == 2, r, i)?;
             if grid.tokens != n {
@@ -456,12 +549,12 @@ fn vl_row(
 
 /// Float32 pieces of a Qwen3-Omni row, with the largest value of the piece
 /// appended last (what transformers continues from).
-struct OmniRow<'a> {
-    out: &'a mut Channels<f32>,
+struct OmniRow<'a, 'b> {
+    out: &'a mut Channels<'b, f32>,
     last_max: Option<f32>,
 }
 
-impl OmniRow<'_> {
+impl OmniRow<'_, '_> {
     fn next_start(&self) -> f32 {
         self.last_max.map_or(0.0, |m| m + 1.0)
     }
@@ -525,7 +618,7 @@ fn omni_row(
     r: usize,
     spec: &RopeSpec,
     grids: &mut Grids,
-    out: &mut Channels<f32>,
+    out: &mut Channels<'_, f32>,
 ) -> Result<()> {
     let before = out.len();
     let (image, video, vstart) = (
@@ -793,6 +886,39 @@ mod tests {
         assert_eq!(q.len(), 30);
         assert_eq!(&q[..10], &p[10..20]);
         assert!(padded_rope_positions(&ids, &mask[..9], 2, 5, &s, &media, true).is_err());
+    }
+
+    #[test]
+    fn padded_rows_with_holes_match_their_ragged_rows() {
+        // row 0 attends columns 0, 2, 3, 4 (a hole at 1); row 1 attends nothing.
+        let ids = [1, 0, VS, IMG, VE, 0, 0, 0, 0, 0];
+        let mask = [1, 0, 1, 1, 1, 0, 0, 0, 0, 0];
+        let media = Media {
+            image_grids: &[[1, 2, 2]],
+            ..Media::default()
+        };
+        let s = spec(Family::Qwen2Vl);
+        let p = ints(padded_rope_positions(&ids, &mask, 2, 5, &s, &media, true).unwrap());
+        let rows = Rows::from_slices(&[vec![1, VS, IMG, VE], vec![]]);
+        let q = ints(rope_positions(&rows, &s, &media).unwrap());
+        let at = [0, 2, 3, 4];
+        for ch in 0..3 {
+            for (k, &c) in at.iter().enumerate() {
+                assert_eq!(p[(ch + 1) * 10 + c], q[ch * 4 + k]);
+            }
+            assert_eq!(p[(ch + 1) * 10 + 1], 0);
+            assert!(p[(ch + 1) * 10 + 5..(ch + 2) * 10].iter().all(|&x| x == 0));
+        }
+        assert_eq!(&p[..10], &[0, 0, 1, 2, 3, 0, 0, 0, 0, 0]);
+        let mut o = spec(Family::Qwen3Omni);
+        o.audio_token_id = Some(AUD);
+        let f = floats(padded_rope_positions(&ids, &mask, 2, 5, &o, &media, false).unwrap());
+        let g = floats(rope_positions(&rows, &o, &media).unwrap());
+        for ch in 0..3 {
+            for (k, &c) in at.iter().enumerate() {
+                assert_eq!(f[ch * 10 + c], g[ch * 4 + k]);
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,6 @@ grids and a few config values, taken from a model config, a processor or given."
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,10 +179,26 @@ def rope_config(source: Any, **overrides: Any) -> RopeConfig:
     return RopeConfig.from_processor(source, **overrides)
 
 
+def _int64(value: Any, name: str) -> np.ndarray:
+    """``value`` as a C-contiguous int64 array: a contiguous int64 CPU tensor is
+    viewed without a copy or a check (the common case of a collated batch)."""
+    if (
+        type(value) is torch.Tensor
+        and value.dtype is torch.int64
+        and not value.requires_grad
+        and value.device.type == "cpu"
+        and value.is_contiguous()
+    ):
+        return value.numpy()
+    return as_int64(value, name)
+
+
 def _grids(value: Any, name: str) -> np.ndarray | None:
     if value is None:
         return None
-    grids = as_int64(value, name).reshape(-1, 3)
+    grids = _int64(value, name)
+    if grids.ndim != 2 or grids.shape[1] != 3:
+        grids = grids.reshape(-1, 3)
     return grids if len(grids) else None
 
 
@@ -249,11 +264,34 @@ def rope_position_ids(
 
     ``second_per_grid``: the processor's ``second_per_grid_ts`` (Qwen2.5-VL) or
     ``video_second_per_grid`` (Qwen3-Omni)."""
-    rope = rope_config(rope)
-    ids = as_int64(input_ids, "input_ids")
+    return _padded_positions(
+        input_ids,
+        attention_mask,
+        rope_config(rope),
+        image_grid_thw,
+        video_grid_thw,
+        second_per_grid,
+        use_audio_in_video,
+        text_row,
+    )
+
+
+def _padded_positions(
+    input_ids: Any,
+    attention_mask: Any,
+    rope: RopeConfig,
+    image_grid_thw: Any,
+    video_grid_thw: Any,
+    second_per_grid: Any,
+    use_audio_in_video: bool,
+    text_row: bool,
+) -> torch.Tensor:
+    """One engine call: the ids and mask (viewed, not copied, when they are int64
+    CPU tensors) in, the ``(3 or 4, B, L)`` positions out, filled in one pass."""
+    ids = _int64(input_ids, "input_ids")
     if ids.ndim != 2:
         raise OptionError(f"input_ids must be (B, L), got shape {tuple(ids.shape)}")
-    mask = np.ones_like(ids) if attention_mask is None else as_int64(attention_mask)
+    mask = np.ones_like(ids) if attention_mask is None else _int64(attention_mask, "attention_mask")
     out = engine.padded_rope_positions(
         ids,
         mask,
@@ -275,20 +313,19 @@ def batch_rope_position_ids(
 ) -> torch.Tensor:
     """:func:`rope_position_ids` of a collated (unshifted, padded) batch: its
     ``input_ids``, ``attention_mask`` and the processor's grids and seconds."""
-    return rope_position_ids(
+    seconds = batch.get("second_per_grid_ts")
+    if seconds is None:
+        seconds = batch.get("video_second_per_grid")
+    return _padded_positions(
         batch["input_ids"],
-        rope,
         batch.get("attention_mask"),
+        rope_config(rope),
         batch.get("image_grid_thw"),
         batch.get("video_grid_thw"),
-        _first(batch, ("second_per_grid_ts", "video_second_per_grid")),
-        use_audio_in_video=bool(batch.get("use_audio_in_video", False)),
-        text_row=text_row,
+        seconds,
+        bool(batch.get("use_audio_in_video", False)),
+        text_row,
     )
-
-
-def _first(batch: dict[str, Any], keys: Sequence[str]) -> Any:
-    return next((batch[k] for k in keys if batch.get(k) is not None), None)
 
 
 __all__ = [
