@@ -135,13 +135,15 @@ PROBES: dict[str, list[dict[str, Any]]] = {
         _a("It is 42."),
     ],
     "unicode": [_u("Qu'est-ce que c'est ? 数字"), _a("Un chat 🐈 — ünïcødé, 数字.")],
-    "reply merging with the header": [
+    "reply merging with the header or not": [
         _u("Is it blue? yes"),
         _a("yes it is"),
         _u("And this one?"),
         _a("the one on the left"),
-        _u("Any more?"),
-        _a("it is not"),
+        _u("How many?"),
+        _a("2 of them"),
+        _u("Which?"),
+        _a("(b), it is not"),
     ],
 }
 
