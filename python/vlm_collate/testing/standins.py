@@ -190,7 +190,8 @@ PHI4_TEMPLATE = (
     "{%- endif -%}{%- endfor -%}{%- endif -%}"
     "{{- '<|end|>' -}}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- else -%}{{- eos_token -}}{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}"
+    "{%- else -%}{{- eos_token -}}{%- endif -%}"
 )
 
 _PHI4_SPECIALS = (
