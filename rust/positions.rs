@@ -241,7 +241,7 @@ impl Padded<'_> {
                 .rposition(|&m| m != 0)
                 .map_or(first, |i| i + 1);
             let at = r * len + first;
-            if row_mask[first..last].iter().all(|&m| m != 0) {
+            if all_attended(&row_mask[first..last]) {
                 let end = r * len + last;
                 let mut channels = Channels {
                     c: [&mut t[at..end], &mut h[at..end], &mut w[at..end]],
@@ -317,11 +317,13 @@ impl Channels<'_, i64> {
     fn ramp(&mut self, start: i64, n: usize) {
         let k = self.len;
         if k + n <= self.c[0].len() {
-            for c in &mut self.c {
-                for (o, x) in c[k..k + n].iter_mut().enumerate() {
-                    *x = start + o as i64;
-                }
+            let [t, h, w] = &mut self.c;
+            let t = &mut t[k..k + n];
+            for (o, x) in t.iter_mut().enumerate() {
+                *x = start + o as i64;
             }
+            h[k..k + n].copy_from_slice(t);
+            w[k..k + n].copy_from_slice(t);
             self.len += n;
         } else {
             for o in 0..n {
@@ -480,6 +482,42 @@ fn position(base: i64, offset: usize, row: usize) -> Result<i64> {
         .ok_or_else(|| EngineError::new(format!("row {row}: a position overflows int64")))
 }
 
+/// Tokens a block scan tests at once: whole chunks are tested without an early
+/// exit (which the compiler vectorizes), then the hit is located inside its chunk.
+const SCAN: usize = 16;
+
+/// The index of the first token equal to `a` or `b` (`row.len()` if none).
+fn first_of_either(row: &[i64], a: i64, b: i64) -> usize {
+    first_where(row, |t| (t == a) | (t == b))
+}
+
+/// The index of the first token other than `token` (`row.len()` if none).
+fn first_other(row: &[i64], token: i64) -> usize {
+    first_where(row, |t| t != token)
+}
+
+#[inline(always)]
+fn first_where(row: &[i64], hit: impl Fn(i64) -> bool + Copy) -> usize {
+    let mut chunks = row.chunks_exact(SCAN);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |any, &t| any | hit(t)) {
+            return at + chunk.iter().position(|&t| hit(t)).unwrap_or(0);
+        }
+        at += SCAN;
+    }
+    at + chunks
+        .remainder()
+        .iter()
+        .position(|&t| hit(t))
+        .unwrap_or(chunks.remainder().len())
+}
+
+/// Whether no value of `mask` is 0 (a vectorized count, no early exit).
+fn all_attended(mask: &[i64]) -> bool {
+    mask.iter().map(|&m| usize::from(m != 0)).sum::<usize>() == mask.len()
+}
+
 /// Qwen2-VL / Qwen2.5-VL / Qwen3-VL: runs of media tokens are blocks.
 fn vl_row(
     row: &[i64],
@@ -501,10 +539,16 @@ fn vl_row(
     let mut i = 0;
     while i < row.len() {
         let k = kind(row[i]);
-        let end = row[i..]
-            .iter()
-            .position(|&t| kind(t) != k)
-            .map_or(row.len(), |n| i + n);
+        let end = i + if k == 0 {
+            first_of_either(&row[i..], spec.image_token_id, spec.video_token_id)
+        } else {
+            let media = if k == 1 {
+                spec.image_token_id
+            } else {
+                spec.video_token_id
+            };
+            first_other(&row[i..], media)
+        };
         let n = end - i;
         if k == 0 {
             let next = position(current, n, r)?;

@@ -186,7 +186,7 @@ def _int64(value: Any, name: str) -> np.ndarray:
         type(value) is torch.Tensor
         and value.dtype is torch.int64
         and not value.requires_grad
-        and value.device.type == "cpu"
+        and value.is_cpu
         and value.is_contiguous()
     ):
         return value.numpy()
