@@ -52,6 +52,9 @@ class RopeConfig:
     tokens_per_second: float = 1.0
     audio_token_id: int | None = None
     audio_start_token_id: int | None = None
+    _engine_args: tuple[tuple[Any, ...], tuple[Any, ...]] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -67,6 +70,20 @@ class RopeConfig:
                 "Qwen3-Omni positions need audio_token_id and audio_start_token_id "
                 "(the processor's audio_token and audio_bos_token)"
             )
+        head = (
+            self.family,
+            int(self.spatial_merge_size),
+            int(self.image_token_id),
+            int(self.video_token_id),
+            int(self.vision_start_token_id),
+        )
+        tail = (
+            float(self.tokens_per_second),
+            None if self.audio_token_id is None else int(self.audio_token_id),
+            None if self.audio_start_token_id is None else int(self.audio_start_token_id),
+        )
+        # The engine's arguments before and after the grids, built once.
+        object.__setattr__(self, "_engine_args", (head, tail))
 
     @classmethod
     def from_model_config(cls, config: Any, **overrides: Any) -> RopeConfig:
@@ -210,16 +227,6 @@ def _seconds(value: Any) -> list[float]:
     return [float(x) for x in np.asarray(value, dtype=np.float64).reshape(-1)]
 
 
-def _spec(rope: RopeConfig) -> tuple[str, int, int, int, int]:
-    return (
-        rope.family,
-        int(rope.spatial_merge_size),
-        int(rope.image_token_id),
-        int(rope.video_token_id),
-        int(rope.vision_start_token_id),
-    )
-
-
 def ragged_rope_positions(
     values: np.ndarray,
     offsets: np.ndarray,
@@ -235,13 +242,11 @@ def ragged_rope_positions(
     return engine.rope_positions(
         as_int64(values, "values"),
         as_int64(offsets, "offsets"),
-        *_spec(rope),
+        *rope._engine_args[0],
         _grids(image_grid_thw, "image_grid_thw"),
         _grids(video_grid_thw, "video_grid_thw"),
         _seconds(second_per_grid),
-        float(rope.tokens_per_second),
-        None if rope.audio_token_id is None else int(rope.audio_token_id),
-        None if rope.audio_start_token_id is None else int(rope.audio_start_token_id),
+        *rope._engine_args[1],
         bool(use_audio_in_video),
     )
 
@@ -295,13 +300,11 @@ def _padded_positions(
     out = engine.padded_rope_positions(
         ids,
         mask,
-        *_spec(rope),
+        *rope._engine_args[0],
         _grids(image_grid_thw, "image_grid_thw"),
         _grids(video_grid_thw, "video_grid_thw"),
         _seconds(second_per_grid),
-        float(rope.tokens_per_second),
-        None if rope.audio_token_id is None else int(rope.audio_token_id),
-        None if rope.audio_start_token_id is None else int(rope.audio_start_token_id),
+        *rope._engine_args[1],
         bool(use_audio_in_video),
         bool(text_row),
     )
