@@ -35,6 +35,10 @@ _PROCESSORS = {
 }
 
 
+_EngineHead = tuple[str, int, int, int, int]
+_EngineTail = tuple[float, int | None, int | None]
+
+
 @dataclass(frozen=True)
 class RopeConfig:
     """What a family's rotary positions depend on.
@@ -52,7 +56,7 @@ class RopeConfig:
     tokens_per_second: float = 1.0
     audio_token_id: int | None = None
     audio_start_token_id: int | None = None
-    _engine_args: tuple[tuple[Any, ...], tuple[Any, ...]] = dataclasses.field(
+    _engine_args: tuple[_EngineHead, _EngineTail] = dataclasses.field(
         init=False, repr=False, compare=False
     )
 
