@@ -235,13 +235,11 @@ impl Padded<'_> {
         for r in 0..self.rows {
             let span = r * len..(r + 1) * len;
             let (row_ids, row_mask) = (&self.ids[span.clone()], &self.mask[span]);
-            let first = row_mask.iter().position(|&m| m != 0).unwrap_or(len);
-            let last = row_mask
-                .iter()
-                .rposition(|&m| m != 0)
-                .map_or(first, |i| i + 1);
+            // The first run of attended columns, and whether no other column is attended.
+            let first = first_where(row_mask, |m| m != 0);
+            let last = first + first_where(&row_mask[first..], |m| m == 0);
             let at = r * len + first;
-            if all_attended(&row_mask[first..last]) {
+            if first_where(&row_mask[last..], |m| m != 0) == len - last {
                 let end = r * len + last;
                 let mut channels = Channels {
                     c: [&mut t[at..end], &mut h[at..end], &mut w[at..end]],
@@ -256,7 +254,7 @@ impl Padded<'_> {
                 continue;
             }
             columns.clear();
-            columns.extend((first..last).filter(|&c| row_mask[c] != 0));
+            columns.extend((first..len).filter(|&c| row_mask[c] != 0));
             gathered.clear();
             gathered.extend(columns.iter().map(|&c| row_ids[c]));
             let k = columns.len();
@@ -511,11 +509,6 @@ fn first_where(row: &[i64], hit: impl Fn(i64) -> bool + Copy) -> usize {
         .iter()
         .position(|&t| hit(t))
         .unwrap_or(chunks.remainder().len())
-}
-
-/// Whether no value of `mask` is 0 (a vectorized count, no early exit).
-fn all_attended(mask: &[i64]) -> bool {
-    mask.iter().map(|&m| usize::from(m != 0)).sum::<usize>() == mask.len()
 }
 
 /// Qwen2-VL / Qwen2.5-VL / Qwen3-VL: runs of media tokens are blocks.
