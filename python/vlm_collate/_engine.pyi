@@ -172,9 +172,7 @@ def padded_rope_positions(
     """Rotary positions of a padded ``(B, L)`` batch, ``(4, B, L)`` with the text positions
     first or ``(3, B, L)`` without ``text_row``; padding is 0."""
 
-def pixel_rows(
-    targets: _I64, patch_size: int, merge_size: int, temporal_patch_size: int
-) -> _I64:
+def pixel_rows(targets: _I64, patch_size: int, merge_size: int, temporal_patch_size: int) -> _I64:
     """Rows of ``pixel_values`` per image resized to ``targets`` (``(N, 2)`` height, width)."""
 
 def write_pixel_values(
