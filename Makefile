@@ -12,7 +12,7 @@ test:
 	@venv=$$(bash scripts/env.sh --browser) && cargo test --quiet && $(RUN) "$$venv/bin/python" -m pytest -q
 
 bench:
-	@venv=$$(bash scripts/env.sh) && $(RUN) "$$venv/bin/vlm-collate" bench
+	@venv=$$(bash scripts/env.sh) && $(RUN) "$$venv/bin/python" -m benches.run_all
 
 lint:
 	@venv=$$(bash scripts/env.sh) && cargo fmt --check \
