@@ -151,20 +151,9 @@ def run(ctx: Context) -> list[Table]:
     ctx.advance("packing: rotary positions")
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
-    config = Qwen2_5_VLConfig(
-        vision_config=dict(
-            depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=16
-        ),
-        text_config=dict(
-            hidden_size=16,
-            intermediate_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            vocab_size=32,
-            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]},
-        ),
-    )
+    from vlm_collate.testing.tiny_models import tiny_qwen_vl_config
+
+    config = Qwen2_5_VLConfig(**tiny_qwen_vl_config(vocab_size=32))
     model = Qwen2_5_VLModel(config).eval()
     rope = RopeConfig.from_model_config(config)
     rope_table = Table(

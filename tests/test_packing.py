@@ -19,6 +19,7 @@ from vlm_collate import LengthEstimator, PackedBatchSampler, PackedCollator, VLM
 from vlm_collate.engine import IGNORE_INDEX
 from vlm_collate.errors import OptionError
 from vlm_collate.testing import video
+from vlm_collate.testing.tiny_models import tiny_qwen_vl_config
 
 
 def conversation(*content, reply="It is a test."):
@@ -59,20 +60,7 @@ def alone(qwen_processor):
 
 def tiny_model(attention: str):
     torch.manual_seed(0)
-    config = Qwen2_5_VLConfig(
-        vision_config=dict(
-            depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32
-        ),
-        text_config=dict(
-            hidden_size=32,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            vocab_size=151_700,
-            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]},
-        ),
-    )
+    config = Qwen2_5_VLConfig(**tiny_qwen_vl_config(hidden_size=32, num_hidden_layers=2))
     config._attn_implementation = attention
     config.text_config._attn_implementation = attention
     return Qwen2_5_VLForConditionalGeneration(config).eval()

@@ -30,21 +30,9 @@ from vlm_collate.positions import (
     rope_position_ids,
 )
 from vlm_collate.testing import video
+from vlm_collate.testing.tiny_models import tiny_qwen_vl_config
 
-TINY = dict(
-    vision_config=dict(
-        depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=16
-    ),
-    text_config=dict(
-        hidden_size=16,
-        intermediate_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        vocab_size=151_700,
-        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3]},
-    ),
-)
+TINY = tiny_qwen_vl_config()
 
 
 @pytest.fixture(scope="module")
