@@ -1,7 +1,7 @@
 //! Ragged rows and padded batches: the two shapes a batch takes in the engine.
 
 use crate::error::{EngineError, Result};
-use crate::limits::{batch_elements, filled, too_large};
+use crate::limits::{batch_elements, filled, too_large, with_capacity};
 
 /// Which side of a row receives padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,31 @@ impl Side {
     }
 }
 
+/// Offsets (`offsets[i]..offsets[i + 1]` is item `i`, a row or a document) checked to
+/// start at 0 and never decrease; `name` is the caller's name for the array and `items`
+/// what its entries delimit, for the error message.
+pub fn checked_offsets(offsets: &[i64], name: &str, items: &str) -> Result<Vec<usize>> {
+    if offsets.first() != Some(&0) {
+        return Err(EngineError::new(format!(
+            "{name} must start at 0 and hold one entry more than there are {items}; got {} entries starting at {:?}",
+            offsets.len(),
+            offsets.first()
+        )));
+    }
+    let mut out = with_capacity(offsets.len(), name)?;
+    for (i, &o) in offsets.iter().enumerate() {
+        if i > 0 && o < offsets[i - 1] {
+            return Err(EngineError::new(format!(
+                "{name} must not decrease, but {name}[{i}] = {o} follows {name}[{}] = {}",
+                i - 1,
+                offsets[i - 1]
+            )));
+        }
+        out.push(o as usize);
+    }
+    Ok(out)
+}
+
 /// Rows of different lengths stored back to back: row `i` is
 /// `values[offsets[i]..offsets[i + 1]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -37,24 +62,7 @@ impl Rows {
     /// caller's names of the two arrays, for the error message.
     pub fn from_parts(values: Vec<i64>, offsets: Vec<i64>, names: [&str; 2]) -> Result<Rows> {
         let [values_name, offsets_name] = names;
-        if offsets.first() != Some(&0) {
-            return Err(EngineError::new(format!(
-                "{offsets_name} must start at 0 and hold one entry more than there are rows; got {} entries starting at {:?}",
-                offsets.len(),
-                offsets.first()
-            )));
-        }
-        let mut checked = Vec::with_capacity(offsets.len());
-        for (i, &o) in offsets.iter().enumerate() {
-            if i > 0 && o < offsets[i - 1] {
-                return Err(EngineError::new(format!(
-                    "{offsets_name} must not decrease, but {offsets_name}[{i}] = {o} follows {offsets_name}[{}] = {}",
-                    i - 1,
-                    offsets[i - 1]
-                )));
-            }
-            checked.push(o as usize);
-        }
+        let checked = checked_offsets(&offsets, offsets_name, "rows")?;
         let last = offsets[offsets.len() - 1];
         if usize::try_from(last) != Ok(values.len()) {
             return Err(EngineError::new(format!(

@@ -480,7 +480,7 @@ fn packed_layout<'py>(
         bin_offsets.as_slice()?,
     );
     let layout = run(py, || {
-        let offsets = crate::pack::checked_offsets(d, "doc_offsets")?;
+        let offsets = crate::batch::checked_offsets(d, "doc_offsets", "documents")?;
         let bins = crate::pack::bins_from_parts(o, b)?;
         crate::pack::packed_layout(&offsets, &bins, width, shift)
     })?;

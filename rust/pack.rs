@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::batch::checked_offsets;
 use crate::error::{EngineError, Result};
 use crate::limits::{batch_elements, filled, with_capacity};
 
@@ -138,33 +139,9 @@ impl MaxTree {
     }
 }
 
-/// Offsets (`offsets[d]..offsets[d + 1]` is document `d`) checked to start at
-/// 0 and never decrease; `name` is the caller's name for the array.
-pub fn checked_offsets(offsets: &[i64], name: &str) -> Result<Vec<usize>> {
-    if offsets.first() != Some(&0) {
-        return Err(EngineError::new(format!(
-            "{name} must start at 0 and hold one entry more than there are documents; got {} entries starting at {:?}",
-            offsets.len(),
-            offsets.first()
-        )));
-    }
-    let mut out = with_capacity(offsets.len(), name)?;
-    for (i, &o) in offsets.iter().enumerate() {
-        if i > 0 && o < offsets[i - 1] {
-            return Err(EngineError::new(format!(
-                "{name} must not decrease, but {name}[{i}] = {o} follows {name}[{}] = {}",
-                i - 1,
-                offsets[i - 1]
-            )));
-        }
-        out.push(o as usize);
-    }
-    Ok(out)
-}
-
 /// Bins from their flat form: bin `b` holds `order[bin_offsets[b]..bin_offsets[b + 1]]`.
 pub fn bins_from_parts(order: &[i64], bin_offsets: &[i64]) -> Result<Vec<Vec<usize>>> {
-    let bounds = checked_offsets(bin_offsets, "bin_offsets")?;
+    let bounds = checked_offsets(bin_offsets, "bin_offsets", "bins")?;
     if bounds.last() != Some(&order.len()) {
         return Err(EngineError::new(format!(
             "the last entry of bin_offsets ({:?}) must equal the length of order ({})",
@@ -411,8 +388,8 @@ mod tests {
         assert!(bins_from_parts(&order, &[0, 2]).is_err());
         assert!(bins_from_parts(&[-1], &[0, 1]).is_err());
         assert!(bins_from_parts(&order, &[0, 3, 2, 3]).is_err());
-        assert!(checked_offsets(&[1, 2], "doc_offsets").is_err());
-        assert!(checked_offsets(&[], "doc_offsets").is_err());
+        assert!(checked_offsets(&[1, 2], "doc_offsets", "documents").is_err());
+        assert!(checked_offsets(&[], "doc_offsets", "documents").is_err());
     }
 
     #[test]
