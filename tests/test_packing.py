@@ -14,25 +14,13 @@ from hypothesis import strategies as st
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
-from conftest import make_image
+from conftest import image_item as image
+from conftest import one_turn as conversation
 from vlm_collate import LengthEstimator, PackedBatchSampler, PackedCollator, VLMCollator
 from vlm_collate.engine import IGNORE_INDEX
 from vlm_collate.errors import OptionError
 from vlm_collate.testing import video
 from vlm_collate.testing.tiny_models import tiny_qwen_vl_config
-
-
-def conversation(*content, reply="It is a test."):
-    return {
-        "conversation": [
-            {"role": "user", "content": list(content)},
-            {"role": "assistant", "content": reply},
-        ]
-    }
-
-
-def image(w, h, seed=0):
-    return {"type": "image", "image": make_image(w, h, seed)}
 
 
 def text(t):

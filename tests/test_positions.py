@@ -19,7 +19,8 @@ from transformers import (
 )
 from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as omni
 
-from conftest import make_image
+from conftest import image_item as image
+from conftest import one_turn as conversation
 from vlm_collate import VLMCollator
 from vlm_collate.errors import OptionError
 from vlm_collate.packing import PackedCollator
@@ -46,19 +47,6 @@ def models():
         "qwen2_vl": Qwen2VLModel(Qwen2VLConfig(**TINY)).eval(),
         "qwen2_5_vl": Qwen2_5_VLModel(qwen2_5).eval(),
     }
-
-
-def conversation(*content, reply="It is a test."):
-    return {
-        "conversation": [
-            {"role": "user", "content": list(content)},
-            {"role": "assistant", "content": reply},
-        ]
-    }
-
-
-def image(w, h, seed=0):
-    return {"type": "image", "image": make_image(w, h, seed)}
 
 
 def clip(frames, h, w, seed=0):
