@@ -193,6 +193,7 @@ def collate_with(
     profile = profile_of(processor)
     pad_id = profile.require_pad_id()
     keep = _unlabeled_policy(conversations, options, report)
+    refuse_media_text([conversations[i] for i in keep], keep, processor)
     if options.max_length is not None and media_ids is None:
         media_ids = profile.media_ids
     while True:
@@ -202,7 +203,6 @@ def collate_with(
                 "raise max_length, or use on_overflow='truncate' / on_unlabeled='warn' to keep them"
             )
         kept = [conversations[i] for i in keep]
-        refuse_media_text(kept, keep, processor)
         encoded = escaped_special_text(
             encoded_naming_sample(encode, [examples[i] for i in keep], kept, list(keep)),
             kept, list(keep), processor, options.on_special_text,

@@ -508,6 +508,31 @@ def _like(original: Any, array: np.ndarray) -> Any:
     return array
 
 
+_MEDIA_PATTERNS: weakref.WeakKeyDictionary[Any, re.Pattern[str] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _media_pattern(processor: Any) -> re.Pattern[str] | None:
+    """The strings of ``processor``'s media placeholder and block-delimiter tokens as one
+    pattern (cached per processor), or None when it has none."""
+    with contextlib.suppress(TypeError):
+        if processor in _MEDIA_PATTERNS:
+            return _MEDIA_PATTERNS[processor]
+    tokenizer = tokenizer_of(processor)
+    ids = {*media_token_ids(processor), *(i for g in media_block_ids(processor) for i in g)}
+    strings = {t for t in tokenizer.convert_ids_to_tokens(sorted(ids)) if isinstance(t, str) and t}
+    for attribute in ("image_token", "video_token", "audio_token"):
+        token = getattr(processor, attribute, None)
+        if isinstance(token, str) and token:
+            strings.add(token)
+    ordered = sorted(strings, key=len, reverse=True)
+    pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    with contextlib.suppress(TypeError):
+        _MEDIA_PATTERNS[processor] = pattern
+    return pattern
+
+
 def refuse_media_text(
     conversations: Sequence[Sequence[Mapping[str, Any]]],
     indices: Sequence[int],
@@ -516,18 +541,9 @@ def refuse_media_text(
     """Raises a SampleError naming the sample, message and string when message text holds
     a media placeholder or block-delimiter string (``<image>``, ``<|vision_start|>``):
     the processor would read it as a media slot, so no policy can keep it as text."""
-    tokenizer = tokenizer_of(processor)
-    ids = {*media_token_ids(processor), *(i for g in media_block_ids(processor) for i in g)}
-    strings = sorted(
-        {t for t in tokenizer.convert_ids_to_tokens(sorted(ids)) if isinstance(t, str) and t},
-        key=len,
-        reverse=True,
-    )
-    extra = [getattr(processor, a, None) for a in ("image_token", "video_token", "audio_token")]
-    strings += [t for t in extra if isinstance(t, str) and t and t not in strings]
-    if not strings:
+    pattern = _media_pattern(processor)
+    if pattern is None:
         return
-    pattern = re.compile("|".join(map(re.escape, strings)))
     for conversation, index in zip(conversations, indices):
         for m, message in enumerate(conversation):
             for text in _texts_of(message):
