@@ -24,7 +24,7 @@ from rich.text import Text
 from ..engine import IGNORE_INDEX
 from ..profile import profile_of
 from ..report import BatchReport
-from ..tokens import optional_token_id, tokenizer_of
+from ..tokens import tokenizer_of
 
 IGNORE = IGNORE_INDEX
 MEDIA_KINDS = ("image", "video", "audio")
@@ -132,17 +132,13 @@ class BatchView:
 
 
 def placeholder_kinds(processor: Any) -> dict[int, str]:
-    """Token id -> media kind for the image/video/audio placeholder tokens that the
-    processor or its tokenizer name (``image_token_id`` or ``image_token``, ...)."""
-    tokenizer = tokenizer_of(processor)
+    """Token id -> media kind for the tokens the processor repeats for a media item's
+    features (read from the processor profile: the one rule)."""
     kinds: dict[int, str] = {}
-    for owner in (processor, tokenizer):
-        for kind in MEDIA_KINDS:
-            tid = getattr(owner, f"{kind}_token_id", None)
-            if not isinstance(tid, int):
-                tid = optional_token_id(tokenizer, getattr(owner, f"{kind}_token", None))
-            if isinstance(tid, int) and tid >= 0:
-                kinds.setdefault(tid, kind)
+    for kind, media in profile_of(processor).media.items():
+        tid = media.expanded_id if media.expanded_id is not None else media.placeholder_id
+        if tid is not None and tid >= 0:
+            kinds.setdefault(tid, kind)
     return kinds
 
 
