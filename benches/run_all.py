@@ -2,7 +2,7 @@
 writes ``results.json``, ``results.md`` and the scaling plot.
 
     python benches/run_all.py            # full run (minutes), results in bench-results/,
-                                         # README tables and docs/bench_results.json rewritten
+                                         # the docs' tables and docs/bench_results.json rewritten
     python benches/run_all.py --quick    # tiny sizes, few repeats (smoke test, CI)
     vlm-collate bench [--quick]          # the same, through the CLI
 
@@ -66,11 +66,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "run with every benchmark, none with --quick or --only)",
     )
     parser.add_argument(
-        "--readme",
+        "--docs",
         type=Path,
         default=None,
-        help="write the tables into this README's bench-results block (default: README.md "
-        "and docs/bench_results.json on a full run with every benchmark; none otherwise)",
+        help="write the tables into the generated blocks of this docs folder (benchmarks.md, "
+        "and fast_path.md when the fast path ran) (default: docs/, and docs/bench_results.json, "
+        "on a full run with every benchmark; none otherwise)",
     )
     return parser.parse_args(argv)
 
@@ -115,12 +116,12 @@ def _run(args: argparse.Namespace) -> int:
     modules = {n: _module(n) for n in names}
     out = args.out or ROOT / "bench-results" / ("quick" if args.quick else "")
     out.mkdir(parents=True, exist_ok=True)
-    plot_copy, readme = args.plot_copy, args.readme
+    plot_copy, docs = args.plot_copy, args.docs
     full = not args.quick and not args.only
     if plot_copy is None and full:
         plot_copy = ROOT / "docs" / "bench_scaling.png"
-    if readme is None and full:
-        readme = ROOT / "README.md"
+    if docs is None and full:
+        docs = ROOT / "docs"
 
     started, load_before = time.perf_counter(), os.getloadavg()
     tables = []
@@ -191,16 +192,18 @@ def _run(args: argparse.Namespace) -> int:
         )
     )
     console.print(f"results: {out / 'results.md'}, {out / 'results.json'}")
-    if readme is not None:
-        _module("readme").write_block(readme, "bench-results", (out / "results.md").read_text())
-        if "fast_path" in per_module and "<!-- fast-path:start -->" in readme.read_text():
-            # The Fast path section shows its own tables and targets.
+    if docs is not None:
+        blocks = _module("readme")
+        written = [blocks.write_block(docs, "bench-results", (out / "results.md").read_text())]
+        fast_path_doc = blocks.block_file("fast-path", docs)
+        if "fast_path" in per_module and fast_path_doc.exists():
+            # The fast path's page shows its own tables and targets.
             own_tables, own_targets = per_module["fast_path"]
             text = _markdown(own_tables, own_targets, machine, elapsed, args.quick)
-            _module("readme").write_block(readme, "fast-path", text)
+            written.append(blocks.write_block(fast_path_doc, "fast-path", text))
         if full:
             shutil.copyfile(out / "results.json", ROOT / "docs" / "bench_results.json")
-        console.print(f"README tables rewritten: {readme}")
+        console.print(f"docs tables rewritten: {', '.join(map(str, written))}")
     if plot is not None:
         copy = f" (copied to {plot_copy})" if plot_copy is not None else ""
         console.print(f"plot: {plot}{copy}")

@@ -1,10 +1,11 @@
-"""The README's python code runs, as written (the docs test of Hugging Face tokenizers,
-done with the README's own markers).
+"""The python code of the README and of ``docs/*.md`` runs, as written (the docs test of
+Hugging Face tokenizers, done with the docs' own markers).
 
-Convention: every python block in README.md is preceded by ``<!-- example: NAME -->``
-(it runs on its own) or ``<!-- example: NAME needs=model,processor,dataset -->`` (it
-runs with those names bound to a tiny Qwen2.5-VL from a config, the offline
-``Qwen2_5_VLProcessor`` and a few rows). Blocks that train are run by the integration
+Convention: every python block in README.md and in docs/*.md is preceded by
+``<!-- example: NAME -->`` (it runs on its own) or
+``<!-- example: NAME needs=model,processor,dataset -->`` (it runs with those names bound
+to a tiny Qwen2.5-VL from a config, the offline ``Qwen2_5_VLProcessor`` and a few rows;
+README only, where ``tiny_vlm.run_example`` finds it). Blocks that train are run by the
 test that owns them, which also checks their results."""
 
 from __future__ import annotations
@@ -14,7 +15,53 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_vlm import readme_examples, run_example, tiny_qwen2_5_vl, trl_rows
+from tiny_vlm import (
+    _EXAMPLE,
+    _PYTHON_BLOCK,
+    readme_examples,
+    run_example,
+    tiny_qwen2_5_vl,
+    trl_rows,
+)
+
+
+def _root() -> Path:
+    """The clone's root (the folder with README.md and docs/), wherever this file sits
+    under tests/."""
+    here = Path(__file__).resolve().parent
+    return next(
+        p for p in (here, *here.parents) if (p / "README.md").is_file() and (p / "docs").is_dir()
+    )
+
+
+ROOT = _root()
+
+
+def docs_examples() -> dict[str, tuple[Path, str, tuple[str, ...]]]:
+    """The python blocks of ``docs/*.md`` by name: ``{name: (file, code, names it needs)}``;
+    raises on a block without a marker or a name used twice (README included)."""
+    found: dict[str, tuple[Path, str, tuple[str, ...]]] = {}
+    taken = set(readme_examples())
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        marked = list(_EXAMPLE.finditer(text))
+        blocks = _PYTHON_BLOCK.findall(text)
+        if len(blocks) != len(marked):
+            named = {m["code"] for m in marked}
+            loose = [b.splitlines()[0] for b in blocks if b not in named]
+            raise AssertionError(f"{path.name}: python blocks without an example marker: {loose}")
+        for m in marked:
+            name = m["name"]
+            if name in taken:
+                raise AssertionError(f"{path.name}: example name {name!r} is used twice")
+            taken.add(name)
+            found[name] = (path, m["code"], tuple(filter(None, (m["needs"] or "").split(","))))
+    return found
+
+
+def _test_files() -> list[Path]:
+    return sorted((ROOT / "tests").rglob("test_*.py"))
+
 
 OWNERS = {
     "trainer": "test_integration_trainer.py",
@@ -26,20 +73,38 @@ OWNERS = {
 def test_every_python_block_is_marked_and_run_somewhere():
     examples = readme_examples()  # raises on a python block without a marker
     assert {"five-lines", "trainer", "trl"} <= set(examples)
-    here = Path(__file__).resolve().parent
+    sources = [p.read_text() for p in _test_files() if p.name != Path(__file__).name]
     for name, test_file in OWNERS.items():
-        source = (here / test_file).read_text()
-        assert "run_example(" in source and f'"{name}"' in source, (
-            f"{test_file} does not run the README example {name!r}"
+        # The owner may have moved into a subfolder of tests/ (or been renamed).
+        assert any("run_example(" in src and f'"{name}"' in src for src in sources), (
+            f"no test under tests/ (expected {test_file}) runs the README example {name!r}"
         )
+    # Examples with bound names run through tiny_vlm.run_example, which reads the README.
+    for name, (path, _, needs) in docs_examples().items():
+        assert not needs, f"{path.name}: example {name!r} needs {needs}: keep it in README.md"
 
 
-@pytest.mark.parametrize(
-    "name", [n for n, (_, needs) in readme_examples().items() if not needs and n not in OWNERS]
+def test_docs_hold_runnable_examples():
+    assert "options" in docs_examples()  # the CollateOptions example of docs/options.md
+
+
+STANDALONE = sorted(
+    [n for n, (_, needs) in readme_examples().items() if not needs and n not in OWNERS]
+    + list(docs_examples())
 )
+"""Examples that run on their own: the README's and every one of docs/*.md."""
+
+
+@pytest.mark.parametrize("name", STANDALONE)
 def test_standalone_examples_run(name, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    run_example(name)
+    docs = docs_examples()
+    if name in docs:
+        path, code, _ = docs[name]
+        source = f"{path.relative_to(ROOT)}:{name}"
+        exec(compile(code, source, "exec"), {"__name__": f"docs_{name}"})
+    else:
+        run_example(name)
     if name == "options":
         assert "pass max_length=128" in capsys.readouterr().out
 
