@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vlm_collate.conversation import assistant_turns, extract_assistant_text
+from vlm_collate.formats.conversation import assistant_turns, extract_assistant_text
 
 IGNORE = -100
 

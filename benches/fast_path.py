@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from vlm_collate import VLMCollator, qwen2_5_collate_fn
-from vlm_collate.conversation import with_list_content
+from vlm_collate.formats.conversation import with_list_content
 
 from . import baselines, data, dataloader, memory
 from .common import Context, Table, Target, fmt_mib, fmt_ratio, fmt_time, measure_all

@@ -3,7 +3,7 @@
 Methods (all return the same (B, L) labels on this data, checked every cell):
 * engine markers: ``vlm_collate.build_labels`` (the default path: markers
   derived from the chat template, one engine call for the batch);
-* engine contents: ``vlm_collate.labels.labels_by_contents`` (tokenizes every
+* engine contents: ``vlm_collate.pipeline.labels.labels_by_contents`` (tokenizes every
   reply, then one engine call searches them all);
 * engine search only: that engine call alone, on replies tokenized beforehand;
 * reference markers / contents: ``reference.py``, plain Python over lists
@@ -13,7 +13,7 @@ Methods (all return the same (B, L) labels on this data, checked every cell):
 * torch markers: whole-batch shifted comparisons and a running maximum;
 * torch contents: per reply, first-token candidates then one gathered
   ``unfold`` comparison (given the same reply tokenization);
-* exact path: ``vlm_collate.labels.exact_labels``, differential rendering of every
+* exact path: ``vlm_collate.pipeline.labels.exact_labels``, differential rendering of every
   conversation mapped onto its row (what a template whose markers fail verification
   gets), shown beside the processor's own tokenization of the same batch.
 
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from vlm_collate import _engine, build_labels, reference
-from vlm_collate.conversation import assistant_turns, extract_assistant_text
 from vlm_collate.engine import ragged
-from vlm_collate.labels import exact_labels, labels_by_contents
-from vlm_collate.markers import labels_plan, markers_for
+from vlm_collate.formats.conversation import assistant_turns, extract_assistant_text
+from vlm_collate.pipeline.labels import exact_labels, labels_by_contents
+from vlm_collate.processor.markers import labels_plan, markers_for
 
 from . import baselines, data
 from .common import Context, Table, Target, fmt_ratio, fmt_time, measure_all

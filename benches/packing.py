@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vlm_collate import LengthEstimator, PackedBatchSampler, PackedCollator, VLMCollator
-from vlm_collate.positions import RopeConfig, batch_rope_position_ids
+from vlm_collate.packing.positions import RopeConfig, batch_rope_position_ids
 
 from . import data
 from .common import Context, Table, Target, fmt_ratio, fmt_time, measure_all

@@ -16,7 +16,7 @@ from vlm_collate import (
     extract_assistant_text,
     find_pattern_indices,
 )
-from vlm_collate.markers import markers_for
+from vlm_collate.processor.markers import markers_for
 from vlm_collate.testing import qwen2_tokenizer
 
 

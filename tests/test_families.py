@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 from vlm_collate import get_collate_fn, testing
+from vlm_collate.collator import COLLATE_FNS
 from vlm_collate.errors import SampleError
-from vlm_collate.models.family import FAMILIES
-from vlm_collate.registry import COLLATE_FNS
+from vlm_collate.processor.family import FAMILIES
 from vlm_collate.testing.families import FAMILY_PROCESSORS
 
 IGNORE = -100

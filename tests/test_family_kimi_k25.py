@@ -18,7 +18,7 @@ from family_checks import (
     user,
 )
 from vlm_collate import kimi_k25_vl_collate_fn
-from vlm_collate.models.kimi_k25 import media_token_id
+from vlm_collate.families.kimi_k25 import media_token_id
 from vlm_collate.testing import (
     kimi_k25_processor,
     kimi_k25_remote_processor,

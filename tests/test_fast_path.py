@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from transformers import Qwen2VLImageProcessor
 
 from vlm_collate import engine, qwen2_5_collate_fn
-from vlm_collate.fast_path import fast_encoding, fast_plan, pixel_values
+from vlm_collate.pipeline.fast_path import fast_encoding, fast_plan, pixel_values
 from vlm_collate.testing.builders import qwen2_5_vl_processor
 from vlm_collate.testing.families import qwen2_vl_processor, qwen3_vl_processor
 

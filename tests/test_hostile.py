@@ -20,7 +20,7 @@ from vlm_collate import (
     testing,
 )
 from vlm_collate.errors import MediaError, SampleError
-from vlm_collate.profile import media_block_ids
+from vlm_collate.processor.profile import media_block_ids
 
 
 def chat(*items, reply: str = "ok") -> dict:

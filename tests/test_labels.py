@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from conftest import make_image
 from vlm_collate import build_labels, qwen2_5_collate_fn
-from vlm_collate.markers import markers_for
+from vlm_collate.processor.markers import markers_for
 from vlm_collate.testing import offset_targets
 
 WORDS = [
@@ -227,17 +227,19 @@ def test_text_only_sample_in_an_image_batch_and_padding_never_labelled(qwen_proc
 
 
 def test_without_a_mask_only_the_padded_end_is_padding(qwen_tokenizer):
-    from vlm_collate.labels import _mask_for
+    from vlm_collate.pipeline.labels import _mask_for
+    from vlm_collate.processor.profile import profile_of
 
     pad = qwen_tokenizer.pad_token_id
     ids = np.array([[5, pad, 6, pad, pad], [7, 8, 9, 10, 11], [pad, pad, pad, pad, pad]])
-    assert _mask_for(ids, None, qwen_tokenizer).tolist() == [
+    profile = profile_of(qwen_tokenizer)
+    assert _mask_for(ids, None, profile).tolist() == [
         [1, 1, 1, 0, 0],
         [1, 1, 1, 1, 1],
         [0, 0, 0, 0, 0],
     ]
     # When pad closes turns (pad == eos), the run's first token is the row's own.
-    assert _mask_for(ids, None, qwen_tokenizer, keep_first_pad=True).tolist() == [
+    assert _mask_for(ids, None, profile, keep_first_pad=True).tolist() == [
         [1, 1, 1, 1, 0],
         [1, 1, 1, 1, 1],
         [1, 0, 0, 0, 0],

@@ -12,7 +12,7 @@ from PIL import Image
 
 from vlm_collate import default_collate_fn, qwen2_5_collate_fn, testing
 from vlm_collate.errors import MediaError
-from vlm_collate.media import load_audio, load_image, load_video, waveform_at
+from vlm_collate.pipeline.media import load_audio, load_image, load_video, waveform_at
 
 
 def png_bytes(image: Image.Image) -> bytes:

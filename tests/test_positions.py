@@ -24,7 +24,7 @@ from conftest import one_turn as conversation
 from vlm_collate import VLMCollator
 from vlm_collate.errors import OptionError
 from vlm_collate.packing import PackedCollator
-from vlm_collate.positions import (
+from vlm_collate.packing.positions import (
     RopeConfig,
     batch_rope_position_ids,
     ragged_rope_positions,

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from conftest import make_image
 from vlm_collate import VLMCollator, _engine, expand_image_tokens, qwen2_5_collate_fn, reference
 from vlm_collate.errors import CollateError, MediaError, SampleError
+from vlm_collate.processor.tokens import token_id
 from vlm_collate.testing import qwen2_5_vl_processor
-from vlm_collate.tokens import token_id
 
 
 def chat(reply: str = "Yes", *, images=(), question: str = "Is it blue?") -> dict:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from vlm_collate import kimi_vl_collate_fn, phi4_mm_collate_fn, qwen2_5_collate_fn, testing
 from vlm_collate.errors import SampleError
-from vlm_collate.special_text import special_token_strings
+from vlm_collate.processor.profile import profile_of
 
 IGNORE = -100
 _PROBE = "\ue001"
@@ -107,7 +107,7 @@ def structural_specials(processor, messages) -> int:
     """How many special tokens the template itself writes: the rendering with every
     special-token string removed from the content, tokenized."""
     tokenizer = processor.tokenizer
-    strings = special_token_strings(tokenizer)
+    strings = profile_of(tokenizer).special_strings
 
     def strip(text: str) -> str:
         for s in strings:

@@ -8,7 +8,7 @@ import pytest
 
 from vlm_collate import TemplateError, check_template
 from vlm_collate.cli.commands import main
-from vlm_collate.markers import labels_plan
+from vlm_collate.processor.markers import labels_plan
 from vlm_collate.testing import builders, vocabularies
 from vlm_collate.testing.vocabularies import template_text
 

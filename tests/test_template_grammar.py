@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlm_collate import build_labels
-from vlm_collate.markers import labels_plan
+from vlm_collate.processor.markers import labels_plan
 from vlm_collate.testing import builders
 
 IGNORE = -100

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlm_collate import build_labels
-from vlm_collate.labels import exact_labels, label_array
-from vlm_collate.markers import labels_plan
+from vlm_collate.pipeline.labels import exact_labels, label_array
+from vlm_collate.processor.markers import labels_plan
 from vlm_collate.testing import builders, vocabularies
 from vlm_collate.testing.vocabularies import template_text
 

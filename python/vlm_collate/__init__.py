@@ -8,8 +8,10 @@ placeholder expansion and padding.
 from __future__ import annotations
 
 import logging
+import sys
 
-from .conversation import extract_assistant_text
+from . import families
+from .collator import COLLATE_FNS, VLMCollator, get_collate_fn
 from .errors import (
     CollateError,
     MediaError,
@@ -18,24 +20,29 @@ from .errors import (
     SampleTooLongError,
     TemplateError,
 )
-from .expand import expand_image_tokens, image_token_counts
-from .labels import build_labels
-from .models.default import default_collate_fn
-from .models.kimi_k25 import kimi_k25_vl_collate_fn
-from .models.kimi_vl import kimi_vl_collate_fn
-from .models.nemotron_parse import nemotron_parse_collate_fn
-from .models.phi4_mm import phi4_mm_collate_fn
-from .models.qwen2_5_vl import qwen2_5_collate_fn
-from .models.qwen3_omni import qwen3_omni_collate_fn
+from .families.default import default_collate_fn
+from .families.kimi_k25 import kimi_k25_vl_collate_fn
+from .families.kimi_vl import kimi_vl_collate_fn
+from .families.nemotron_parse import nemotron_parse_collate_fn
+from .families.phi4_mm import phi4_mm_collate_fn
+from .families.qwen2_5_vl import qwen2_5_collate_fn
+from .families.qwen3_omni import qwen3_omni_collate_fn
+from .formats.conversation import extract_assistant_text
 from .options import CollateOptions
-from .packing import PackedCollator, PackedReport
-from .patterns import find_pattern_indices
-from .positions import RopeConfig, rope_position_ids
-from .registry import COLLATE_FNS, VLMCollator, get_collate_fn
+from .packing.collator import PackedCollator, PackedReport
+from .packing.positions import RopeConfig, rope_position_ids
+from .packing.sampler import LengthEstimator, PackedBatchSampler
+from .pipeline.expand import expand_image_tokens, image_token_counts
+from .pipeline.labels import build_labels
+from .pipeline.patterns import find_pattern_indices
+from .processor.check import TemplateReport, check_template
+from .processor.tokens import decode_single_token
 from .report import Batch, BatchReport
-from .sampler import LengthEstimator, PackedBatchSampler
-from .template_check import TemplateReport, check_template
-from .tokens import decode_single_token
+
+# ``vlm_collate.models.<module>`` (the family modules' former home) keeps working.
+sys.modules[f"{__name__}.models"] = families
+for _module in families.MODULES:
+    sys.modules[f"{__name__}.models.{_module.__name__.rsplit('.', 1)[1]}"] = _module
 
 logger = logging.getLogger("vlm_collate")
 # No NullHandler: until the application configures logging, Python's last-resort handler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ OnUnlabeled = Literal["warn", "raise", "drop"]
 PaddingSide = Literal["right", "left"]
 ReturnTensors = Literal["pt", "np"]
 OnSpecialText = Literal["escape", "error", "keep"]
+
+SEED_SHIFT = True
+"""The default ``shift`` of the seed-named collate functions and of
+:class:`~vlm_collate.PackedCollator`: pre-shifted, as the seed (``CollateOptions`` and
+:class:`~vlm_collate.VLMCollator` default to ``False``, Hugging Face style)."""
 
 MAX_COLUMNS = 1 << 28
 """The longest row a batch can hold: the engine's limit on the values of one array."""
@@ -132,6 +138,27 @@ class CollateOptions:
         return collate_options(**{**dataclasses.asdict(self), **changes})
 
 
+_generated_init = CollateOptions.__init__
+
+
+@functools.wraps(_generated_init)
+def _checked_init(self: CollateOptions, *args: Any, **values: Any) -> None:
+    """The dataclass ``__init__``, with option names checked first: an unknown (or
+    misspelt) name is an :class:`OptionError` listing the valid ones, not a TypeError."""
+    if args:
+        raise OptionError(
+            f"CollateOptions takes keyword arguments only (got {len(args)} positional); "
+            f"valid options: {', '.join(CollateOptions.names())}"
+        )
+    unknown = sorted(set(values) - set(CollateOptions.names()))
+    if unknown:
+        raise unknown_options_error(unknown, CollateOptions.names())
+    _generated_init(self, **values)
+
+
+CollateOptions.__init__ = _checked_init  # type: ignore[method-assign]
+
+
 def collate_options(
     options: CollateOptions | None = None, *, extra_names: Iterable[str] = (), **values: Any
 ) -> CollateOptions:
@@ -155,7 +182,7 @@ def seed_options(extra_names: Iterable[str] = (), **values: Any) -> CollateOptio
     pre-shifted (``shift=True``, the seed's contract) unless ``shift`` or an
     ``options`` object is given."""
     if values.get("options") is None:  # a CollateOptions object given says its own shift
-        values.setdefault("shift", True)
+        values.setdefault("shift", SEED_SHIFT)
     return collate_options(extra_names=extra_names, **values)
 
 

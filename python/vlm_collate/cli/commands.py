@@ -71,7 +71,7 @@ def saved_processor(directory: str) -> Any:
 def collate_fn_named(name: str | None, processor: Any) -> Any:
     """The collate function for ``--family NAME`` (a key of ``COLLATE_FNS`` or a
     collate function's name), or the processor's registered one."""
-    from ..registry import COLLATE_FNS, get_collate_fn
+    from ..collator import COLLATE_FNS, get_collate_fn
 
     if name is None:
         return get_collate_fn(processor)
@@ -127,7 +127,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def _labels_line(processor: Any) -> str:
     """One line: how this processor's labels are built (markers or the exact path)."""
-    from ..template_check import check_template
+    from ..processor.check import check_template
 
     report = check_template(processor)
     if report.method == "markers":
@@ -138,7 +138,7 @@ def _labels_line(processor: Any) -> str:
 def run_check(args: argparse.Namespace) -> int:
     """Prints how labels will be built for the processor's chat template (a template
     that renders no assistant reply is an error, exit code 1)."""
-    from ..template_check import check_template
+    from ..processor.check import check_template
 
     console = _stdout_console(args.color)
     processor = (
@@ -158,7 +158,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from ..registry import VLMCollator
+    from ..collator import VLMCollator
     from .datafiles import read_records, sample_data_path
     from .inspect_view import batch_view, render_terminal
 

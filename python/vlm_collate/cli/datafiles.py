@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..conversation import MEDIA_TYPES, conversation_of
+from ..formats.conversation import MEDIA_TYPES, conversation_of
 
 SAMPLE_DATA = "sample.jsonl"
 _MEDIA_KEYS = ("path", "url", "data")

@@ -22,9 +22,9 @@ from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from ..engine import IGNORE_INDEX
-from ..profile import profile_of
+from ..processor.profile import profile_of
+from ..processor.tokens import tokenizer_of
 from ..report import BatchReport
-from ..tokens import tokenizer_of
 
 IGNORE = IGNORE_INDEX
 MEDIA_KINDS = ("image", "video", "audio")

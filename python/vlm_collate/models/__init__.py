@@ -1,1 +1,0 @@
-"""One small module per model family; each names the shared steps it uses."""

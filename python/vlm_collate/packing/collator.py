@@ -1,0 +1,385 @@
+"""Packed batches: the samples of a batch placed whole, back to back, in rows of at most
+``max_length`` tokens, with positions restarting per document (3-D rotary positions for
+the Qwen families) and the segment boundaries FlashAttention's varlen kernels take."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import engine
+from ..collator import VLMCollator
+from ..engine import IGNORE_INDEX, as_int64
+from ..errors import CollateError, OptionError
+from ..options import SEED_SHIFT, collate_options
+from ..pipeline.layout import converted
+from ..processor.profile import ProcessorProfile, profile_of
+from ..report import Batch, BatchReport
+from .positions import RopeConfig, ragged_rope_positions, rope_config
+
+logger = logging.getLogger("vlm_collate")
+
+STRATEGIES = ("best_fit", "first_fit")
+
+_TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
+_IMAGE_KEYS = {"pixel_values": "rows", "image_grid_thw": "items"}
+_VIDEO_KEYS = {
+    "pixel_values_videos": "rows",
+    "video_grid_thw": "items",
+    "second_per_grid_ts": "items",
+    "video_second_per_grid": "items",
+}
+_AUDIO_KEYS = ("input_features", "feature_attention_mask")
+_PER_SAMPLE_KEYS = ("n_images_per_sample", "n_videos_per_sample", "n_audios_per_sample")
+
+
+@dataclass
+class PackedReport(BatchReport):
+    """A :class:`BatchReport` with the packed layout: ``documents`` lists, in packed
+    order, ``(input index, row, first column, columns)`` of every sample; ``rows`` is the
+    row count; ``length_mismatches`` pairs input indices with (estimated, real) lengths
+    when the collator was given a length estimator."""
+
+    rows: int = 0
+    documents: list[tuple[int, int, int, int]] = field(default_factory=list)
+    length_mismatches: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One compact log line."""
+        return f"{super().summary()}, {len(self.documents)} documents in {self.rows} rows"
+
+
+@dataclass(frozen=True)
+class _MediaIds:
+    image: int | None
+    video: int | None
+    audio_start: int | None
+    merge: int
+
+
+class PackedCollator:
+    """``collate_fn`` / ``data_collator`` that packs each batch's samples into rows.
+
+    ``collate`` is a :class:`VLMCollator`, a collate function (then pass ``processor``)
+    or a processor (its registered collate function). Each sample is collated as usual
+    (``shift=False``, over-long samples by ``on_overflow``), then placed whole in a row
+    of at most ``max_length`` tokens (``strategy``: ``"best_fit"`` or ``"first_fit"``
+    decreasing). The batch holds ``input_ids`` and ``labels`` ``(rows, L)``,
+    ``position_ids`` restarting at 0 per document (``(4, rows, L)`` for the Qwen
+    families: the text positions, then temporal/height/width, what their ``forward``
+    takes; ``(rows, L)`` otherwise), ``cu_seq_lens_q``/``cu_seq_lens_k`` and
+    ``max_length_q``/``max_length_k`` (FlashAttention varlen; padding at the end of a
+    row is its own segment), the media tensors in document order, ``use_cache=False``
+    and no ``attention_mask``: transformers then masks each document separately from
+    ``position_ids`` (sdpa, eager) or from ``cu_seq_lens`` (FlashAttention).
+
+    ``shift``: as the collate functions (default ``True``, the seed's pre-shift, with
+    ``shift_labels``); a document's first token is never a target of the previous one.
+    ``rope``: ``"auto"`` (from the processor), a :class:`RopeConfig`, a model or its
+    config (exact ``tokens_per_second``), or ``None`` for 1-D positions.
+    ``pad_to_max_length``: every batch ``max_length`` columns; ``pad_to_multiple_of``
+    rounds the column count up. ``length_estimator``: a callable ``example -> tokens``
+    (e.g. :class:`~vlm_collate.sampler.LengthEstimator`) checked against the real
+    lengths; differences go to ``batch.report.length_mismatches``.
+    """
+
+    def __init__(
+        self,
+        collate: Any,
+        max_length: int,
+        *,
+        processor: Any = None,
+        rope: Any = "auto",
+        strategy: str = "best_fit",
+        pad_to_max_length: bool = False,
+        pad_to_multiple_of: int | None = None,
+        shift: bool | None = None,
+        length_estimator: Callable[[Any], int] | None = None,
+        **options: Any,
+    ):
+        if isinstance(collate, VLMCollator):
+            processor = collate.processor if processor is None else processor
+            collate_fn = collate.collate_fn
+            options = {**collate.options, **options}
+        elif isinstance(collate, str) or callable(collate) and processor is not None:
+            collate_fn = collate
+        elif processor is None and hasattr(collate, "tokenizer"):
+            processor, collate_fn = collate, None
+        else:
+            raise OptionError(
+                f"collate must be a VLMCollator, a collate function or a processor, got {collate!r}"
+            )
+        if processor is None:
+            raise OptionError(
+                "PackedCollator needs the processor of the collate function (processor=...)"
+            )
+        if strategy not in STRATEGIES:
+            raise OptionError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        # One validation path: the same names, types and ranges as every collate function,
+        # checked now; the inner collator pads each sample as usual, unshifted.
+        given_shift = options.pop("shift", None)
+        shift = given_shift if shift is None else shift
+        for name in ("max_length", "pad_to_max_length", "pad_to_multiple_of"):
+            options.pop(name, None)
+        self.layout = collate_options(
+            max_length=max_length,
+            pad_to_max_length=pad_to_max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            shift=SEED_SHIFT if shift is None else shift,
+            label_pad_token_id=options.pop("label_pad_token_id", IGNORE_INDEX),
+            return_tensors=options.pop("return_tensors", "pt"),
+        )
+        inner = VLMCollator(processor, collate_fn, **options, max_length=max_length, shift=False)
+        self.inner = inner
+        self.processor = processor
+        self.collate_fn = inner.collate_fn
+        self.max_length = int(self.layout.max_length)  # type: ignore[arg-type]
+        self.strategy = strategy
+        self.shift = self.layout.shift
+        self.pad_to_max_length = self.layout.pad_to_max_length
+        self.pad_to_multiple_of = self.layout.pad_to_multiple_of
+        self.length_estimator = length_estimator
+        self.options = {k: v for k, v in inner.options.items() if k not in ("shift", "max_length")}
+        self.rope = self._rope(rope)
+        self.media = self._media_ids()
+        self.pad_id = self.profile.require_pad_id()
+
+    @property
+    def profile(self) -> ProcessorProfile:
+        """The processor's profile (resolved once per processor, not pickled)."""
+        return profile_of(self.processor)
+
+    def _rope(self, rope: Any) -> RopeConfig | None:
+        if rope is None:
+            return None
+        if isinstance(rope, str):
+            if rope != "auto":
+                raise OptionError(
+                    f"rope must be 'auto', None, a RopeConfig or a model config, got {rope!r}"
+                )
+            if self.profile.rope_family is None:
+                return None
+            return RopeConfig.from_processor(self.processor)
+        return rope_config(rope)
+
+    def _media_ids(self) -> _MediaIds:
+        if self.rope is not None:
+            r = self.rope
+            return _MediaIds(
+                r.image_token_id, r.video_token_id, r.audio_start_token_id, r.spatial_merge_size
+            )
+        profile = self.profile
+        image, video = profile.media.get("image"), profile.media.get("video")
+        return _MediaIds(
+            image.placeholder_id if image is not None else None,
+            video.placeholder_id if video is not None else None,
+            profile.audio_start_id,
+            profile.merge_kernel[0] if profile.merge_kernel else 1,
+        )
+
+    def __call__(self, examples: list) -> Batch:
+        return packed_batch(self, examples, self.inner(examples))
+
+    def __repr__(self) -> str:
+        return (
+            f"PackedCollator({type(self.processor).__name__}, {self.collate_fn.__name__}, "
+            f"max_length={self.max_length}, strategy={self.strategy!r}, shift={self.shift}, "
+            f"rope={None if self.rope is None else self.rope.family})"
+        )
+
+
+def _width(content: int, collator: PackedCollator) -> int:
+    """Returned columns: ``max_length`` when fixed, else the longest row (less the
+    shifted-out column), rounded up to ``pad_to_multiple_of``."""
+    width = collator.max_length if collator.pad_to_max_length else max(content - collator.shift, 1)
+    if collator.pad_to_multiple_of:
+        width = -(-width // collator.pad_to_multiple_of) * collator.pad_to_multiple_of
+    return width
+
+
+def _gathered(values: np.ndarray, source: np.ndarray, fill: Any) -> np.ndarray:
+    """``values[source]`` along the last axis, ``fill`` where ``source`` is -1."""
+    taken = np.take(values, np.maximum(source, 0), axis=-1)
+    return np.where(source >= 0, taken, np.asarray(fill, dtype=values.dtype))
+
+
+def _per_doc(values: np.ndarray, offsets: np.ndarray, token: int | None) -> np.ndarray:
+    """Per document, how many of its tokens equal ``token``."""
+    hits = np.concatenate([[0], np.cumsum(values == token)]) if token is not None else None
+    if hits is None:
+        return np.zeros(len(offsets) - 1, dtype=np.int64)
+    return (hits[offsets[1:]] - hits[offsets[:-1]]).astype(np.int64)
+
+
+def _item_bounds(tokens_per_doc: np.ndarray, tokens_per_item: np.ndarray, kind: str) -> np.ndarray:
+    """Per document, how many media items end at or before its end (from its media tokens
+    and each item's token count); a document that ends inside an item is an error."""
+    ends = np.concatenate([[0], np.cumsum(tokens_per_item)])
+    doc_ends = np.cumsum(tokens_per_doc)
+    bounds = np.searchsorted(ends, doc_ends)
+    inside = bounds >= len(ends)
+    if inside.any() or not np.array_equal(ends[bounds], doc_ends) or doc_ends[-1] != ends[-1]:
+        raise CollateError(
+            f"the batch's {kind} tokens ({int(doc_ends[-1])}) and its {kind} grids "
+            f"({int(ends[-1])} tokens) disagree; the grids must cover the tokens sample by sample"
+        )
+    return bounds
+
+
+def _reordered(value: Any, counts: np.ndarray, order: np.ndarray) -> Any:
+    """The first axis of ``value``, grouped by document (``counts`` rows each), in ``order``."""
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    index = np.concatenate(
+        [np.arange(starts[d], starts[d + 1]) for d in order] or [np.zeros(0, dtype=np.int64)]
+    ).astype(np.int64)
+    if isinstance(value, torch.Tensor):
+        return value[torch.from_numpy(index)]
+    if isinstance(value, np.ndarray):
+        return value[index]
+    return [value[i] for i in index]
+
+
+def _media_in_order(
+    inner: dict[str, Any],
+    values: np.ndarray,
+    offsets: np.ndarray,
+    order: np.ndarray,
+    media: _MediaIds,
+) -> dict[str, Any]:
+    """The media tensors of ``inner`` with documents in packed ``order``."""
+    out: dict[str, Any] = {}
+    for grid_key, keys, token, kind in (
+        ("image_grid_thw", _IMAGE_KEYS, media.image, "image"),
+        ("video_grid_thw", _VIDEO_KEYS, media.video, "video"),
+    ):
+        if inner.get(grid_key) is None:
+            continue
+        grids = as_int64(inner[grid_key], grid_key).reshape(-1, 3)
+        per_item = engine.tokens_per_grid(grids, (media.merge, media.merge))
+        bounds = np.concatenate(
+            [[0], _item_bounds(_per_doc(values, offsets, token), per_item, kind)]
+        )
+        patches = np.concatenate([[0], np.cumsum(grids.prod(axis=1))])
+        items, rows = np.diff(bounds), np.diff(patches[bounds])
+        for key, axis in keys.items():
+            if inner.get(key) is not None:
+                out[key] = _reordered(inner[key], rows if axis == "rows" else items, order)
+    if inner.get("input_features") is not None:
+        if "n_audios_per_sample" not in inner and media.audio_start is None:
+            raise CollateError("audio features without per-sample audio counts cannot be packed")
+        audios = _per_doc(values, offsets, media.audio_start)
+        for key in _AUDIO_KEYS:
+            if inner.get(key) is not None:
+                out[key] = _reordered(inner[key], audios, order)
+    for key in _PER_SAMPLE_KEYS:
+        if inner.get(key) is not None:
+            out[key] = inner[key][torch.from_numpy(order.astype(np.int64))]
+    return out
+
+
+_KNOWN = {*_TOKEN_KEYS, *_IMAGE_KEYS, *_VIDEO_KEYS, *_AUDIO_KEYS, *_PER_SAMPLE_KEYS, "shift_labels"}
+
+
+def packed_batch(collator: PackedCollator, examples: list, inner: Batch) -> Batch:
+    """Packs an unshifted padded batch ``inner`` of ``examples`` as ``collator`` says."""
+    unknown = sorted(k for k, v in inner.items() if k not in _KNOWN and v is not None)
+    if unknown:
+        raise CollateError(
+            f"PackedCollator cannot lay out the keys {unknown} of {collator.collate_fn.__name__} "
+            "in packed rows (known: token-axis, Qwen image/video/audio tensors)"
+        )
+    ids = as_int64(inner["input_ids"], "input_ids")
+    mask = as_int64(inner["attention_mask"], "attention_mask")
+    values, offsets = engine.unpad(ids, mask)
+    label_values, _ = engine.unpad(as_int64(inner["labels"], "labels"), mask)
+    lengths = np.diff(offsets)
+    order, bin_offsets = engine.pack_bins(lengths, collator.max_length, collator.strategy)
+    contents = np.add.reduceat(lengths[order], bin_offsets[:-1]) if len(order) else np.zeros(1)
+    width = _width(int(contents.max()), collator)
+    source, label_source, text_positions, cu, spans = engine.packed_layout(
+        offsets, order, bin_offsets, width, collator.shift
+    )
+    batch: dict[str, Any] = {
+        "input_ids": torch.from_numpy(_gathered(values, source, collator.pad_id)),
+        "labels": torch.from_numpy(_gathered(label_values, label_source, IGNORE_INDEX)),
+    }
+    for key in ("mm_token_type_ids", "token_type_ids"):
+        if inner.get(key) is not None:
+            typed, _ = engine.unpad(as_int64(inner[key], key), mask)
+            batch[key] = torch.from_numpy(_gathered(typed, source, 0))
+    if collator.rope is not None:
+        seconds = next(
+            (
+                inner[k]
+                for k in ("second_per_grid_ts", "video_second_per_grid")
+                if inner.get(k) is not None
+            ),
+            None,
+        )
+        rope = ragged_rope_positions(
+            values,
+            offsets,
+            collator.rope,
+            inner.get("image_grid_thw"),
+            inner.get("video_grid_thw"),
+            seconds,
+            bool(collator.options.get("use_audio_in_video", False)),
+        )
+        fill = text_positions.astype(rope.dtype)
+        spatial = np.where(source >= 0, np.take(rope, np.maximum(source, 0), axis=1), fill)
+        batch["position_ids"] = torch.from_numpy(np.concatenate([fill[None], spatial]))
+    else:
+        batch["position_ids"] = torch.from_numpy(text_positions)
+    batch.update(_media_in_order(inner, values, offsets, order, collator.media))
+    cu32 = torch.from_numpy(cu.astype(np.int32))
+    longest = int(np.diff(cu).max()) if len(cu) > 1 else 0
+    batch.update(cu_seq_lens_q=cu32, cu_seq_lens_k=cu32, max_length_q=longest, max_length_k=longest)
+    if collator.layout.label_pad_token_id != IGNORE_INDEX:
+        ignored = batch["labels"] == IGNORE_INDEX
+        batch["labels"] = batch["labels"].masked_fill(ignored, collator.layout.label_pad_token_id)
+    if collator.shift:
+        batch["shift_labels"] = batch["labels"]
+    # A cache disables transformers' per-document masking (it masks packed documents
+    # apart only without attention_mask and cache), and training needs none.
+    batch["use_cache"] = False
+    report = _report(inner.report, examples, spans, len(bin_offsets) - 1, lengths, collator)
+    report.target_tokens = int((batch["labels"] != collator.layout.label_pad_token_id).sum())
+    logger.debug(report.summary())
+    return Batch(converted(batch, collator.layout.return_tensors), report=report)
+
+
+def _report(
+    inner: BatchReport,
+    examples: list,
+    spans: np.ndarray,
+    rows: int,
+    lengths: np.ndarray,
+    collator: PackedCollator,
+) -> PackedReport:
+    base = {f.name: getattr(inner, f.name) for f in dataclasses.fields(inner) if f.init}
+    dropped = {i for i, _ in inner.dropped}
+    kept = [i for i in range(len(examples)) if i not in dropped]
+    documents = [(kept[int(d)], int(r), int(c), int(n)) for d, r, c, n in spans.tolist()]
+    mismatches = []
+    if collator.length_estimator is not None:
+        for k, index in enumerate(kept):
+            estimate = int(collator.length_estimator(examples[index]))
+            if estimate != int(lengths[k]) and index not in inner.truncated:
+                mismatches.append((index, estimate, int(lengths[k])))
+        if mismatches:
+            logger.warning(
+                "packing: %d samples' estimated lengths differ from their real lengths "
+                "(first: sample %d, %d estimated, %d real); rows may be under-filled",
+                len(mismatches),
+                *mismatches[0],
+            )
+    return PackedReport(**base, rows=rows, documents=documents, length_mismatches=mismatches)
+
+
+__all__ = ["STRATEGIES", "PackedCollator", "PackedReport", "packed_batch"]

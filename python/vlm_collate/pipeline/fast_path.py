@@ -1,0 +1,162 @@
+"""The fast path: a Qwen2-VL-family processor call reproduced in one pass.
+
+Text: the rendered texts are tokenized unexpanded (one batch encode), each image
+placeholder is expanded by the engine to ``t·h·w / merge²`` tokens and padded in the
+same call, and ``mm_token_type_ids`` is one comparison. Pixels: the engine resizes
+(the processor's ``smart_resize`` sizes, antialiased bicubic in torch's uint8
+arithmetic), rescales, normalises (a 3 x 256 table made by the processor's own
+``rescale_and_normalize``) and patchifies every image straight into its rows of one
+preallocated ``pixel_values`` tensor of the final size and dtype, images in parallel,
+GIL released; in a DataLoader worker that tensor is in shared memory from the start,
+so the worker sends it without copying it again. The result equals the processor
+call: same keys, same ids and grids, the same pixel values bit for bit (measured;
+the tests allow no difference).
+
+:func:`fast_encoding` decides once per processor whether its settings are ones this
+reproduces; otherwise it returns ``None`` (the caller calls the processor), and the
+reason is logged once per processor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import engine
+from ..engine import as_int64
+from ..processor.fast_plan import FastPlan, fast_plan
+from ..processor.profile import ProcessorProfile, profile_of
+
+logger = logging.getLogger("vlm_collate")
+
+
+def _threads() -> int:
+    """Threads for the pixels: every core this process may use, one in a DataLoader worker."""
+    if torch.utils.data.get_worker_info() is not None:
+        return 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def target_sizes(images: Sequence[np.ndarray], plan: FastPlan) -> np.ndarray:
+    """``(N, 2)`` height and width of each image after the processor's ``smart_resize``."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    factor = plan.patch_size * plan.merge_size
+    sizes = [
+        smart_resize(a.shape[0], a.shape[1], factor, plan.min_pixels, plan.max_pixels)
+        for a in images
+    ]
+    return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+
+
+def output_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor for the output; in a DataLoader worker, in shared memory
+    from the start (as torch's ``default_collate`` does there), so sending the batch to
+    the main process pickles a handle instead of copying the tensor into shared memory."""
+    numel = int(np.prod(shape))
+    if torch.utils.data.get_worker_info() is None or numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(numel * itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+def pixel_values(
+    images: Sequence[Any], plan: FastPlan, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixel_values, image_grid_thw)`` of RGB ``images``, written once into one tensor
+    of ``dtype`` (float32, bfloat16 or float16)."""
+    arrays = [np.ascontiguousarray(np.asarray(image, dtype=np.uint8)) for image in images]
+    targets = target_sizes(arrays, plan)
+    geometry = (plan.patch_size, plan.merge_size, plan.temporal_patch_size)
+    rows = engine.pixel_rows(targets, *geometry)
+    width = 3 * plan.temporal_patch_size * plan.patch_size**2
+    out = output_tensor((int(rows.sum()), width), dtype)
+    if dtype == torch.float32:
+        out_view, table = out.numpy(), plan.table.numpy()
+    else:
+        out_view = out.view(torch.int16).numpy().view(np.uint16)
+        table = plan.table.to(dtype).view(torch.int16).numpy().view(np.uint16)
+    engine.write_pixel_values(arrays, targets, out_view, table, *geometry, _threads())
+    grids = np.ones((len(arrays), 3), dtype=np.int64)
+    grids[:, 1:] = targets // plan.patch_size
+    return out, torch.from_numpy(grids)
+
+
+def _token_types(ids: np.ndarray, plan: FastPlan) -> np.ndarray:
+    types = np.zeros_like(ids)
+    for t, token_ids in plan.type_ids:
+        if token_ids:
+            types[np.isin(ids, token_ids)] = t
+    return types
+
+
+def fast_encoding(
+    processor: Any,
+    texts: Sequence[str],
+    images: Sequence[Sequence[Any]],
+    videos: Sequence[Sequence[Any]] = (),
+    *,
+    pixel_dtype: torch.dtype = torch.float32,
+    add_special_tokens: bool = True,
+) -> dict[str, torch.Tensor] | None:
+    """What ``processor(text=texts, images=<images flattened>, padding=True,
+    padding_side="right", return_tensors="pt")`` returns, built in one pass, or None
+    when the fast path does not reproduce this processor or batch (videos, an image
+    not RGB): then the caller calls the processor. ``processor``: the processor or its
+    profile; ``images``: each sample's RGB images; placeholder counts are the caller's
+    to check beforehand."""
+    profile = profile_of(processor)
+    plan = fast_plan(profile)
+    if plan is None or any(len(v) for v in videos):
+        return None
+    flat = [image for sample in images for image in sample]
+    if any(getattr(image, "mode", "RGB") != "RGB" for image in flat):
+        return None
+    tokens = profile.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    values, offsets = engine.ragged(tokens)
+    ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
+    encoded: dict[str, torch.Tensor] = {}
+    if flat:
+        pixels, grids = pixel_values(flat, plan, pixel_dtype)
+        counts = grids.numpy().prod(axis=1) // plan.merge_size**2
+        per_row = np.fromiter((len(s) for s in images), dtype=np.int64, count=len(images))
+        ids, mask = engine.expand_placeholders(
+            ids, mask, plan.image_token_id, as_int64(counts), per_row, plan.pad_id, "right"
+        )
+    encoded["input_ids"] = torch.from_numpy(ids)
+    encoded["attention_mask"] = torch.from_numpy(mask)
+    if plan.mm_token_type_ids:
+        encoded["mm_token_type_ids"] = torch.from_numpy(_token_types(ids, plan))
+    if flat:
+        encoded["pixel_values"] = pixels
+        encoded["image_grid_thw"] = grids
+    return encoded
+
+
+def fast_call(profile: ProcessorProfile, options: Any) -> Any:
+    """The shared encode step's ``call`` quirk: the fast encoding of the collected batch,
+    or None for a batch it does not reproduce (videos; the encode step then calls the
+    processor). None instead of a quirk when ``options.fast_path`` is off or the
+    processor's settings are not reproduced."""
+    if not getattr(options, "fast_path", True) or fast_plan(profile) is None:
+        return None
+
+    def call(profile: ProcessorProfile, collected: Any) -> dict[str, Any] | None:
+        return fast_encoding(
+            profile,
+            collected.texts,
+            collected.per_sample("image"),
+            collected.per_sample("video"),
+            add_special_tokens=False,
+        )
+
+    return call

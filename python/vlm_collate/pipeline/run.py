@@ -1,0 +1,131 @@
+"""The one collate pipeline every model family shares.
+
+A family supplies only ``encode``: examples and their conversations in, a dict
+with right-padded ``input_ids`` and ``attention_mask`` (plus the processor's
+media tensors) out. The pipeline validates, labels, applies the overflow and
+unlabeled policies, pads, shifts and reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..engine import IGNORE_INDEX
+from ..errors import CollateError
+from ..formats.conversation import conversations_of
+from ..options import CollateOptions, OnOverflow, OnUnlabeled, collate_options
+from ..processor.profile import ProcessorProfile, profile_of
+from ..report import Batch, BatchReport
+from .labels import label_array
+from .layout import as_tensor, converted, lay_out, row_lengths, token_axis_keys
+from .policies import empty_rows_policy, overflow_policy, unlabeled_policy
+from .sample_errors import encoded_naming_sample
+from .special_text import escaped_special_text, labels_with_special_text, refuse_media_text
+
+logger = logging.getLogger("vlm_collate")
+
+Encoder = Callable[[list[Any], list[list[dict[str, Any]]], list[int]], dict[str, Any]]
+"""(examples, their conversations, their indices in the input batch) -> encoded batch."""
+Labeler = Callable[[dict[str, Any], list[list[dict[str, Any]]]], np.ndarray]
+
+__all__ = [
+    "CollateOptions",
+    "Encoder",
+    "Labeler",
+    "OnOverflow",
+    "OnUnlabeled",
+    "collate_options",
+    "collate_with",
+    "default_labeler",
+]
+
+
+def default_labeler(profile: ProcessorProfile, reasoning: str = "label") -> Labeler:
+    """Labels from the chat template's verified markers (or the exact path)."""
+
+    def label(encoded: dict[str, Any], conversations: list[list[dict[str, Any]]]) -> np.ndarray:
+        labels, _ = label_array(
+            encoded["input_ids"],
+            conversations,
+            profile,
+            encoded.get("attention_mask"),
+            reasoning=reasoning,  # type: ignore[arg-type]
+        )
+        return labels
+
+    return label
+
+
+def collate_with(
+    examples: Sequence[Any],
+    profile: ProcessorProfile,
+    encode: Encoder,
+    options: CollateOptions,
+    *,
+    labeler: Labeler | None = None,
+    media_ids: Sequence[int] | None = None,
+    extra_token_keys: Sequence[str] = (),
+    shift_labels: bool = True,
+) -> Batch:
+    """Runs the shared pipeline on ``examples`` with the family's ``encode`` (which
+    returns right-padded token-axis tensors). With ``options.shift`` and
+    ``shift_labels`` the pre-shifted targets are also returned as ``shift_labels``
+    (an encoder-decoder family, whose loss never shifts, passes ``False``)."""
+    if not isinstance(options, CollateOptions):
+        raise CollateError(f"options must be a CollateOptions, got {type(options).__name__}")
+    profile = profile_of(profile)
+    conversations = conversations_of(examples)
+    report = BatchReport(samples=len(conversations))
+    labeler = labeler or default_labeler(profile, options.reasoning)
+    pad_id = profile.require_pad_id()
+    keep = unlabeled_policy(conversations, options, report)
+    refuse_media_text([conversations[i] for i in keep], keep, profile)
+    if options.max_length is not None and media_ids is None:
+        media_ids = profile.media_ids
+    while True:
+        if not keep:
+            raise CollateError(
+                f"every sample of the batch was dropped: {report.dropped}; fix those samples, "
+                "raise max_length, or use on_overflow='truncate' / on_unlabeled='warn' to keep them"
+            )
+        kept = [conversations[i] for i in keep]
+        encoded = escaped_special_text(
+            encoded_naming_sample(encode, [examples[i] for i in keep], kept, list(keep)),
+            kept, list(keep), profile, options.on_special_text,
+        )  # fmt: skip
+        report.truncated = []
+        if options.max_length is not None:
+            blocks = (list(profile.block_opens), list(profile.block_closes))
+            stay = overflow_policy(encoded, keep, options, list(media_ids or ()), report, blocks)
+            if len(stay) < len(keep):
+                keep = [keep[k] for k in stay]
+                continue
+        labels = labels_with_special_text(labeler, encoded, kept, profile, options.on_special_text)
+        lengths = row_lengths(torch.as_tensor(encoded["attention_mask"]))
+        if options.max_length is not None:
+            lengths = np.minimum(lengths, options.max_length)
+        stay = empty_rows_policy(labels, lengths, keep, conversations, options, report)
+        if len(stay) == len(keep):
+            break
+        keep = [keep[k] for k in stay]
+    batch = {k: as_tensor(v) for k, v in encoded.items()}
+    batch["labels"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    keys = token_axis_keys(batch, [*extra_token_keys, *profile.token_axes])
+    lay_out(batch, keys, lengths, pad_id, options, profile.token_axes)
+    targets = batch["labels"] != IGNORE_INDEX
+    targets_per_row = targets.sum(dim=-1).tolist()
+    report.target_tokens = int(sum(targets_per_row))
+    report.unlabeled = [keep[k] for k, n in enumerate(targets_per_row) if n == 0]
+    if report.unlabeled:
+        logger.warning("samples %s have no target tokens", report.unlabeled)
+    if options.label_pad_token_id != IGNORE_INDEX:
+        batch["labels"] = batch["labels"].masked_fill(~targets, options.label_pad_token_id)
+    if options.shift and shift_labels:
+        batch["shift_labels"] = batch["labels"]
+    logger.debug(report.summary())
+    return Batch(converted(batch, options.return_tensors), report=report)

@@ -1,0 +1,153 @@
+"""The fast-path plan: whether the fast path reproduces a processor's call, and what it
+needs of the processor (the resize rule's limits, the patch geometry, the byte table of
+its own rescale and normalise, token ids), read once and kept on the profile.
+
+The fast path applies to transformers' own classes of a family that declares it
+(``fast_path=True`` in its registration: Qwen2-VL, Qwen2.5-VL, Qwen3-VL), not to a
+subclass, and only with image-processor settings it reproduces; otherwise the reason is
+logged once and the processor is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .profile import ProcessorProfile, profile_of
+
+logger = logging.getLogger("vlm_collate")
+
+IMAGE_PROCESSOR = (
+    "Qwen2VLImageProcessor",
+    "transformers.models.qwen2_vl.image_processing_qwen2_vl",
+)
+"""The image processor it reproduces: transformers' torchvision one (the default in 5.x)."""
+
+_BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, PILImageResampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class FastPlan:
+    """What the fast path needs of a processor, read once: the resize rule's limits, the
+    patch geometry, the byte table, the token ids and the output options."""
+
+    min_pixels: int
+    max_pixels: int
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+    table: torch.Tensor  # (768,) float32, byte -> rescaled and normalised value
+    image_token_id: int
+    type_ids: tuple[tuple[int, tuple[int, ...]], ...]  # (type, ids) for mm_token_type_ids
+    mm_token_type_ids: bool
+    pad_id: int
+
+
+def _is_class(obj: Any, name: str, module: str) -> bool:
+    cls = type(obj)
+    return cls.__name__ == name and cls.__module__ == module
+
+
+def _unsupported(profile: ProcessorProfile) -> str | None:
+    """Why the fast path does not reproduce the profile's processor, or None when it does."""
+    processor = profile.processor
+    cls, family = type(processor), profile.family
+    if family is None or not family.fast_path:
+        return f"the fast path does not cover {cls.__name__}"
+    if cls.__name__ not in family.processor_classes or not cls.__module__.startswith(
+        "transformers."
+    ):
+        return (
+            f"{cls.__name__} is not one of transformers' "
+            f"{', '.join(family.processor_classes)} (subclass or other class)"
+        )
+    ip = getattr(processor, "image_processor", None)
+    if ip is None or not _is_class(ip, *IMAGE_PROCESSOR):
+        return f"its image processor {type(ip).__name__} is not transformers' {IMAGE_PROCESSOR[0]}"
+    if not getattr(ip, "do_resize", False):
+        return "do_resize=False"
+    if int(getattr(ip, "resample", -1)) != _BICUBIC:
+        return f"resample={ip.resample!r} (only bicubic is reproduced)"
+    size = getattr(ip, "size", None)
+    if not size or not size.get("shortest_edge") or not size.get("longest_edge"):
+        return f"size={size!r} has no shortest_edge/longest_edge pixel limits"
+    if getattr(ip, "device", None) not in (None, "cpu"):
+        return f"the image processor runs on {ip.device}"
+    for attribute in ("resize", "patchify", "rescale_and_normalize", "_preprocess", "preprocess"):
+        if attribute in vars(ip):
+            return f"the image processor's {attribute} is replaced on the instance"
+    if not hasattr(processor, "image_token") or getattr(processor, "tokenizer", None) is None:
+        return "it has no image_token or tokenizer"
+    if getattr(processor.tokenizer, "pad_token_id", None) is None:
+        return "its tokenizer has no pad token"
+    return None
+
+
+def _hashable(value: Any) -> Any:
+    """A list of per-channel values as the tuple the processor's cached fusion takes."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _table(ip: Any) -> torch.Tensor | None:
+    """The processor's own rescale and normalise of every byte of every channel, or None
+    when its output is not float32 (neither rescale nor normalise)."""
+    values = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).expand(1, 3, 1, 256)
+    out = ip.rescale_and_normalize(
+        values.contiguous(),
+        ip.do_rescale,
+        ip.rescale_factor,
+        ip.do_normalize,
+        _hashable(ip.image_mean),
+        _hashable(ip.image_std),
+    )
+    if out.dtype != torch.float32:
+        return None
+    return out.reshape(3 * 256).contiguous()
+
+
+def _plan(profile: ProcessorProfile) -> FastPlan | None:
+    processor = profile.processor
+    reason = _unsupported(profile)
+    table = None if reason else _table(processor.image_processor)
+    if reason is None and table is None:
+        reason = "do_rescale=False and do_normalize=False (uint8 pixel values)"
+    if reason is not None:
+        logger.info(
+            "fast path off for %s: %s; using the processor call", type(processor).__name__, reason
+        )
+        return None
+    ip = processor.image_processor
+    type_ids = tuple(
+        (
+            t,
+            tuple(
+                int(i)
+                for i in (getattr(processor, f"{kind}_token_ids", None) or [])
+                if i is not None
+            ),
+        )
+        for t, kind in ((1, "image"), (2, "video"), (3, "audio"))
+    )
+    return FastPlan(
+        min_pixels=int(ip.size["shortest_edge"]),
+        max_pixels=int(ip.size["longest_edge"]),
+        patch_size=int(ip.patch_size),
+        merge_size=int(ip.merge_size),
+        temporal_patch_size=int(ip.temporal_patch_size),
+        table=table,
+        image_token_id=int(processor.image_token_id),
+        type_ids=type_ids,
+        mm_token_type_ids=bool(getattr(processor, "return_mm_token_type_ids", False)),
+        pad_id=profile.require_pad_id(),
+    )
+
+
+def fast_plan(processor: Any) -> FastPlan | None:
+    """The fast path's plan for ``processor`` (or its profile), decided once and kept on
+    the profile, or None when its settings are not ones the fast path reproduces (the
+    reason logged once)."""
+    profile = profile_of(processor)
+    return profile.cached("fast_plan", lambda: _plan(profile))

@@ -1,0 +1,387 @@
+"""Differential rendering: the exact character span of every assistant reply as the chat
+template rendered it, and the training targets of a rendered conversation.
+
+A conversation is rendered once as is, and once more per message with that message's
+content replaced by a unique sentinel character (and its reasoning removed). Outside
+the message the two renderings agree, so the longest common prefix and suffix of the
+two delimit what the template wrote for that content, after every transformation it
+applies (trim, strip, reasoning removal, first text item only, role renaming, system
+merging). Character spans map to tokens through the fast tokenizer's offsets.
+
+Targets (the label contract): every token overlapping a reply span, and the reply's
+end-of-turn, the template's closing tokens after the reply up to and including the
+first special token. Scaffolding the template inserts (an empty ``<think></think>``
+block) is outside the span; reasoning the message supplies and the template renders
+is inside it (``reasoning="label"``) or outside (``reasoning="exclude"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import TemplateError
+from ..formats.conversation import with_list_content
+from .profile import ProcessorProfile, profile_of
+
+Reasoning = Literal["label", "exclude"]
+REASONING_MODES: tuple[str, ...] = ("label", "exclude")
+
+#: Message fields that carry reasoning in the chat templates that read one.
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_SENTINELS = [chr(c) for c in range(0xE000, 0xE100)]  # private-use characters
+
+Render = Callable[[list[dict[str, Any]]], str]
+
+
+@dataclass(frozen=True)
+class Span:
+    """Characters ``[start, end)`` of a rendering."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class RenderedConversation:
+    """A rendering, and per assistant message the span of its reply (None where the
+    template does not render that message)."""
+
+    text: str
+    replies: list[Span | None]
+    turns_end: int | None = None
+    """Where the text the template writes after the last message only begins (a trailing
+    eos, say): no end-of-turn reaches past it. None: the end of the text."""
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class Renderer:
+    """Renders conversations with a processor's (or tokenizer's) chat template the way
+    the collate functions do: list content for processors, strings for tokenizers,
+    no generation prompt."""
+
+    def __init__(
+        self,
+        profile: ProcessorProfile,
+        list_content: bool,
+        template_kwargs: Mapping[str, Any] | None,
+        string_roles: frozenset[str] = frozenset(),
+    ):
+        self.profile = profile  # holds the processor weakly: renderers are cached on it
+        self.list_content = list_content
+        self.template_kwargs = dict(template_kwargs or {})
+        self.string_roles = string_roles
+        """Roles whose text-only content the template needs as a string (it would print
+        list content as a Python literal, as GLM-4.1V's does for assistant turns)."""
+
+    def __call__(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        msgs = [dict(m) for m in messages]
+        if self.list_content:
+            msgs = with_list_content(msgs)
+        if self.string_roles:
+            msgs = [
+                _as_string_content(m) if m.get("role") in self.string_roles else m for m in msgs
+            ]
+        return self.profile.processor.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=False, **self.template_kwargs
+        )
+
+
+def _as_string_content(message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` with text-only list content joined into one string (media items kept
+    as a list: a template that takes media takes list content for them)."""
+    content = message.get("content")
+    if isinstance(content, list) and all(
+        isinstance(i, Mapping) and i.get("type") == "text" for i in content
+    ):
+        return {**message, "content": "".join(str(i.get("text", "")) for i in content)}
+    return message
+
+
+def _literal_roles(renderer: Renderer) -> frozenset[str]:
+    """Roles whose list content ``renderer``'s template prints as a Python literal."""
+    probes = {"system": "SYSQZX", "user": "USRQZX", "assistant": "ASTQZX"}
+    for roles in (("system", "user", "assistant"), ("user", "assistant")):
+        messages = [{"role": r, "content": probes[r]} for r in roles]
+        try:
+            text = renderer(messages)
+        except Exception:  # noqa: BLE001 - a template may refuse a system turn
+            continue
+        return frozenset(r for r in roles if f"'text': '{probes[r]}'" in text)
+    return frozenset()
+
+
+def renderer_for(processor: Any, template_kwargs: Mapping[str, Any] | None = None) -> Renderer:
+    """The renderer of ``processor`` (or its profile), its content form chosen once by
+    rendering a probe; cached on the profile per template and keywords."""
+    profile = profile_of(processor)
+    key = ("renderer", profile.template_key, repr(sorted((template_kwargs or {}).items())))
+    return profile.cached(key, lambda: _probed_renderer(profile, template_kwargs))
+
+
+def _probed_renderer(
+    profile: ProcessorProfile, template_kwargs: Mapping[str, Any] | None
+) -> Renderer:
+    is_tokenizer = profile.tokenizer is profile.processor
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]
+    failures: list[BaseException] = []
+    for list_content in (False, True) if is_tokenizer else (True, False):
+        renderer = Renderer(profile, list_content, template_kwargs)
+        try:
+            renderer(probe)
+        except Exception as err:  # noqa: BLE001 - templates fail in many ways on a content form
+            failures.append(err)
+            continue
+        if list_content:
+            literal = _literal_roles(renderer)
+            if literal:
+                renderer = Renderer(profile, list_content, template_kwargs, literal)
+        return renderer
+    raise TemplateError(
+        f"the chat template cannot render a plain user/assistant conversation: {failures[-1]}"
+    )
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+def reasoning_of(message: Mapping[str, Any]) -> str:
+    """The reasoning text a message supplies: a reasoning field, or the text of a
+    ``<think>...</think>`` block in its content; empty when none."""
+    for name in REASONING_FIELDS:
+        value = message.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    text = _text_of(message.get("content"))
+    if _THINK_CLOSE in text:
+        return text.split(_THINK_CLOSE)[0].split(_THINK_OPEN)[-1]
+    return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "".join(
+            i.get("text", "") for i in content if isinstance(i, Mapping) and i.get("type") == "text"
+        )
+    return ""
+
+
+def _without_reasoning(message: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if k not in REASONING_FIELDS}
+
+
+def _with_sentinel(message: Mapping[str, Any], sentinel: str) -> dict[str, Any]:
+    """The message with its content (and reasoning) replaced by ``sentinel``, in the
+    content's own form (string, or one text item)."""
+    bare = _without_reasoning(message)
+    content = message.get("content")
+    bare["content"] = (
+        sentinel
+        if isinstance(content, str) or content is None
+        else [{"type": "text", "text": sentinel}]
+    )
+    return bare
+
+
+def _with_answer_sentinel(message: Mapping[str, Any], sentinel: str) -> dict[str, Any] | None:
+    """The message with its reasoning kept and its answer replaced by ``sentinel``."""
+    if any(isinstance(message.get(n), str) and message.get(n).strip() for n in REASONING_FIELDS):
+        return {**message, "content": _with_sentinel(message, sentinel)["content"]}
+    content = message.get("content")
+    if isinstance(content, str):
+        if _THINK_CLOSE not in content:
+            return None
+        cut = content.rindex(_THINK_CLOSE) + len(_THINK_CLOSE)
+        return {**message, "content": content[:cut] + sentinel}
+    items = list(content or [])
+    for i in range(len(items) - 1, -1, -1):
+        item = items[i]
+        if item.get("type") == "text" and _THINK_CLOSE in item.get("text", ""):
+            text = item["text"]
+            cut = text.rindex(_THINK_CLOSE) + len(_THINK_CLOSE)
+            return {
+                **message,
+                "content": [*items[:i], {"type": "text", "text": text[:cut] + sentinel}],
+            }
+    return None
+
+
+# --------------------------------------------------------------------------- differential rendering
+
+
+def _sentinel_for(*texts: str) -> str:
+    for s in _SENTINELS:
+        if not any(s in t for t in texts):
+            return s
+    raise TemplateError("every private-use sentinel character occurs in the conversation")
+
+
+def _common_prefix(a: str, b: str, limit: int) -> int:
+    """Length of the longest common prefix of ``a`` and ``b``, at most ``limit``."""
+    limit = min(limit, len(a), len(b))
+    if a[:limit] == b[:limit]:
+        return limit
+    lo, hi = 0, limit  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """Length of the longest common suffix of ``a`` and ``b``, at most ``limit``."""
+    limit = min(limit, len(a), len(b))
+    if limit == 0 or a[len(a) - limit :] == b[len(b) - limit :]:
+        return limit
+    lo, hi = 0, limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[len(a) - mid :] == b[len(b) - mid :]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _differing_span(full: str, variant: str, sentinel: str) -> Span | None:
+    """Where ``full`` differs from ``variant`` (which holds ``sentinel`` once, in place of
+    a message's content); None when the template did not render the sentinel."""
+    at = variant.find(sentinel)
+    if at < 0:
+        return None
+    start = _common_prefix(full, variant, at)
+    tail = _common_suffix(full, variant, min(len(variant) - at - 1, len(full) - start))
+    return Span(start, max(start, len(full) - tail))
+
+
+def content_span(
+    render: Render,
+    messages: Sequence[Mapping[str, Any]],
+    k: int,
+    full: str,
+    reasoning: Reasoning = "label",
+) -> Span | None:
+    """Characters of ``full`` (the rendering of ``messages``) that message ``k``'s content
+    (and, for ``reasoning="label"``, its rendered reasoning) became; None when the template
+    does not render message ``k``'s content."""
+    message = messages[k]
+    sentinel = _sentinel_for(full, repr(message))
+    variant = [*messages[:k], _with_sentinel(message, sentinel), *messages[k + 1 :]]
+    span = _differing_span(full, render(variant), sentinel)
+    if span is None or not reasoning_of(message) or message.get("role") != "assistant":
+        return span
+    answer_message = _with_answer_sentinel(message, sentinel)
+    if answer_message is None:
+        return span
+    answer = _differing_span(
+        full, render([*messages[:k], answer_message, *messages[k + 1 :]]), sentinel
+    )
+    if answer is None or answer.start <= span.start:
+        return span  # the template does not render the reasoning
+    if reasoning == "exclude":
+        return Span(answer.start, span.end)
+    # The reasoning block opens where an empty scaffold would: include its opening tag.
+    head = full[: span.start].rstrip()
+    if head.endswith(_THINK_OPEN):
+        return Span(len(head) - len(_THINK_OPEN), span.end)
+    return span
+
+
+def turns_end(render: Render, messages: Sequence[Mapping[str, Any]], full: str) -> int:
+    """Where what the template writes after the whole conversation (not after a turn)
+    begins: the point at which a rendering with one more user message departs from
+    ``full``, when that is past every reply; else ``len(full)``."""
+    sentinel = _sentinel_for(full)
+    try:
+        longer = render([*messages, {"role": "user", "content": sentinel}])
+    except Exception:  # noqa: BLE001 - a template may refuse the extra turn
+        return len(full)
+    return _common_prefix(full, longer, len(full))
+
+
+def rendered_replies(
+    render: Render, messages: Sequence[Mapping[str, Any]], reasoning: Reasoning = "label"
+) -> RenderedConversation:
+    """The rendering of ``messages`` and the span of each assistant reply in it."""
+    messages = [dict(m) for m in messages]
+    full = render(messages)
+    replies = [
+        content_span(render, messages, k, full, reasoning)
+        for k, m in enumerate(messages)
+        if m.get("role") == "assistant"
+    ]
+    return RenderedConversation(full, replies, bounded_turns_end(render, messages, full, replies))
+
+
+def bounded_turns_end(
+    render: Render, messages: list[dict[str, Any]], full: str, replies: list[Span | None]
+) -> int | None:
+    last = max((s.end for s in replies if s is not None), default=None)
+    if last is None:
+        return None
+    end = turns_end(render, messages, full)
+    return end if end >= last else None
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True)
+class TokenTargets:
+    """Token ids of a rendering, which are targets, and per assistant reply the
+    ``(first, stop)`` token range it labels (reply and end-of-turn), or None."""
+
+    ids: list[int]
+    targets: list[bool]
+    turns: list[tuple[int, int] | None]
+    offsets: list[tuple[int, int]]
+
+
+def token_targets(
+    tokenizer: Any,
+    rendered: RenderedConversation,
+    specials: frozenset[int],
+    never: frozenset[int] | set[int] = frozenset(),
+) -> TokenTargets:
+    """Targets of the tokenized rendering: tokens overlapping a reply span, then the
+    end-of-turn (up to and including the first special token after the reply, of
+    ``specials``). Ids in ``never`` (media placeholders) are never targets."""
+    enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = [int(i) for i in enc["input_ids"]]
+    offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    targets = [False] * len(ids)
+    turns: list[tuple[int, int] | None] = []
+    spans = rendered.replies
+    t = 0
+    for k, span in enumerate(spans):
+        if span is None:
+            turns.append(None)
+            continue
+        while t < len(ids) and offsets[t][1] <= span.start:
+            t += 1
+        first = t
+        while t < len(ids) and offsets[t][0] < span.end and span.end > span.start:
+            targets[t] = ids[t] not in never
+            t += 1
+        # The end-of-turn: up to the first special token, never into the next reply.
+        limit = next((s.start for s in spans[k + 1 :] if s is not None), None)
+        if limit is None:
+            limit = len(rendered.text) if rendered.turns_end is None else rendered.turns_end
+        close = t
+        while close < len(ids) and ids[close] not in specials and offsets[close][0] < limit:
+            close += 1
+        if close < len(ids) and ids[close] in specials and offsets[close][0] < limit:
+            for j in range(t, close + 1):
+                targets[j] = ids[j] not in never
+            t = close + 1
+        turns.append((first, t))
+    return TokenTargets(ids, targets, turns, offsets)
