@@ -1,6 +1,7 @@
 //! The vlm_collate engine: the hot paths of building VLM training batches,
 //! written over plain integer slices. Nothing here knows about Python except
-//! `bindings`, which is compiled only with the `python` feature.
+//! `bindings/` (conversion, errors, one file per concern), which is compiled
+//! only with the `python` feature.
 //!
 //! No input panics or aborts: sizes are counted with checked arithmetic and
 //! bounded by [`limits::MAX_ELEMENTS`], and every error names the argument.

@@ -45,6 +45,16 @@ impl Family {
             ))),
         }
     }
+
+    /// The name [`Family::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Qwen2Vl => "qwen2_vl",
+            Family::Qwen25Vl => "qwen2_5_vl",
+            Family::Qwen3Vl => "qwen3_vl",
+            Family::Qwen3Omni => "qwen3_omni",
+        }
+    }
 }
 
 /// The config values the positions depend on.
@@ -122,13 +132,27 @@ pub fn rope_positions(rows: &Rows, spec: &RopeSpec, media: &Media<'_>) -> Result
     Ok(positions)
 }
 
-fn check_spec(spec: &RopeSpec, media: &Media<'_>) -> Result<()> {
-    if spec.spatial_merge_size <= 0 {
-        return Err(EngineError::new(format!(
-            "spatial_merge_size must be positive, got {}",
-            spec.spatial_merge_size
-        )));
+impl RopeSpec {
+    /// Refuses a merge size below 1 and a spacing that is not a finite number.
+    pub fn check(&self) -> Result<()> {
+        if self.spatial_merge_size <= 0 {
+            return Err(EngineError::new(format!(
+                "spatial_merge_size must be positive, got {}",
+                self.spatial_merge_size
+            )));
+        }
+        if !self.tokens_per_second.is_finite() {
+            return Err(EngineError::new(format!(
+                "tokens_per_second must be finite, got {}",
+                self.tokens_per_second
+            )));
+        }
+        Ok(())
     }
+}
+
+fn check_spec(spec: &RopeSpec, media: &Media<'_>) -> Result<()> {
+    spec.check()?;
     if !media.video_seconds.is_empty() && media.video_seconds.len() != media.video_grids.len() {
         return Err(EngineError::new(format!(
             "video_seconds has {} entries for {} video grids; give one per video (or none)",

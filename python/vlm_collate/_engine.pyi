@@ -1,25 +1,31 @@
-"""Type stub of the native engine (Rust, `rust/bindings.rs`).
+"""Type stub of the native engine (Rust, `rust/bindings/`).
 
-Every array argument is a C-contiguous ``int64`` numpy array; anything else,
-and any inconsistent argument, raises ``ValueError`` naming the argument,
-the sample and the numbers. Paired arrays (``input_ids`` and ``attention_mask``)
-must have exactly the same shape; offsets must start at 0, never decrease and end
-at the length of their values. Any id (up to ``2**63 - 1``, negative ones too) is
-an id; sizes are checked before anything is allocated, and no output may hold more
-than ``MAX_ELEMENTS`` values. The GIL is released while the engine works.
+Every array argument is a C-contiguous ``int64`` numpy array; anything else, and any
+inconsistent argument, raises :class:`vlm_collate.errors.EngineError` (a ``CollateError``,
+so a ``ValueError``) naming the argument, the sample and the numbers. Ids, positions and
+sizes are Python (or numpy) integers within int64: a float, a bool or a larger integer
+is refused the same way, never truncated. Paired arrays (``input_ids`` and
+``attention_mask``) must have exactly the same shape; offsets must start at 0, never
+decrease and end at the length of their values. Any id (up to ``2**63 - 1``, negative
+ones too) is an id; sizes are checked before anything is allocated, and no output may
+hold more than ``MAX_ELEMENTS`` values. The GIL is released while the engine works; a
+panic (a bug) is raised as an ``EngineError`` too, never an abort.
 """
+
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
 
 IGNORE_INDEX: int
 MAX_ELEMENTS: int
-"""The most values one output array may hold (2**28); a larger request is a ValueError
+"""The most values one output array may hold (2**28); a larger request is an EngineError
 naming the argument behind it, never an abort."""
 
 __all__ = [
     "IGNORE_INDEX",
     "MAX_ELEMENTS",
+    "RopeSpec",
     "expand_placeholders",
     "find_subsequence",
     "fit_rows",
@@ -134,20 +140,49 @@ def packed_layout(
     or ignored), its position in its document, the segment boundaries, and per document
     ``(document, row, start, length)``."""
 
+@final
+class RopeSpec:
+    """The config values of a family's rotary positions, converted and checked once:
+    ``family`` (``"qwen2_vl"``, ``"qwen2_5_vl"``, ``"qwen3_vl"`` or ``"qwen3_omni"``), the
+    vision ``spatial_merge_size`` (at least 1), the media token ids, the spacing of video
+    frames (``tokens_per_second``, finite) and Qwen3-Omni's audio token ids. Immutable,
+    comparable and picklable."""
+
+    def __new__(
+        cls,
+        family: str,
+        spatial_merge_size: int,
+        image_token_id: int,
+        video_token_id: int,
+        vision_start_token_id: int,
+        tokens_per_second: float = 1.0,
+        audio_token_id: int | None = None,
+        audio_start_token_id: int | None = None,
+    ) -> RopeSpec: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def spatial_merge_size(self) -> int: ...
+    @property
+    def image_token_id(self) -> int: ...
+    @property
+    def video_token_id(self) -> int: ...
+    @property
+    def vision_start_token_id(self) -> int: ...
+    @property
+    def tokens_per_second(self) -> float: ...
+    @property
+    def audio_token_id(self) -> int | None: ...
+    @property
+    def audio_start_token_id(self) -> int | None: ...
+
 def rope_positions(
     values: _I64,
     offsets: _I64,
-    family: str,
-    spatial_merge_size: int,
-    image_token_id: int,
-    video_token_id: int,
-    vision_start_token_id: int,
+    spec: RopeSpec,
     image_grids: _I64 | None = None,
     video_grids: _I64 | None = None,
     video_seconds: list[float] = ...,
-    tokens_per_second: float = 1.0,
-    audio_token_id: int | None = None,
-    audio_start_token_id: int | None = None,
     use_audio_in_video: bool = False,
 ) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:
     """``(3, total)`` rotary positions of each row, as the family's ``get_rope_index``."""
@@ -155,17 +190,10 @@ def rope_positions(
 def padded_rope_positions(
     input_ids: _I64,
     attention_mask: _I64,
-    family: str,
-    spatial_merge_size: int,
-    image_token_id: int,
-    video_token_id: int,
-    vision_start_token_id: int,
+    spec: RopeSpec,
     image_grids: _I64 | None = None,
     video_grids: _I64 | None = None,
     video_seconds: list[float] = ...,
-    tokens_per_second: float = 1.0,
-    audio_token_id: int | None = None,
-    audio_start_token_id: int | None = None,
     use_audio_in_video: bool = False,
     text_row: bool = True,
 ) -> npt.NDArray[np.int64] | npt.NDArray[np.float32]:

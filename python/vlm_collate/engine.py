@@ -1,6 +1,7 @@
 """The engine boundary: every call into the Rust engine (``_engine``) goes through this
 module, with the conversions it needs (int64, C-contiguous, ragged rows) and the label
-value the loss ignores, ``IGNORE_INDEX``, taken from the engine."""
+value the loss ignores, ``IGNORE_INDEX``, taken from the engine. The engine raises every
+refusal as :class:`~vlm_collate.errors.EngineError`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ._engine import (
     IGNORE_INDEX,
+    RopeSpec,
     expand_placeholders,
     find_subsequence,
     fit_rows,
@@ -27,6 +29,7 @@ from ._engine import (
     unpad,
     write_pixel_values,
 )
+from .errors import EngineError
 
 __all__ = [
     "IGNORE_INDEX",
@@ -43,6 +46,7 @@ __all__ = [
     "padded_rope_positions",
     "pixel_rows",
     "ragged",
+    "RopeSpec",
     "rope_positions",
     "tokens_per_grid",
     "unpad",
@@ -53,19 +57,20 @@ __all__ = [
 def as_int64(x: Any, name: str = "token ids") -> np.ndarray:
     """``x`` (tensor, array or nested list) as a C-contiguous int64 array, copying only
     when its dtype or layout requires. Floating-point, complex and boolean ids are
-    refused (a float id is a bug upstream, never silently truncated)."""
+    refused with an :class:`~vlm_collate.errors.EngineError` (a float id is a bug
+    upstream, never silently truncated)."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     array = np.asarray(x)
     if array.dtype.kind not in "iu" and not (array.dtype.kind == "O" and array.size == 0):
         if array.size == 0 and array.dtype.kind == "f":
             return np.zeros(array.shape, dtype=np.int64)
-        raise ValueError(
+        raise EngineError(
             f"{name} must be integers, got an array of dtype {array.dtype}; "
             "token ids and masks are integer tensors (pass input_ids, not embeddings or logits)"
         )
     if array.dtype.kind == "u" and array.size and int(array.max()) > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} holds values beyond int64")
+        raise EngineError(f"{name} holds values beyond int64")
     return np.ascontiguousarray(array, dtype=np.int64)
 
 

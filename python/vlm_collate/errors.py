@@ -34,8 +34,14 @@ class OptionError(CollateError):
     """A collate option has a wrong type or value (raised when the collator is built)."""
 
 
+class EngineError(CollateError):
+    """A refusal of the Rust engine: an argument's shape, dtype, size or value (the
+    message names the argument and the numbers)."""
+
+
 __all__ = [
     "CollateError",
+    "EngineError",
     "MediaError",
     "OptionError",
     "SampleError",

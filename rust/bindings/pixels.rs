@@ -1,0 +1,168 @@
+//! Fast path pixels: images resized, rescaled, normalised and cut into patches,
+//! written straight into the `pixel_values` buffer.
+
+use numpy::{
+    IntoPyArray, PyReadonlyArray1, PyReadonlyArray3, PyReadwriteArray2, PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+
+use super::convert::{
+    array_rows, describe, items, non_negative, require_contiguous, run, size, Out1,
+};
+use super::error::engine_error;
+use crate::pixels::{self, PatchLayout, Picture, CHANNELS};
+
+/// `(N, 2)` int64 targets as (height, width) pairs.
+fn target_pairs(targets: &Bound<'_, PyAny>) -> PyResult<Vec<(usize, usize)>> {
+    array_rows::<2>(targets, "targets", "(height, width)")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, [h, w])| {
+            Ok((
+                non_negative(h, &format!("targets[{i}][0]"))?,
+                non_negative(w, &format!("targets[{i}][1]"))?,
+            ))
+        })
+        .collect()
+}
+
+/// The patch geometry from the processor's three sizes.
+fn patch_layout(
+    patch: &Bound<'_, PyAny>,
+    merge: &Bound<'_, PyAny>,
+    temporal: &Bound<'_, PyAny>,
+) -> PyResult<PatchLayout> {
+    Ok(PatchLayout {
+        patch: size(patch, "patch_size")?,
+        merge: size(merge, "merge_size")?,
+        temporal: size(temporal, "temporal_patch_size")?,
+    })
+}
+
+/// A `(H, W, 3)` uint8 C-contiguous array, or an error naming `images[i]`.
+fn picture_array<'py>(obj: &Bound<'py, PyAny>, i: usize) -> PyResult<PyReadonlyArray3<'py, u8>> {
+    let name = format!("images[{i}]");
+    let array = obj.extract::<PyReadonlyArray3<'py, u8>>().map_err(|_| {
+        engine_error(format!(
+            "{name} must be a (height, width, 3) uint8 numpy array, got {}; pass np.asarray(image.convert('RGB'))",
+            describe(obj)
+        ))
+    })?;
+    require_contiguous(array.is_c_contiguous(), &name)?;
+    if array.shape()[2] != CHANNELS {
+        return Err(engine_error(format!(
+            "{name} has shape {:?}; it must be (height, width, 3) RGB",
+            array.shape()
+        )));
+    }
+    Ok(array)
+}
+
+/// Runs `pixels::write_pixel_values` on an `out` and `table` of element type `T`.
+fn pixel_values_into<T: numpy::Element + Copy + Send + Sync>(
+    py: Python<'_>,
+    pictures: &[Picture],
+    targets: &[(usize, usize)],
+    layout: PatchLayout,
+    buffers: (&Bound<'_, PyAny>, &Bound<'_, PyAny>),
+    threads: usize,
+) -> PyResult<()> {
+    let (out, table) = buffers;
+    let table = table.extract::<PyReadonlyArray1<'_, T>>().map_err(|_| {
+        engine_error(format!(
+            "table must be a 1-D array of out's dtype ({}), got {}",
+            describe(out),
+            describe(table)
+        ))
+    })?;
+    require_contiguous(table.is_c_contiguous(), "table")?;
+    let mut out = out.extract::<PyReadwriteArray2<'_, T>>().map_err(|e| {
+        engine_error(format!(
+            "out must be writable and not shared with another argument ({e})"
+        ))
+    })?;
+    require_contiguous(out.is_c_contiguous(), "out")?;
+    let t = table.as_slice()?;
+    let o = out.as_slice_mut()?;
+    run(py, || {
+        pixels::write_pixel_values(pictures, targets, layout, t, o, threads)
+    })
+}
+
+/// Writes the `pixel_values` rows of `images` (`(H, W, 3)` uint8 arrays), image
+/// `i` resized to `targets[i]` = (height, width) by antialiased bicubic, into
+/// `out`: a C-contiguous `(rows, 3·temporal·patch²)` array of float32, or of
+/// uint16 holding 16-bit floats (bfloat16 or float16 bits). `table` (1-D, 3 × 256
+/// values of out's dtype) maps each byte of each channel to its rescaled and
+/// normalised value. `threads` > 1 runs the images in parallel.
+#[pyfunction]
+#[pyo3(
+    signature = (images, targets, out, table, patch_size, merge_size, temporal_patch_size, threads=None),
+    text_signature = "(images, targets, out, table, patch_size, merge_size, temporal_patch_size, threads=1)"
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn write_pixel_values(
+    py: Python<'_>,
+    images: &Bound<'_, PyAny>,
+    targets: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    table: &Bound<'_, PyAny>,
+    patch_size: &Bound<'_, PyAny>,
+    merge_size: &Bound<'_, PyAny>,
+    temporal_patch_size: &Bound<'_, PyAny>,
+    threads: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let images = items(
+        images,
+        "images",
+        "a list of (height, width, 3) uint8 arrays",
+    )?;
+    let arrays = images
+        .iter()
+        .enumerate()
+        .map(|(i, obj)| picture_array(obj, i))
+        .collect::<PyResult<Vec<_>>>()?;
+    let pictures = arrays
+        .iter()
+        .map(|a| {
+            Ok(Picture {
+                pixels: a.as_slice()?,
+                height: a.shape()[0],
+                width: a.shape()[1],
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let targets = target_pairs(targets)?;
+    let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
+    let threads = threads.map_or(Ok(1), |t| size(t, "threads"))?;
+    let dtype = out
+        .getattr("dtype")
+        .and_then(|d| d.str().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let buffers = (out, table);
+    match dtype.as_str() {
+        "float32" => pixel_values_into::<f32>(py, &pictures, &targets, layout, buffers, threads),
+        "uint16" => pixel_values_into::<u16>(py, &pictures, &targets, layout, buffers, threads),
+        _ => Err(engine_error(format!(
+            "out must be a float32 array, or a uint16 view of bfloat16/float16 values, got {}",
+            describe(out)
+        ))),
+    }
+}
+
+/// Rows of `pixel_values` per image resized to `targets` (`(N, 2)` int64 height,
+/// width): `(H/patch)·(W/patch)`, with every target checked.
+#[pyfunction]
+pub fn pixel_rows<'py>(
+    py: Python<'py>,
+    targets: &Bound<'py, PyAny>,
+    patch_size: &Bound<'py, PyAny>,
+    merge_size: &Bound<'py, PyAny>,
+    temporal_patch_size: &Bound<'py, PyAny>,
+) -> PyResult<Out1<'py>> {
+    let pairs = target_pairs(targets)?;
+    let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
+    let rows = run(py, || pixels::rows_per_image(&pairs, layout))?;
+    let rows: Vec<i64> = rows.into_iter().map(|n| n as i64).collect();
+    Ok(rows.into_pyarray(py))
+}
