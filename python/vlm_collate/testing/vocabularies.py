@@ -27,7 +27,9 @@ import importlib.metadata
 import importlib.resources
 import json
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,12 +55,28 @@ def cache_dir() -> Path:
     return Path(root) / "tokenizers"
 
 
-def cached_file(name: str, package: str, filename: str, build: Callable[[Path], None]) -> Path:
+def cached_file(
+    name: str,
+    package: str,
+    filename: str,
+    build: Callable[[Path], None],
+    label: str | None = None,
+) -> Path:
     """``cache_dir()/<name>-<package version>/<filename>``, written by ``build(path)`` the
-    first time (atomically: concurrent test processes never read half a file)."""
-    folder = cache_dir() / f"{name}-{importlib.metadata.version(package)}"
+    first time (atomically: concurrent test processes never read half a file). The
+    first time (the slow one: a conversion can take a minute) says on stderr what it
+    converts and where it caches it; ``label`` names the vocabulary (default ``name``)."""
+    version = importlib.metadata.version(package)
+    folder = cache_dir() / f"{name}-{version}"
     path = folder / filename
     if not path.exists():
+        started = time.perf_counter()
+        print(
+            f"vlm_collate: converting the {label or name} vocabulary once ({package} "
+            f"{version}), cached at {path}",
+            file=sys.stderr,
+            flush=True,
+        )
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
         os.close(fd)
@@ -69,6 +87,12 @@ def cached_file(name: str, package: str, filename: str, build: Callable[[Path], 
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        print(
+            f"vlm_collate: converted the {label or name} vocabulary in "
+            f"{time.perf_counter() - started:.0f} s; later runs load it from the cache",
+            file=sys.stderr,
+            flush=True,
+        )
     return path
 
 
