@@ -9,8 +9,10 @@ import math
 import pytest
 import torch
 
-from tiny_vlm import run_example, tiny_qwen2_5_vl, trl_rows
+from helpers import run_example, tiny_qwen2_5_vl, trl_rows
 from vlm_collate import VLMCollator, qwen2_5_collate_fn
+
+pytestmark = pytest.mark.slow
 
 datasets = pytest.importorskip("datasets", reason="the Trainer test reads a datasets.Dataset")
 

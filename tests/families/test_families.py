@@ -21,15 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from helpers import IGNORE, make_image, user
 from vlm_collate import get_collate_fn, testing
 from vlm_collate.collator import COLLATE_FNS
 from vlm_collate.errors import SampleError
 from vlm_collate.processor.family import FAMILIES
 from vlm_collate.testing.families import FAMILY_PROCESSORS
 
-IGNORE = -100
 OPEN, CLOSE = "\ue000", "\ue001"
 
 #: keys along the token axis (axis 1), shifted, cut and padded with the ids
@@ -121,11 +120,6 @@ def collate(name: str, conversations: list, **options: Any) -> dict:
 # --------------------------------------------------------------------------- conversations
 
 
-def image(seed: int = 0, width: int = 64, height: int = 48) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
-
-
 def reply(name: str, text: str) -> dict[str, Any]:
     """An assistant message, its content a list where the case's template needs one."""
     if CASES[name].list_replies:
@@ -133,14 +127,11 @@ def reply(name: str, text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": text}
 
 
-def user(*items: Any) -> dict[str, Any]:
-    content = [{"type": "text", "text": x} if isinstance(x, str) else x for x in items]
-    return {"role": "user", "content": content}
-
-
 def with_image(name: str, images: int = 1, seed: int = 0) -> list[dict[str, Any]]:
     """Two turns; the images (of different sizes) in the first user turn."""
-    items = [{"type": "image", "image": image(seed + k, 64 + 16 * k)} for k in range(images)]
+    items = [
+        {"type": "image", "image": make_image(64 + 16 * k, seed=seed + k)} for k in range(images)
+    ]
     return [
         user(*items, "What is shown here?"),
         reply(name, "A small cat on a blue sky."),
@@ -159,7 +150,7 @@ def text_two_turns(name: str) -> list[dict[str, Any]]:
 
 def long_reply(name: str) -> list[dict[str, Any]]:
     return [
-        user({"type": "image", "image": image(5)}, "Describe."),
+        user({"type": "image", "image": make_image(seed=5)}, "Describe."),
         reply(name, "word " * 40),
     ]
 
@@ -379,7 +370,7 @@ def test_a_placeholder_without_its_image_names_the_sample(name):
     placeholder = placeholder or processor.tokenizer.convert_ids_to_tokens(
         processor.media_placeholder_token_id
     )
-    wrong = [user({"type": "image", "image": image(1)}, "Two?"), reply(name, "ok")]
+    wrong = [user({"type": "image", "image": make_image(seed=1)}, "Two?"), reply(name, "ok")]
     wrong[0]["content"].append(
         {"type": "text", "text": str(getattr(placeholder, "content", placeholder))}
     )

@@ -9,9 +9,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+from helpers import TESTS
+
+pytestmark = pytest.mark.slow
 
 SAMPLES = 8
 
@@ -25,7 +28,7 @@ RANK_SCRIPT = textwrap.dedent(
     from torch.utils.data import DataLoader, DistributedSampler
     from transformers import Qwen2_5_VLProcessor
 
-    from tiny_vlm import tiny_qwen2_5_vl, trl_rows
+    from helpers import tiny_qwen2_5_vl, trl_rows
     from vlm_collate import VLMCollator
 
     processor_dir, out, samples = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -65,10 +68,9 @@ def test_two_ranks_see_disjoint_samples_and_train(qwen_processor, tmp_path):
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     out = tmp_path / "ranks.json"
-    tests = Path(__file__).resolve().parent
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }

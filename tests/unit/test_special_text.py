@@ -223,7 +223,7 @@ def test_rows_without_special_text_are_untouched(family):
 
 
 def test_escape_with_images_keeps_media_blocks():
-    from conftest import make_image
+    from helpers import make_image
 
     processor = testing.qwen2_5_vl_processor()
     example = {
@@ -278,6 +278,7 @@ def qwen():
 QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|box_start|>", "assistant"]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -1,5 +1,5 @@
-"""The engine through its Python binding on hostile input (issues #11 and #12): huge ids,
-huge sizes, overflowing grids, mismatched shapes and dtypes. Every case either returns the
+"""The engine through its Python binding on bad input: huge ids, huge sizes, overflowing
+grids, mismatched shapes and dtypes, inconsistent offsets. Every case either returns the
 right result or raises a ValueError whose message names the argument; none aborts the
 interpreter (an abort would kill the whole test run, not fail one test)."""
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from vlm_collate import _engine
+from vlm_collate import _engine, expand_image_tokens
 
 HUGE_ID = 2**62
 I64_MAX = 2**63 - 1
@@ -199,77 +200,26 @@ def test_non_contiguous_arrays_are_refused():
         _engine.unpad(ids, np.ones((2, 2), dtype=np.int64))
 
 
-# ----------------------------------------------------------------- media blocks in truncation
-
-OPEN, PAD, CLOSE = 151652, 151655, 151653  # <|vision_start|> <|image_pad|> <|vision_end|>
-
-
-def test_fitted_lengths_keeps_the_closing_delimiter():
-    row = [1, OPEN, PAD, PAD, CLOSE, 2, 3]
-    values, offsets = ragged([row, [4, 5, 6, 7, 8]])
-    # Just past the last <|image_pad|>: with delimiters the block would lose its close.
-    assert _engine.fitted_lengths(values, offsets, 4, [PAD], [OPEN], [CLOSE]).tolist() == [-1, 4]
-    # The old call (placeholders only) is unchanged.
-    assert _engine.fitted_lengths(values, offsets, 4, [PAD]).tolist() == [4, 4]
-    assert _engine.fitted_lengths(values, offsets, 5, [PAD], [OPEN], [CLOSE]).tolist() == [5, 5]
-    # A cut before the block would drop it whole: also -1.
-    assert _engine.fitted_lengths(values, offsets, 1, [PAD], [OPEN], [CLOSE]).tolist() == [-1, 1]
-    kw = _engine.fitted_lengths(
-        values, offsets, 6, media_ids=[PAD], block_open_ids=[OPEN], block_close_ids=[CLOSE]
-    )
-    assert kw.tolist() == [6, 5]
+def test_grid_mismatches_name_both_numbers():
+    ids, mask = torch.tensor([[1, 9, 2]]), torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="1 image placeholders .* describes 2 images"):
+        expand_image_tokens(ids, mask, [[1, 2, 2], [1, 2, 2]], 9)
+    with pytest.raises(
+        ValueError,
+        match=r"image 0 has grid \(t=1, h=3, w=4\).*not divisible by the merge kernel \(2, 2\)",
+    ):
+        expand_image_tokens(ids, mask, [[1, 3, 4]], 9)
 
 
-def test_fitted_lengths_row_tokens_inside_a_block():
-    sep = 77
-    values, offsets = ragged([[OPEN, PAD, sep, PAD, CLOSE, sep, 5]])
-    assert _engine.fitted_lengths(values, offsets, 3, [PAD], [OPEN], [CLOSE]).tolist() == [-1]
-    assert _engine.fitted_lengths(values, offsets, 6, [PAD], [OPEN], [CLOSE]).tolist() == [6]
-    # Without delimiters, row tokens count as media ids: the run is the block.
-    values, offsets = ragged([[1, PAD, sep, PAD, 2, 3]])
-    assert _engine.fitted_lengths(values, offsets, 3, [PAD, sep]).tolist() == [-1]
-    assert _engine.fitted_lengths(values, offsets, 4, [PAD, sep]).tolist() == [4]
+# ----------------------------------------------------------------- arguments of truncation
+
+OPEN, PAD = 151652, 151655  # <|vision_start|> <|image_pad|>
 
 
 def test_fitted_lengths_delimiters_come_in_pairs():
     values, offsets = ragged([[1, 2]])
     with pytest.raises(ValueError, match="block_open_ids and block_close_ids"):
         _engine.fitted_lengths(values, offsets, 1, [PAD], [OPEN], [])
-
-
-# ----------------------------------------------------------------- fit_rows
-
-
-def fit_rows_reference(array, row_lengths, length, fill, side):
-    out = []
-    for row, n in zip(array, row_lengths):
-        kept = list(row[: min(n, length)])
-        padding = [fill] * (length - len(kept))
-        out.append(kept + padding if side == "right" else padding + kept)
-    return out
-
-
-@pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("length", [0, 1, 2, 4, 6])
-def test_fit_rows_both_sides(side, length):
-    array = [[1, 2, 3, 0], [4, 5, 0, 0], [0, 0, 0, 0]]
-    row_lengths = [3, 2, 0]
-    got = _engine.fit_rows(i64(array), i64(row_lengths), length, -100, side)
-    assert got.dtype == np.int64 and got.shape == (3, length)
-    assert got.tolist() == fit_rows_reference(array, row_lengths, length, -100, side)
-
-
-def test_fit_rows_examples():
-    array = i64([[1, 2, 3, 0], [4, 5, 0, 0]])
-    assert _engine.fit_rows(array, i64([3, 2]), 5, 9).tolist() == [
-        [1, 2, 3, 9, 9],
-        [4, 5, 9, 9, 9],
-    ]
-    assert _engine.fit_rows(array, i64([3, 2]), 5, 9, "left").tolist() == [
-        [9, 9, 1, 2, 3],
-        [9, 9, 9, 4, 5],
-    ]
-    assert _engine.fit_rows(array, i64([3, 2]), 2, 9, "left").tolist() == [[1, 2], [4, 5]]
 
 
 @pytest.mark.parametrize(

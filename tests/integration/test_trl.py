@@ -8,8 +8,10 @@ import math
 
 import pytest
 
-from tiny_vlm import run_example, tiny_qwen2_5_vl, trl_rows
+from helpers import run_example, tiny_qwen2_5_vl, trl_rows
 from vlm_collate import VLMCollator
+
+pytestmark = pytest.mark.slow
 
 datasets = pytest.importorskip("datasets", reason="TRL trains on a datasets.Dataset")
 trl = pytest.importorskip("trl", reason="the TRL recipe needs trl")

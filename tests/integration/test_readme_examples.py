@@ -5,7 +5,7 @@ Convention: every python block in README.md and in docs/*.md is preceded by
 ``<!-- example: NAME -->`` (it runs on its own) or
 ``<!-- example: NAME needs=model,processor,dataset -->`` (it runs with those names bound
 to a tiny Qwen2.5-VL from a config, the offline ``Qwen2_5_VLProcessor`` and a few rows;
-README only, where ``tiny_vlm.run_example`` finds it). Blocks that train are run by the
+README only, where ``helpers.run_example`` finds it). Blocks that train are run by the
 test that owns them, which also checks their results."""
 
 from __future__ import annotations
@@ -15,26 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_vlm import (
-    _EXAMPLE,
-    _PYTHON_BLOCK,
+from helpers import (
+    EXAMPLE,
+    PYTHON_BLOCK,
+    ROOT,
     readme_examples,
     run_example,
     tiny_qwen2_5_vl,
     trl_rows,
 )
-
-
-def _root() -> Path:
-    """The clone's root (the folder with README.md and docs/), wherever this file sits
-    under tests/."""
-    here = Path(__file__).resolve().parent
-    return next(
-        p for p in (here, *here.parents) if (p / "README.md").is_file() and (p / "docs").is_dir()
-    )
-
-
-ROOT = _root()
 
 
 def docs_examples() -> dict[str, tuple[Path, str, tuple[str, ...]]]:
@@ -44,8 +33,8 @@ def docs_examples() -> dict[str, tuple[Path, str, tuple[str, ...]]]:
     taken = set(readme_examples())
     for path in sorted((ROOT / "docs").glob("*.md")):
         text = path.read_text(encoding="utf-8")
-        marked = list(_EXAMPLE.finditer(text))
-        blocks = _PYTHON_BLOCK.findall(text)
+        marked = list(EXAMPLE.finditer(text))
+        blocks = PYTHON_BLOCK.findall(text)
         if len(blocks) != len(marked):
             named = {m["code"] for m in marked}
             loose = [b.splitlines()[0] for b in blocks if b not in named]
@@ -64,8 +53,8 @@ def _test_files() -> list[Path]:
 
 
 OWNERS = {
-    "trainer": "test_integration_trainer.py",
-    "trl": "test_integration_trl.py",
+    "trainer": "integration/test_trainer.py",
+    "trl": "integration/test_trl.py",
 }
 """Examples run by another test file (they train, and that file checks the training)."""
 
@@ -79,7 +68,7 @@ def test_every_python_block_is_marked_and_run_somewhere():
         assert any("run_example(" in src and f'"{name}"' in src for src in sources), (
             f"no test under tests/ (expected {test_file}) runs the README example {name!r}"
         )
-    # Examples with bound names run through tiny_vlm.run_example, which reads the README.
+    # Examples with bound names run through helpers.run_example, which reads the README.
     for name, (path, _, needs) in docs_examples().items():
         assert not needs, f"{path.name}: example {name!r} needs {needs}: keep it in README.md"
 

@@ -19,8 +19,8 @@ from transformers import (
 )
 from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as omni
 
-from conftest import image_item as image
-from conftest import one_turn as conversation
+from helpers import image_item as image
+from helpers import one_turn as conversation
 from vlm_collate import VLMCollator
 from vlm_collate.errors import OptionError
 from vlm_collate.packing import PackedCollator

@@ -2,8 +2,8 @@
 
 The commands run in-process through ``cli.main`` with the session's offline
 Qwen2.5-VL processor; the demo runs once as the installed console script, as a
-person would. The HTML view is rendered in headless Chromium (installed by
-scripts/env.sh from Debian's packages).
+person would. The HTML view is rendered in headless Chromium where one is installed
+(`make browser`, opt-in; the tests skip without it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_image
+from helpers import make_image
 from vlm_collate import cli, qwen2_5_collate_fn
 from vlm_collate.cli import commands as cli_main
 from vlm_collate.cli.datafiles import collate_records, read_records, sample_data_path
@@ -268,6 +268,7 @@ def test_inspect_family_option(capsys):
     assert "«A red circle, centred on a white background.<|im_end|>»" in out
 
 
+@pytest.mark.slow
 def test_inspect_with_a_saved_processor(capsys, tmp_path, qwen_processor):
     qwen_processor.save_pretrained(tmp_path / "proc")
     code, out, err = run(
@@ -328,8 +329,8 @@ def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         pytest.skip(
-            "chromium is not installed: scripts/env.sh installs Debian's chromium with apt-get, "
-            "which was unavailable here"
+            "no chromium (or chromium-browser) on PATH: `make browser` installs one "
+            "(make test installs nothing on the system)"
         )
     return path
 
@@ -430,6 +431,7 @@ def test_html_view_hover_shows_id_and_label(tmp_path, qwen_processor):
 # --------------------------------------------------------------------------- demo
 
 
+@pytest.mark.slow
 def test_demo_runs_from_the_installed_command(tmp_path):
     script = Path(sys.executable).with_name("vlm-collate")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "vlm_collate.cli"]
@@ -487,6 +489,7 @@ def test_bench_without_a_checkout_says_how_to_run_it(capsys, tmp_path, monkeypat
         return real_import(name, *args)
 
     monkeypatch.setattr(importlib, "import_module", no_benches)
+    monkeypatch.setattr(cli_main, "bench_folders", lambda: [tmp_path / "benches"])  # no clone
     code, _, err = run(capsys, "bench")
     assert code == 1 and err.count("\n") == 1
     assert "benches/ package of a source checkout" in err and "make bench" in err

@@ -135,6 +135,7 @@ def test_processor_expands_image_and_video(processor):
     assert int((batch["input_ids"] == 151656).sum()) == int(grid.prod()) // 4
 
 
+@pytest.mark.slow
 def test_processor_pickles_and_saves_offline(processor, tmp_path):
     from transformers import AutoProcessor
 

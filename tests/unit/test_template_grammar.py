@@ -165,6 +165,7 @@ def targets_of(tokenizer: Any, grammar: Grammar, messages: list[dict]) -> list[i
     ]
 
 
+@pytest.mark.slow
 def test_generated_templates_label_exactly(tokenizer):
     paths = []
 

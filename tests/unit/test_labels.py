@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_image
+from helpers import make_image
 from vlm_collate import build_labels, qwen2_5_collate_fn
 from vlm_collate.processor.markers import markers_for
 from vlm_collate.testing import offset_targets

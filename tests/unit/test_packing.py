@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
-from conftest import image_item as image
-from conftest import one_turn as conversation
+from helpers import image_item as image
+from helpers import one_turn as conversation
 from vlm_collate import LengthEstimator, PackedBatchSampler, PackedCollator, VLMCollator
 from vlm_collate.engine import IGNORE_INDEX
 from vlm_collate.errors import OptionError
@@ -68,6 +68,7 @@ MODEL_KEYS = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("shift", [False, True])
 def test_packed_batch_equals_documents_one_by_one(qwen_processor, alone, attention, shift):
@@ -136,6 +137,7 @@ def test_over_long_samples_follow_on_overflow(qwen_processor):
         PackedCollator(VLMCollator(qwen_processor), max_length=40)(POOL[:5])
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30,
     deadline=None,
@@ -253,23 +255,3 @@ def test_sampler_and_collator_in_a_dataloader_with_workers(qwen_processor):
     )
     rows = [b["input_ids"].shape[0] for b in loader]
     assert rows == [1] * len(sampler)  # each batch is one bin: one row
-
-
-# --------------------------------------------------------------------------- README
-
-
-@pytest.mark.parametrize("name", ["packed-loop", "packed-trainer"])
-def test_readme_packing_examples_train(qwen_processor, name, tmp_path, monkeypatch):
-    from tiny_vlm import run_example, tiny_qwen2_5_vl, trl_rows
-
-    monkeypatch.chdir(tmp_path)
-    model = tiny_qwen2_5_vl(qwen_processor)
-    before = [p.detach().clone() for p in model.parameters()]
-    names = run_example(name, model=model, processor=qwen_processor, dataset=trl_rows(8))
-    changed = any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
-    assert changed, "no parameter moved"
-    if name == "packed-loop":
-        assert torch.isfinite(names["loss"])
-        assert names["batch"]["position_ids"].shape[0] == 4
-    else:
-        assert names["trainer"].state.global_step == 1

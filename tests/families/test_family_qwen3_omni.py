@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from family_checks import (
     IGNORE,
     assert_exact_labels,
@@ -15,6 +14,7 @@ from family_checks import (
     token_count,
     user,
 )
+
 from vlm_collate import qwen3_omni_collate_fn
 from vlm_collate.testing import qwen3_omni_processor, video, waveform
 

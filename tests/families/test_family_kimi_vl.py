@@ -6,16 +6,16 @@ import pickle
 
 import pytest
 import torch
-
 from family_checks import (
     IGNORE,
     assert_exact_labels,
     assistant,
     label_cases,
-    make_image,
+    numbered_image,
     token_count,
     user,
 )
+
 from vlm_collate import kimi_vl_collate_fn
 from vlm_collate.testing import KimiVLStandIn, kimi_vl_processor
 
@@ -31,13 +31,9 @@ def ids(processor) -> dict[str, int]:
     return {t: tok.convert_tokens_to_ids(t) for t in ("<|media_pad|>", "[BOS]", "[PAD]")}
 
 
-def image_item(k: int) -> dict:
-    return {"type": "image", "image": make_image(48 + 16 * k, 40 + 8 * k, seed=k)}
-
-
 @pytest.fixture(scope="module")
 def cases() -> list[list[dict]]:
-    return label_cases(image_item)
+    return label_cases(numbered_image)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +92,7 @@ def test_max_length_never_cuts_an_image(processor, cases, ids):
 
 def test_stand_in_pickles(processor):
     clone = pickle.loads(pickle.dumps(processor))
-    conversation = [user(image_item(0), "Hi"), assistant("Hello")]
+    conversation = [user(numbered_image(0), "Hi"), assistant("Hello")]
     a = kimi_vl_collate_fn([{"conversation": conversation}], processor)
     b = kimi_vl_collate_fn([{"conversation": conversation}], clone)
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import BatchFeature
 
-from conftest import make_image
+from helpers import make_image, one_turn
 from vlm_collate import (
     Batch,
     CollateOptions,
@@ -29,13 +29,7 @@ IGNORE = -100
 
 
 def chat(reply: str = "A red square.", *, question: str = "What is it?", images=()) -> dict:
-    user = [{"type": "image", "image": im} for im in images] + [{"type": "text", "text": question}]
-    return {
-        "conversation": [
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": reply},
-        ]
-    }
+    return one_turn(question, reply=reply, images=images)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from helpers import ROOT
+
 TABLES = {
     "labels",
     "labels_speedup",
@@ -36,6 +38,7 @@ def _run_all():
     return module
 
 
+@pytest.mark.slow
 def test_quick_bench_produces_every_table(tmp_path, qwen_processor):
     # qwen_processor: the session's processor, so the vocabulary is converted only once.
     # A docs folder as the repository's: each generated block in its own page.

@@ -7,16 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from family_checks import (
     IGNORE,
     assert_exact_labels,
     assistant,
     label_cases,
-    make_image,
+    numbered_image,
     token_count,
     user,
 )
+
 from vlm_collate import kimi_k25_vl_collate_fn
 from vlm_collate.families.kimi_k25 import media_token_id
 from vlm_collate.testing import (
@@ -38,13 +38,9 @@ def processor(request, processors):
     return processors[request.param]
 
 
-def image_item(k: int) -> dict:
-    return {"type": "image", "image": make_image(48 + 16 * k, 40 + 8 * k, seed=k)}
-
-
 @pytest.fixture(scope="module")
 def cases() -> list[list[dict]]:
-    return label_cases(image_item)
+    return label_cases(numbered_image)
 
 
 def collate(processor, conversations, **options):
@@ -118,13 +114,13 @@ def test_max_length_pads_to_exactly_that_length(processor, cases):
 
 
 def test_truncation_never_cuts_an_image(processor, cases):
-    long_text = [user(image_item(0), "word " * 60), assistant("reply " * 40)]
+    long_text = [user(numbered_image(0), "word " * 60), assistant("reply " * 40)]
     fits = [user("Hi"), assistant("reply " * 40)]
     batch = collate(processor, [long_text, fits], max_length=48, on_overflow="truncate")
     assert batch["input_ids"].shape == (2, 48)
     assert batch.report.truncated == [0, 1]
     assert token_count(batch, pad_id(processor))[0] == int(batch["grid_thws"].prod(-1).sum()) // 4
-    image_late = [user("word " * 60, image_item(0)), assistant("ok")]
+    image_late = [user("word " * 60, numbered_image(0)), assistant("ok")]
     batch = collate(processor, [image_late, fits], max_length=48, on_overflow="truncate")
     assert [i for i, _ in batch.report.dropped] == [0] and "grid_thws" not in batch
 

@@ -63,6 +63,7 @@ def test_a_template_without_assistant_replies_is_an_error():
         check_template(_qwen2(template))
 
 
+@pytest.mark.slow
 def test_cli_check_on_a_saved_tokenizer(tmp_path, capsys):
     tokenizer = vocabularies.mistral_tekken_tokenizer(template_text("mistral_small_3_1"))
     tokenizer.save_pretrained(tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -185,3 +187,22 @@ def test_engine_argument_errors_name_the_problem():
     empty = np.zeros((0, 0), dtype=np.int64)
     labels, found = _engine.labels_from_markers(empty, empty, [[1]], [[2]])
     assert labels.shape == (0, 0) and found.shape == (0,)
+
+
+def test_engine_calls_from_threads_agree_with_the_reference():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, size=(8, 4000)).astype(np.int64)
+    mask = np.ones_like(ids)
+    starts, ends = [[1, 2]], [[3]]
+    want = reference.labels_from_markers(ids, mask, starts, ends)[0]
+    results: list = [None] * 4
+
+    def work(k: int) -> None:
+        results[k] = _engine.labels_from_markers(ids, mask, starts, ends)[0].tolist()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == want for r in results)
