@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from family_checks import (
     IGNORE,
     assert_exact_labels,
@@ -16,7 +17,6 @@ from family_checks import (
     token_count,
     user,
 )
-
 from vlm_collate import kimi_k25_vl_collate_fn
 from vlm_collate.families.kimi_k25 import media_token_id
 from vlm_collate.testing import (

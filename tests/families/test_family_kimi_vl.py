@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+
 from family_checks import (
     IGNORE,
     assert_exact_labels,
@@ -15,7 +16,6 @@ from family_checks import (
     token_count,
     user,
 )
-
 from vlm_collate import kimi_vl_collate_fn
 from vlm_collate.testing import KimiVLStandIn, kimi_vl_processor
 

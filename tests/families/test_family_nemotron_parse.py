@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from family_checks import IGNORE, assert_shift_consistent, assistant, make_image, user
 
+from family_checks import IGNORE, assert_shift_consistent, assistant, make_image, user
 from vlm_collate import COLLATE_FNS, get_collate_fn, nemotron_parse_collate_fn
 from vlm_collate.families.nemotron_parse import DEFAULT_TASK_PROMPT
 from vlm_collate.testing import NemotronParseStandIn, nemotron_parse_processor

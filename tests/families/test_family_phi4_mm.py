@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from family_checks import (
     IGNORE,
     assert_exact_labels,
@@ -14,7 +15,6 @@ from family_checks import (
     token_count,
     user,
 )
-
 from vlm_collate import phi4_mm_collate_fn
 from vlm_collate.testing import phi4_multimodal_processor, waveform
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from family_checks import (
     IGNORE,
     assert_exact_labels,
@@ -14,7 +15,6 @@ from family_checks import (
     token_count,
     user,
 )
-
 from vlm_collate import qwen3_omni_collate_fn
 from vlm_collate.testing import qwen3_omni_processor, video, waveform
 
