@@ -27,7 +27,8 @@ from .families.nemotron_parse import nemotron_parse_collate_fn
 from .families.phi4_mm import phi4_mm_collate_fn
 from .families.qwen2_5_vl import qwen2_5_collate_fn
 from .families.qwen3_omni import qwen3_omni_collate_fn
-from .formats.conversation import extract_assistant_text
+from .formats.conversation import conversation_of, extract_assistant_text, format_of
+from .formats.rows import with_row_index
 from .options import CollateOptions
 from .packing.collator import PackedCollator, PackedReport
 from .packing.positions import RopeConfig, rope_position_ids
@@ -87,6 +88,9 @@ __all__ = [
     "decode_single_token",
     "expand_image_tokens",
     "extract_assistant_text",
+    "conversation_of",
+    "format_of",
+    "with_row_index",
     "find_pattern_indices",
     "image_token_counts",
     "logger",

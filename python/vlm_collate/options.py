@@ -71,6 +71,12 @@ class CollateOptions:
     message supplies and the template renders (``reasoning_content``, or
     ``<think>…</think>`` in the reply) is a target (``"label"``) or not
     (``"exclude"``); scaffolding the template inserts by itself is never a target.
+    ``train_on``: ``"assistant"`` (every reply), ``"last"`` (the last reply), ``"all"``
+    (every token but media placeholders) or a list of roles; a message's ``"train"``
+    overrides it and its ``"weight"`` is returned as ``loss_weights`` (docs/labels.md).
+    ``close_last_reply``: for a template that writes no closing token, ``"auto"`` appends
+    the tokenizer's eos after the last reply and labels it, a token id (or a generation
+    config: its first ``eos_token_id``) appends that token, ``"never"`` appends nothing.
     """
 
     shift: bool = False
@@ -86,6 +92,8 @@ class CollateOptions:
     base_dir: str | None = None
     fast_path: bool = True
     reasoning: Literal["label", "exclude"] = "label"
+    train_on: Any = "assistant"
+    close_last_reply: Any = "auto"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -104,6 +112,8 @@ class CollateOptions:
             "label_pad_token_id",
             _integer("label_pad_token_id", self.label_pad_token_id, -(2**63), -1),
         )
+        set_(self, "train_on", _train_on(self.train_on))
+        set_(self, "close_last_reply", _close_last_reply(self.close_last_reply))
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
             if not isinstance(value, str) or value not in choices:
@@ -212,6 +222,31 @@ def dtype_option(name: str, value: Any) -> Any:
     if value is None or (isinstance(value, torch.dtype) and value.is_floating_point):
         return value
     raise OptionError(f"{name} must be a floating torch dtype or None, got {value!r}")
+
+
+def _train_on(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str) and value in ("assistant", "last", "all"):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(r, str) and r for r in value):
+        return tuple(dict.fromkeys(value))
+    raise OptionError(
+        f"train_on must be 'assistant', 'last', 'all' or a non-empty list of roles, got {value!r}"
+    )
+
+
+def _close_last_reply(value: Any) -> str | int:
+    if isinstance(value, str) and value in ("auto", "never"):
+        return value
+    if not isinstance(value, (str, int, np.integer, list, tuple)):
+        value = getattr(value, "eos_token_id", value)  # a GenerationConfig
+    if isinstance(value, (list, tuple)) and value:
+        value = value[0]  # a generation config's eos list: its first id
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    raise OptionError(
+        "close_last_reply must be 'auto', 'never', a token id >= 0 or a generation config "
+        f"with eos_token_id, got {value!r}"
+    )
 
 
 def _boolean(name: str, value: Any) -> bool:

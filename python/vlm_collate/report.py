@@ -14,7 +14,9 @@ class BatchReport:
 
     ``dropped`` pairs the input index of each removed sample with the reason;
     ``unlabeled`` lists input indices of samples kept with zero target tokens;
-    ``truncated`` lists input indices of samples cut to ``max_length``.
+    ``truncated`` lists input indices of samples cut to ``max_length``; ``row_ids`` holds
+    per input sample the identity of its dataset row (``id``, ``idx``, ``__key__`` or
+    ``__index__``, see :func:`~vlm_collate.with_row_index`), None where it carries none.
     """
 
     samples: int = 0
@@ -22,6 +24,20 @@ class BatchReport:
     unlabeled: list[int] = field(default_factory=list)
     truncated: list[int] = field(default_factory=list)
     target_tokens: int = 0
+    row_ids: list[Any] = field(default_factory=list)
+
+    def row(self, index: int) -> Any:
+        """The dataset row of input sample ``index`` (its identity), or None."""
+        return self.row_ids[index] if 0 <= index < len(self.row_ids) else None
+
+    @property
+    def dropped_rows(self) -> list[tuple[Any, str]]:
+        """``dropped`` with each sample named by its row identity where it has one."""
+        return [(self._name(i), reason) for i, reason in self.dropped]
+
+    def _name(self, index: int) -> Any:
+        row = self.row(index)
+        return index if row is None else row
 
     @property
     def kept(self) -> int:
@@ -34,6 +50,7 @@ class BatchReport:
             f"batch: {self.kept}/{self.samples} samples, {self.target_tokens} target tokens, "
             f"{len(self.dropped)} dropped, {len(self.unlabeled)} unlabeled, "
             f"{len(self.truncated)} truncated"
+            + (f" (dropped rows: {[r for r, _ in self.dropped_rows]})" if self.dropped else "")
         )
 
 

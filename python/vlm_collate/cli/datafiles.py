@@ -183,7 +183,7 @@ def read_records(
     return records
 
 
-_SAMPLE_INDEX = re.compile(r"^sample (\d+)\b")
+_SAMPLE_INDEX = re.compile(r"^(?:row .*? \()?sample (\d+)(?: of the batch\))?")
 
 
 def located(err: Exception, records: Sequence[Record]) -> DataError | None:

@@ -15,6 +15,7 @@ from PIL import Image
 from .. import engine
 from ..errors import OptionError
 from ..formats.conversation import conversation_of
+from ..options import collate_options
 from ..pipeline.media import load_image, media_of
 from ..processor.media_tokens import image_tokens, video_tokens
 from ..processor.profile import profile_of
@@ -59,8 +60,9 @@ class LengthEstimator:
     Picklable; checked against the real lengths by
     :class:`~vlm_collate.packing.PackedCollator` (``length_estimator=``)."""
 
-    def __init__(self, processor: Any):
+    def __init__(self, processor: Any, format: str = "auto"):
         self.processor = processor
+        self.format = collate_options(format=format).format  # checked like every option
 
     def image_tokens(self, height: int, width: int) -> int:
         """Tokens of one image of ``height`` x ``width`` pixels."""
@@ -72,7 +74,7 @@ class LengthEstimator:
         return video_tokens(self.processor, frames, height, width)
 
     def __call__(self, example: Any, index: int = 0) -> int:
-        conversation = conversation_of(example, index)
+        conversation = conversation_of(example, index, getattr(self, "format", "auto"))
         profile = profile_of(self.processor)
         text = renderer_for(profile)(conversation)
         tokens = len(profile.tokenizer(text)["input_ids"])

@@ -23,6 +23,7 @@ from ..processor.profile import ProcessorProfile, profile_of
 from ..report import Batch, BatchReport
 from .labels import label_array
 from .layout import as_tensor, converted, lay_out, row_lengths, token_axis_keys
+from .loss_policies import LOSS_WEIGHTS, append_stop_tokens, hidden_stops, label_policies
 from .policies import empty_rows_policy, overflow_policy, unlabeled_policy
 from .sample_errors import encoded_naming_sample
 from .special_text import escaped_special_text, labels_with_special_text, refuse_media_text
@@ -81,6 +82,7 @@ def collate_with(
     profile = profile_of(profile)
     conversations = conversations_of(examples)
     report = BatchReport(samples=len(conversations))
+    policies = labeler is None  # a family's own labeler (encoder-decoder) labels as it does
     labeler = labeler or default_labeler(profile, options.reasoning)
     pad_id = profile.require_pad_id()
     keep = unlabeled_policy(conversations, options, report)
@@ -98,6 +100,12 @@ def collate_with(
             encoded_naming_sample(encode, [examples[i] for i in keep], kept, list(keep)),
             kept, list(keep), profile, options.on_special_text,
         )  # fmt: skip
+        axes = [*extra_token_keys, *profile.token_axes]
+        stops = (
+            append_stop_tokens(encoded, kept, profile, options, token_axis_keys(encoded, axes))
+            if policies
+            else np.full(len(kept), -1, dtype=np.int64)
+        )
         report.truncated = []
         if options.max_length is not None:
             blocks = (list(profile.block_opens), list(profile.block_closes))
@@ -105,7 +113,12 @@ def collate_with(
             if len(stay) < len(keep):
                 keep = [keep[k] for k in stay]
                 continue
-        labels = labels_with_special_text(labeler, encoded, kept, profile, options.on_special_text)
+        labels = labels_with_special_text(
+            labeler, hidden_stops(encoded, stops), kept, profile, options.on_special_text
+        )
+        weights = None
+        if policies:
+            labels, weights = label_policies(labels, encoded, kept, profile, options, stops)
         lengths = row_lengths(torch.as_tensor(encoded["attention_mask"]))
         if options.max_length is not None:
             lengths = np.minimum(lengths, options.max_length)
@@ -115,7 +128,9 @@ def collate_with(
         keep = [keep[k] for k in stay]
     batch = {k: as_tensor(v) for k, v in encoded.items()}
     batch["labels"] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-    keys = token_axis_keys(batch, [*extra_token_keys, *profile.token_axes])
+    if weights is not None:
+        batch[LOSS_WEIGHTS] = torch.from_numpy(weights)
+    keys = token_axis_keys(batch, [*extra_token_keys, *profile.token_axes, LOSS_WEIGHTS])
     lay_out(batch, keys, lengths, pad_id, options, profile.token_axes)
     targets = batch["labels"] != IGNORE_INDEX
     targets_per_row = targets.sum(dim=-1).tolist()
