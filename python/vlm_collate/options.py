@@ -19,6 +19,11 @@ OnUnlabeled = Literal["warn", "raise", "drop"]
 PaddingSide = Literal["right", "left"]
 ReturnTensors = Literal["pt", "np"]
 OnSpecialText = Literal["escape", "error", "keep"]
+FORMAT_NAMES = (
+    "auto", "messages", "sharegpt", "llava", "openai", "cauldron", "prompt_completion", "trl", "hf"
+)
+"""The ``format`` values: ``"auto"`` (detected per row) or a published row shape
+(see docs/formats.md; ``llava`` is ``sharegpt``, ``trl``/``hf`` are ``messages``)."""
 
 SEED_SHIFT = True
 """The default ``shift`` of the seed-named collate functions and of
@@ -35,6 +40,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "return_tensors": ("pt", "np"),
     "on_special_text": ("escape", "error", "keep"),
     "reasoning": ("label", "exclude"),
+    "format": FORMAT_NAMES,
 }
 
 
@@ -77,6 +83,8 @@ class CollateOptions:
     ``close_last_reply``: for a template that writes no closing token, ``"auto"`` appends
     the tokenizer's eos after the last reply and labels it, a token id (or a generation
     config: its first ``eos_token_id``) appends that token, ``"never"`` appends nothing.
+    ``format``: the published row shape (``"auto"``, detected per row, or one of
+    :data:`FORMAT_NAMES`; see docs/formats.md).
     """
 
     shift: bool = False
@@ -92,6 +100,7 @@ class CollateOptions:
     base_dir: str | None = None
     fast_path: bool = True
     reasoning: Literal["label", "exclude"] = "label"
+    format: str = "auto"
     train_on: Any = "assistant"
     close_last_reply: Any = "auto"
 

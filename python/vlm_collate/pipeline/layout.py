@@ -86,8 +86,8 @@ def lay_out(
 
     The shift is the seed's: ``labels`` lose their first column, every other
     token-axis tensor its last (the row's last token when it is the longest), so
-    position i predicts label i. Pad values: ``pad_id`` in ``input_ids``, -100 in
-    ``labels``, 0 elsewhere. ``axes``: the token axis of keys where it is not the last
+    position i predicts label i (``loss_weights`` shift with ``labels``). Pad values:
+    ``pad_id`` in ``input_ids``, -100 in ``labels``, 0 elsewhere. ``axes``: the token axis of keys where it is not the last
     (Mllama's ``cross_attention_mask`` ``(B, L, images, tiles)``: 1)."""
     columns = int(batch["input_ids"].shape[-1])
     if options.max_length is not None:
@@ -106,7 +106,7 @@ def lay_out(
     fills = {"input_ids": pad_id, "labels": IGNORE_INDEX}
     for key in keys:
         value = torch.as_tensor(batch[key])
-        if options.shift and key == "labels":
+        if options.shift and key in ("labels", "loss_weights"):  # targets lose the first
             value = value[..., 1:]
         axis = (axes or {}).get(key, value.ndim - 1) % max(value.ndim, 1)
         value = value.movedim(axis, -1)

@@ -18,6 +18,7 @@ import torch
 from ..engine import IGNORE_INDEX
 from ..errors import CollateError
 from ..formats.conversation import conversations_of
+from ..formats.rows import naming_rows, row_id
 from ..options import CollateOptions, OnOverflow, OnUnlabeled, collate_options
 from ..processor.profile import ProcessorProfile, profile_of
 from ..report import Batch, BatchReport
@@ -67,21 +68,38 @@ def collate_with(
     profile: ProcessorProfile,
     encode: Encoder,
     options: CollateOptions,
+    **pipeline: Any,
+) -> Batch:
+    """Runs the shared pipeline on ``examples`` with the family's ``encode`` (which
+    returns right-padded token-axis tensors). With ``options.shift`` and
+    ``shift_labels`` the pre-shifted targets are also returned as ``shift_labels``
+    (an encoder-decoder family, whose loss never shifts, passes ``False``). An error
+    naming ``sample N`` names its dataset row too when the row carries an identity
+    (:mod:`..formats.rows`)."""
+    try:
+        return _collated(examples, profile, encode, options, **pipeline)
+    except CollateError as err:
+        if isinstance(examples, Sequence):
+            raise naming_rows(err, [row_id(e) for e in examples])
+        raise
+
+
+def _collated(
+    examples: Sequence[Any],
+    profile: ProcessorProfile,
+    encode: Encoder,
+    options: CollateOptions,
     *,
     labeler: Labeler | None = None,
     media_ids: Sequence[int] | None = None,
     extra_token_keys: Sequence[str] = (),
     shift_labels: bool = True,
 ) -> Batch:
-    """Runs the shared pipeline on ``examples`` with the family's ``encode`` (which
-    returns right-padded token-axis tensors). With ``options.shift`` and
-    ``shift_labels`` the pre-shifted targets are also returned as ``shift_labels``
-    (an encoder-decoder family, whose loss never shifts, passes ``False``)."""
     if not isinstance(options, CollateOptions):
         raise CollateError(f"options must be a CollateOptions, got {type(options).__name__}")
     profile = profile_of(profile)
-    conversations = conversations_of(examples)
-    report = BatchReport(samples=len(conversations))
+    conversations = conversations_of(examples, options.format)
+    report = BatchReport(samples=len(conversations), row_ids=[row_id(e) for e in examples])
     policies = labeler is None  # a family's own labeler (encoder-decoder) labels as it does
     labeler = labeler or default_labeler(profile, options.reasoning)
     pad_id = profile.require_pad_id()
