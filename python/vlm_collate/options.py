@@ -33,6 +33,9 @@ SEED_SHIFT = True
 MAX_COLUMNS = 1 << 28
 """The longest row a batch can hold: the engine's limit on the values of one array."""
 
+MAX_PIXELS = 1 << 40
+"""The largest media budget (``min_pixels``, ``max_pixels``, ``max_frames``) accepted."""
+
 _CHOICES: dict[str, tuple[str, ...]] = {
     "on_overflow": ("error", "drop", "truncate"),
     "on_unlabeled": ("warn", "raise", "drop"),
@@ -70,7 +73,13 @@ class CollateOptions:
     (``"<|im_end|>"`` in a user message) is tokenized as plain text (``"escape"``),
     refused with an error naming the sample and message (``"error"``), or kept as
     the special token (``"keep"``); labels follow the roles in all three.
-    ``base_dir``: the folder relative media paths are read from. ``fast_path``: build
+    ``base_dir``: the folder relative media paths are read from, and confined to
+    (``../`` or a symlink leading out is a MediaError). ``allow_absolute_paths``: whether
+    absolute paths and ``file://`` URLs may name files outside ``base_dir`` (``None``:
+    True without ``base_dir``, False with it; see docs/errors.md). ``min_pixels``,
+    ``max_pixels``: the pixel budget of each image (and video frame), applied by the
+    processor's own resize rule; ``max_frames``, ``fps``: the frames a video keeps
+    (see docs/options.md; a row or media item may carry its own). ``fast_path``: build
     the batch without the processor call where the processor's settings are ones the
     fast path reproduces (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; see :mod:`.fast_path`);
     ``False`` always calls the processor. ``reasoning``: reasoning text an assistant
@@ -98,6 +107,11 @@ class CollateOptions:
     on_unlabeled: OnUnlabeled = "warn"
     on_special_text: OnSpecialText = "escape"
     base_dir: str | None = None
+    allow_absolute_paths: bool | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    max_frames: int | None = None
+    fps: float | None = None
     fast_path: bool = True
     reasoning: Literal["label", "exclude"] = "label"
     format: str = "auto"
@@ -135,6 +149,24 @@ class CollateOptions:
                     f"base_dir must be a path (str or os.PathLike), got {self.base_dir!r}"
                 )
             set_(self, "base_dir", os.fspath(self.base_dir))
+        if self.allow_absolute_paths is not None:
+            allow = _boolean("allow_absolute_paths", self.allow_absolute_paths)
+            set_(self, "allow_absolute_paths", allow)
+        for name in ("min_pixels", "max_pixels", "max_frames"):  # media budgets
+            if getattr(self, name) is not None:
+                set_(self, name, _integer(name, getattr(self, name), 1, MAX_PIXELS))
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise OptionError(
+                f"min_pixels={self.min_pixels} is above max_pixels={self.max_pixels}; "
+                "pass min_pixels <= max_pixels"
+            )
+        if self.fps is not None:
+            fps = self.fps
+            if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)):
+                raise OptionError(f"fps must be a positive number, got {fps!r}")
+            if not 0 < float(fps) < float("inf"):
+                raise OptionError(f"fps must be a positive number, got {fps!r}")
+            set_(self, "fps", float(fps))
         if self.pad_to_max_length:
             if self.max_length is None:
                 raise OptionError("pad_to_max_length=True needs max_length (the column count)")

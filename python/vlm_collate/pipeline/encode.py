@@ -19,10 +19,10 @@ from ..report import Batch
 from .expand import check_expanded_media
 from .media import (
     SampleMedia,
-    check_image_limits,
     check_placeholder_counts,
     load_image,
     load_video,
+    media_access,
     media_counts,
     media_of,
     waveform_at,
@@ -95,9 +95,8 @@ def loaded_media(
             )
     images = []
     for k, value in enumerate(raw.images):
-        image = load_image(value, f"sample {index}, image {k}", base_dir)
-        check_image_limits(image, profile.image_limits, f"sample {index}, image {k}")
-        images.append(image)
+        where = f"sample {index}, image {k}"
+        images.append(load_image(value, where, base_dir, profile.image_limits))
     videos = [
         load_video(v, f"sample {index}, video {k}", base_dir) for k, v in enumerate(raw.videos)
     ]
@@ -165,13 +164,14 @@ def encoder(
             return [renderer(c) for c in conversations]
 
     load = quirks.load or loaded_media
+    access = media_access(options.base_dir, options.allow_absolute_paths)
 
     def encode(examples: list, conversations: list, indices: list[int]) -> dict[str, Any]:
         texts = render(conversations)
         if quirks.texts is not None:
             texts = quirks.texts(texts)
         media = [
-            load(e, c, i, profile, options.base_dir)
+            load(e, c, i, profile, access)
             for e, c, i in zip(examples, conversations, indices)
         ]
         collected = Collected(list(examples), list(conversations), list(indices), texts, media)

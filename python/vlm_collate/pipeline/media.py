@@ -19,10 +19,11 @@ import binascii
 import io
 import math
 import os
+import stat
 import wave
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -86,12 +87,120 @@ def media_of(
 # --------------------------------------------------------------------------- sources
 
 
-def _local_path(value: str, base_dir: str | os.PathLike[str] | None) -> str:
+@dataclass(frozen=True)
+class MediaAccess:
+    """Where media paths may be read from: ``base_dir`` (relative paths are read under it
+    and must stay inside it, symlinks resolved) and ``allow_absolute_paths`` (whether an
+    absolute path or ``file://`` URL may name a file outside that root; ``None``: True
+    without ``base_dir``, for backwards compatibility, False with it). Functions that
+    take ``base_dir`` accept this object in its place."""
+
+    base_dir: str | None = None
+    allow_absolute_paths: bool | None = None
+
+    @property
+    def absolute_allowed(self) -> bool:
+        if self.allow_absolute_paths is None:
+            return self.base_dir is None
+        return bool(self.allow_absolute_paths)
+
+
+BaseDir: TypeAlias = "str | os.PathLike[str] | MediaAccess | None"
+"""What a ``base_dir`` parameter takes: a folder, None, or a :class:`MediaAccess`."""
+
+
+def media_access(base_dir: Any = None, allow_absolute_paths: bool | None = None) -> MediaAccess:
+    """``base_dir`` (a path, None or a :class:`MediaAccess`) as a :class:`MediaAccess`."""
+    if isinstance(base_dir, MediaAccess):
+        return base_dir
+    root = None if base_dir is None else os.fspath(base_dir)
+    return MediaAccess(root, allow_absolute_paths)
+
+
+def _local_path(value: str, base_dir: Any) -> str:
     """The file a path or ``file://`` URL names, relative paths under ``base_dir``."""
     path = unquote(urlparse(value).path) if value.startswith("file:") else value
     path = os.path.expanduser(path)
-    if base_dir is not None and not os.path.isabs(path):
-        path = os.path.join(os.fspath(base_dir), path)
+    root = media_access(base_dir).base_dir
+    if root is not None and not os.path.isabs(path):
+        path = os.path.join(root, path)
+    return path
+
+
+def _inside(path: str, root: str) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    try:
+        return os.path.commonpath([real, base]) == base
+    except ValueError:  # different drives
+        return False
+
+
+def _confined(value: str, path: str, access: MediaAccess, where: str, kind: str) -> None:
+    """Refuses a path that ``access`` does not allow: an absolute path or ``file://`` URL
+    when absolute paths are not allowed and it lies outside the root, or a relative
+    path that escapes the root (``../``, a symlink leading out)."""
+    absolute = value.startswith("file:") or os.path.isabs(os.path.expanduser(value))
+    if absolute and access.absolute_allowed:
+        return
+    if access.base_dir is None:
+        if absolute:
+            raise MediaError(
+                f"{where}: {kind} path {value!r} is absolute (or a file:// URL) and "
+                "allow_absolute_paths=False; pass a path relative to base_dir (and set "
+                "base_dir), or allow_absolute_paths=True if you trust the data"
+            )
+        return  # relative, no base_dir: read from the working directory, as before
+    if not _inside(path, access.base_dir):
+        what = "an absolute path (or file:// URL)" if absolute else "a relative path"
+        fix = (
+            "pass allow_absolute_paths=True if you trust the data"
+            if absolute
+            else "fix the path in the dataset, or point base_dir at a folder that holds it"
+        )
+        raise MediaError(
+            f"{where}: {kind} path {value!r} is {what} that resolves to "
+            f"{os.path.realpath(path)}, outside base_dir {os.path.realpath(access.base_dir)}; "
+            f"media paths are confined to base_dir; {fix}"
+        )
+
+
+def _special_file(path: str, where: str, kind: str) -> MediaError | None:
+    """The error for a path that exists but is not a regular file (a directory, FIFO,
+    socket or device), found with ``stat`` alone (a FIFO is never opened: it blocks)."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        what = "a directory"
+    elif stat.S_ISFIFO(mode):
+        what = "a FIFO (named pipe), which is not read (reading it would block)"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        what = "a device"
+    elif stat.S_ISSOCK(mode):
+        what = "a socket"
+    else:
+        what = "not a regular file"
+    return MediaError(
+        f"{where}: the {kind} path {path} is {what}; a {kind} item must name a regular "
+        "file: fix the path in the dataset"
+    )
+
+
+def checked_path(value: str, where: str, base_dir: Any, kind: str) -> str | None:
+    """The local file a path or ``file://`` URL names, checked against ``base_dir``'s
+    rules (see :class:`MediaAccess`) and refused when it is not a regular file; None
+    when nothing exists there (the caller may read the string as base64 data)."""
+    access = media_access(base_dir)
+    path = _local_path(value, access)
+    if not os.path.lexists(path):
+        return None
+    _confined(value, path, access, where, kind)
+    try:
+        error = _special_file(path, where, kind)
+    except OSError as err:  # a dangling symlink, no permission
+        raise MediaError(f"{where}: the {kind} path {path} cannot be read ({err})") from err
+    if error is not None:
+        raise error
     return path
 
 
@@ -134,14 +243,17 @@ def _source_of(value: Any, where: str, base_dir: Any, kind: str) -> bytes | str:
             f"{where}: remote {kind} URLs ({scheme}://) are not fetched during collation; "
             "download the data first and pass a path, bytes or the decoded data"
         )
-    path = _local_path(value, base_dir)
-    if os.path.isfile(path):
+    path = checked_path(value, where, base_dir, kind)
+    if path is not None:
         return path
     data = None if value.startswith("file:") else _base64_payload(value)
     if data is None or not _decodable_image_or_audio(data):
+        access = media_access(base_dir)
+        path = _local_path(value, access)
+        _confined(value, path, access, where, kind)
         hint = (
             ""
-            if base_dir is not None or os.path.isabs(path)
+            if access.base_dir is not None or os.path.isabs(path)
             else " (relative paths: pass base_dir)"
         )
         raise MediaError(f"{where}: {kind} file not found: {path}{hint}")
@@ -163,11 +275,16 @@ def _decodable_image_or_audio(data: bytes) -> bool:
 # --------------------------------------------------------------------------- images
 
 
-def _opened(source: bytes | str, where: str) -> Image.Image:
-    """A decoded image from bytes or a path, within PIL's decompression-bomb limit."""
+def _opened(
+    source: bytes | str, where: str, limits: Mapping[str, float] | None = None
+) -> Image.Image:
+    """A decoded image from bytes or a path, its size checked from the header (PIL's
+    decompression-bomb limit, the processor's ``limits``) before any pixel is decoded."""
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             _check_pixels(image.width, image.height, where)
+            if limits:
+                check_image_limits(image, limits, where)
             image.load()
             return image.copy() if isinstance(source, str) else image
     except Image.DecompressionBombError as err:
@@ -277,19 +394,28 @@ def _is_source(value: Any) -> bool:
 
 
 def load_image(
-    value: Any, where: str = "image", base_dir: str | os.PathLike[str] | None = None
+    value: Any,
+    where: str = "image",
+    base_dir: BaseDir = None,
+    limits: Mapping[str, float] | None = None,
 ) -> Image.Image:
     """An RGB PIL image from any supported form (see the module), upright by its EXIF
-    orientation; a MediaError naming ``where`` otherwise."""
+    orientation; a MediaError naming ``where`` otherwise. Its size is checked against
+    PIL's decompression-bomb limit and the processor's ``limits`` from the header,
+    before any pixel is decoded (a lazily opened PIL image included)."""
     try:
         if isinstance(value, Image.Image):
             image = value
+            _check_pixels(image.width, image.height, where)  # the header's size, not decoded
+            if limits:
+                check_image_limits(image, limits, where)
             image.load()  # a closed or truncated image fails here
-            _check_pixels(image.width, image.height, where)
         elif _is_source(value):
-            image = _opened(_source_of(value, where, base_dir, "image"), where)
+            image = _opened(_source_of(value, where, base_dir, "image"), where, limits)
         elif hasattr(value, "__array__"):
             image = _from_array(value, where)
+            if limits:
+                check_image_limits(image, limits, where)
         else:
             raise MediaError(f"{where}: unsupported image type {type(value).__name__}")
         if image.width == 0 or image.height == 0:
@@ -321,14 +447,16 @@ def check_image_limits(image: Image.Image, limits: Mapping[str, float], where: s
 # --------------------------------------------------------------------------- videos
 
 
-def load_video(
-    value: Any, where: str = "video", base_dir: str | os.PathLike[str] | None = None
-) -> Any:
+def load_video(value: Any, where: str = "video", base_dir: BaseDir = None) -> Any:
     """Frames of a video: a uint8 array ``(T, H, W, C)`` or a list of RGB images.
     Paths are passed through for the processor's own decoder."""
     if isinstance(value, (str, os.PathLike)):
-        path = _local_path(os.fspath(value), base_dir)
-        if not os.path.isfile(path):
+        text = os.fspath(value)
+        path = checked_path(text, where, base_dir, "video")
+        if path is None:
+            access = media_access(base_dir)
+            path = _local_path(text, access)
+            _confined(text, path, access, where, "video")
             raise MediaError(f"{where}: video file not found: {path}")
         return path
     if isinstance(value, (list, tuple)):
@@ -399,10 +527,34 @@ def _decoded_audio(
     )
 
 
+_AUDIO_SCALES = {
+    # dtype -> (offset, scale): PCM integers scaled by their range into [-1, 1), as
+    # soundfile and WAV readers do; unsigned 8-bit PCM is centred on 128
+    np.dtype(np.int8): (0.0, 128.0),
+    np.dtype(np.uint8): (128.0, 128.0),
+    np.dtype(np.int16): (0.0, 32768.0),
+    np.dtype(np.uint16): (32768.0, 32768.0),
+    np.dtype(np.int32): (0.0, 2.0**31),
+}
+
+
+def _integer_audio_scaled(array: np.ndarray, where: str) -> np.ndarray:
+    """A float32 waveform from integer PCM samples, scaled by their dtype's range
+    (int16 / 32768, int32 / 2**31, uint8 (x - 128) / 128, like integer images)."""
+    dtype = array.dtype.newbyteorder("=")
+    if dtype not in _AUDIO_SCALES:
+        raise MediaError(
+            f"{where}: integer audio of dtype {array.dtype} has no PCM range to scale by; "
+            "pass int16, int32 or uint8 PCM, or floats in [-1, 1]"
+        )
+    offset, scale = _AUDIO_SCALES[dtype]
+    return ((array.astype(np.float64) - offset) / scale).astype(np.float32)
+
+
 def load_audio(
     value: Any,
     where: str = "audio",
-    base_dir: str | os.PathLike[str] | None = None,
+    base_dir: BaseDir = None,
     sampling_rate: int | None = None,
 ) -> tuple[np.ndarray, int | None]:
     """``(waveform, sampling_rate)`` from a dict (``{"array", "sampling_rate"}`` or
@@ -424,6 +576,8 @@ def load_audio(
         value, rate = _decoded_audio(source, sampling_rate, where)
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iub":
+        value = _integer_audio_scaled(value, where)
     try:
         waveform = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError) as err:
@@ -448,24 +602,21 @@ def load_audio(
 def images_of(
     conversation: Sequence[Mapping[str, Any]],
     index: int,
-    base_dir: str | os.PathLike[str] | None = None,
+    base_dir: BaseDir = None,
     limits: Mapping[str, float] | None = None,
 ) -> list[Image.Image]:
     """The images of sample ``index``, loaded as RGB (and checked against ``limits``)."""
     images = []
     for k, v in enumerate(media_of(conversation, index, ("image",)).images):
         where = f"sample {index}, image {k}"
-        image = load_image(v, where, base_dir)
-        if limits:
-            check_image_limits(image, limits, where)
-        images.append(image)
+        images.append(load_image(v, where, base_dir, limits))
     return images
 
 
 def videos_of(
     conversation: Sequence[Mapping[str, Any]],
     index: int,
-    base_dir: str | os.PathLike[str] | None = None,
+    base_dir: BaseDir = None,
     limits: Mapping[str, float] | None = None,
 ) -> list[Any]:
     """The videos of sample ``index``, loaded."""
@@ -479,7 +630,7 @@ def waveform_at(
     value: Any,
     sampling_rate: int | None,
     where: str = "audio",
-    base_dir: str | os.PathLike[str] | None = None,
+    base_dir: BaseDir = None,
     min_samples: int | None = None,
 ) -> np.ndarray:
     """The waveform of an audio item, its sampling rate checked against ``sampling_rate``
@@ -528,7 +679,7 @@ def media_per_sample(
     conversations: Sequence[Sequence[Mapping[str, Any]]],
     indices: Sequence[int],
     placeholder: str,
-    base_dir: str | os.PathLike[str] | None = None,
+    base_dir: BaseDir = None,
     limits: Mapping[str, float] | None = None,
 ) -> list[list[Any]]:
     """The loaded images or videos (``kind``) of each sample, checked against the
