@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,13 +59,80 @@ def target_sizes(images: Sequence[np.ndarray], plan: FastPlan) -> np.ndarray:
     return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
 
 
+class OutputBuffers:
+    """Output storage reused across calls, per thread, once its last batch is let go.
+
+    A steady-state call then writes into memory already paged in instead of a fresh
+    allocation (a 37 MiB ``pixel_values`` costs more to fault in than to fill). A
+    storage is handed out again only when nothing else refers to it: its ``StorageImpl``
+    has one owner (this pool's ``UntypedStorage``; every tensor, view, ``.numpy()``
+    array and DLPack capsule made from it holds another) and that Python object has no
+    other reference (``tensor.untyped_storage()`` returns the same object). A batch the
+    caller still holds is therefore never overwritten. ``keep`` storages are kept per
+    thread (two cover ``for batch in loader``, which holds the previous batch while the
+    next is built); a storage is reused for a request of at least ``1 / slack`` of its
+    size, so a small batch does not pin a large buffer's memory."""
+
+    def __init__(self, keep: int = 2, slack: float = 1.5):
+        self.keep, self.slack = keep, slack
+        self._local = threading.local()
+
+    def _pool(self) -> list[torch.UntypedStorage]:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = []
+        return pool
+
+    @staticmethod
+    def _free(pool: list[torch.UntypedStorage], i: int) -> bool:
+        """Whether only ``pool`` refers to its ``i``-th storage (no tensor, view or array
+        of it, and no other reference to its Python object)."""
+        # The StorageImpl's one owner is the pool's Python object; getrefcount counts
+        # the list and its own argument.
+        return torch._C._storage_Use_Count(pool[i]._cdata) == 1 and sys.getrefcount(pool[i]) == 2
+
+    def storage(self, nbytes: int) -> torch.UntypedStorage:
+        """A storage of at least ``nbytes``: a free one of the pool, or a new one."""
+        pool = self._pool()
+        fits = [
+            i
+            for i in range(len(pool))
+            if nbytes <= pool[i].nbytes() <= max(nbytes * self.slack, 1) and self._free(pool, i)
+        ]
+        if fits:
+            found = pool.pop(min(fits, key=lambda i: pool[i].nbytes()))
+        else:
+            found = torch.UntypedStorage(nbytes)
+        pool.insert(0, found)  # most recently used first
+        del pool[self.keep :]
+        return found
+
+    def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` and ``dtype`` on a pooled storage."""
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        storage = self.storage(int(np.prod(shape)) * itemsize)
+        return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+    def clear(self) -> None:
+        """Drops this thread's pooled storages (held batches stay valid)."""
+        self._pool().clear()
+
+
+BUFFERS = OutputBuffers()
+"""The pool :func:`output_tensor` draws from outside DataLoader workers."""
+
+
 def output_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised tensor for the output; in a DataLoader worker, in shared memory
-    from the start (as torch's ``default_collate`` does there), so sending the batch to
-    the main process pickles a handle instead of copying the tensor into shared memory."""
+    """An uninitialised tensor for the output. In a DataLoader worker it is in shared
+    memory from the start (as torch's ``default_collate`` does there), so sending the
+    batch to the main process pickles a handle instead of copying the tensor into shared
+    memory; elsewhere it reuses a storage of :data:`BUFFERS` that no earlier batch still
+    refers to (:class:`OutputBuffers`)."""
     numel = int(np.prod(shape))
-    if torch.utils.data.get_worker_info() is None or numel == 0:
+    if numel == 0:
         return torch.empty(shape, dtype=dtype)
+    if torch.utils.data.get_worker_info() is None:
+        return BUFFERS.tensor(shape, dtype)
     itemsize = torch.empty((), dtype=dtype).element_size()
     storage = torch.UntypedStorage._new_shared(numel * itemsize)
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
