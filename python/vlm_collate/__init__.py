@@ -35,6 +35,7 @@ from .packing.positions import RopeConfig, rope_position_ids
 from .packing.sampler import LengthEstimator, PackedBatchSampler
 from .pipeline.expand import expand_image_tokens, image_token_counts
 from .pipeline.labels import build_labels
+from .pipeline.loss_policies import weighted_loss
 from .pipeline.patterns import find_pattern_indices
 from .processor.check import TemplateReport, check_template
 from .processor.tokens import decode_single_token
@@ -84,6 +85,7 @@ __all__ = [
     "qwen2_5_collate_fn",
     "qwen3_omni_collate_fn",
     "build_labels",
+    "weighted_loss",
     "check_template",
     "decode_single_token",
     "expand_image_tokens",

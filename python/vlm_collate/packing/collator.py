@@ -284,6 +284,7 @@ def _media_in_order(
 
 
 _KNOWN = {*_TOKEN_KEYS, *_IMAGE_KEYS, *_VIDEO_KEYS, *_AUDIO_KEYS, *_PER_SAMPLE_KEYS, "shift_labels"}
+_KNOWN.add("loss_weights")
 
 
 def packed_batch(collator: PackedCollator, examples: list, inner: Batch) -> Batch:
@@ -309,6 +310,9 @@ def packed_batch(collator: PackedCollator, examples: list, inner: Batch) -> Batc
         "input_ids": torch.from_numpy(_gathered(values, source, collator.pad_id)),
         "labels": torch.from_numpy(_gathered(label_values, label_source, IGNORE_INDEX)),
     }
+    if inner.get("loss_weights") is not None:  # gathered with the labels they weigh
+        weights = np.asarray(inner["loss_weights"], dtype=np.float32)[mask != 0]  # as unpad
+        batch["loss_weights"] = torch.from_numpy(_gathered(weights, label_source, 0.0))
     for key in ("mm_token_type_ids", "token_type_ids"):
         if inner.get(key) is not None:
             typed, _ = engine.unpad(as_int64(inner[key], key), mask)

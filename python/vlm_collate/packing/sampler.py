@@ -16,6 +16,7 @@ from .. import engine
 from ..errors import OptionError
 from ..formats.conversation import conversation_of
 from ..options import collate_options
+from ..pipeline.loss_policies import appended_stop
 from ..pipeline.media import load_image, media_of
 from ..processor.media_tokens import image_tokens, video_tokens
 from ..processor.profile import profile_of
@@ -60,9 +61,11 @@ class LengthEstimator:
     Picklable; checked against the real lengths by
     :class:`~vlm_collate.packing.PackedCollator` (``length_estimator=``)."""
 
-    def __init__(self, processor: Any, format: str = "auto"):
+    def __init__(self, processor: Any, format: str = "auto", close_last_reply: Any = "auto"):
         self.processor = processor
         self.format = collate_options(format=format).format  # checked like every option
+        # The stop token appended after a last reply the template does not close counts.
+        self.close_last_reply = collate_options(close_last_reply=close_last_reply).close_last_reply
 
     def image_tokens(self, height: int, width: int) -> int:
         """Tokens of one image of ``height`` x ``width`` pixels."""
@@ -78,6 +81,7 @@ class LengthEstimator:
         profile = profile_of(self.processor)
         text = renderer_for(profile)(conversation)
         tokens = len(profile.tokenizer(text)["input_ids"])
+        tokens += appended_stop(profile, conversation, getattr(self, "close_last_reply", "auto"))
         media = media_of(conversation, index, ("image", "video"))
         for k, value in enumerate(media.images):
             height, width = _image_size(value, f"sample {index}, image {k}")

@@ -262,6 +262,25 @@ def append_stop_tokens(
     return positions
 
 
+def appended_stop(
+    profile: ProcessorProfile,
+    conversation: Sequence[Mapping[str, Any]],
+    close_last_reply: Any = "auto",
+    train_on: Any = "assistant",
+) -> int:
+    """1 when the pipeline appends a stop token to ``conversation``'s row, else 0 (for
+    :class:`~vlm_collate.LengthEstimator`)."""
+    if not conversation or conversation[-1].get("role") != "assistant":
+        return 0
+    if not _chosen(conversation, train_on)[-1]:
+        return 0
+    try:
+        stop = _stop_id(profile_of(profile), close_last_reply)
+    except CollateError:
+        return 0
+    return int(stop is not None)
+
+
 def hidden_stops(encoded: Mapping[str, Any], positions: np.ndarray) -> dict[str, Any]:
     """``encoded`` with the appended stop tokens masked out: what the template rendered,
     for the labeller."""
