@@ -18,6 +18,7 @@ from ..collator import VLMCollator
 from ..engine import IGNORE_INDEX, as_int64
 from ..errors import CollateError, OptionError
 from ..options import SEED_SHIFT, collate_options
+from ..pipeline.fast_path import output_tensor, packing_order
 from ..pipeline.layout import converted
 from ..processor.profile import ProcessorProfile, profile_of
 from ..report import Batch, BatchReport
@@ -184,7 +185,15 @@ class PackedCollator:
         )
 
     def __call__(self, examples: list) -> Batch:
-        return packed_batch(self, examples, self.inner(examples))
+        # The fast path writes pixels with the documents in this packer's order (decided
+        # from the lengths before any pixel is written), so packing copies none.
+        with packing_order(self._order_of) as written:
+            inner = self.inner(examples)
+        return packed_batch(self, examples, inner, written.written)
+
+    def _order_of(self, lengths: np.ndarray) -> np.ndarray:
+        clipped = np.minimum(np.asarray(lengths, dtype=np.int64), self.max_length)
+        return engine.pack_bins(clipped, self.max_length, self.strategy)[0]
 
     def __repr__(self) -> str:
         return (
@@ -232,14 +241,28 @@ def _item_bounds(tokens_per_doc: np.ndarray, tokens_per_item: np.ndarray, kind: 
     return bounds
 
 
-def _reordered(value: Any, counts: np.ndarray, order: np.ndarray) -> Any:
-    """The first axis of ``value``, grouped by document (``counts`` rows each), in ``order``."""
+def _reordered(
+    value: Any, counts: np.ndarray, order: np.ndarray, written: np.ndarray | None = None
+) -> Any:
+    """The first axis of ``value``, grouped by document (``counts`` rows each, per
+    document), in ``order``. ``written``: the document order ``value``'s groups are in
+    (default: document order); when it is ``order`` already, ``value`` itself. A tensor
+    is gathered into :func:`output_tensor` (shared memory in a DataLoader worker)."""
+    if written is not None:
+        if np.array_equal(written, order):
+            return value
+        position = np.empty(len(written), dtype=np.int64)
+        position[written] = np.arange(len(written))
+        counts, order = np.asarray(counts)[written], position[order]
     starts = np.concatenate([[0], np.cumsum(counts)])
     index = np.concatenate(
         [np.arange(starts[d], starts[d + 1]) for d in order] or [np.zeros(0, dtype=np.int64)]
     ).astype(np.int64)
     if isinstance(value, torch.Tensor):
-        return value[torch.from_numpy(index)]
+        if value.dim() == 0 or value.is_sparse:
+            return value[torch.from_numpy(index)]
+        out = output_tensor((len(index), *value.shape[1:]), value.dtype)
+        return torch.index_select(value, 0, torch.from_numpy(index), out=out)
     if isinstance(value, np.ndarray):
         return value[index]
     return [value[i] for i in index]
@@ -251,8 +274,10 @@ def _media_in_order(
     offsets: np.ndarray,
     order: np.ndarray,
     media: _MediaIds,
+    written: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The media tensors of ``inner`` with documents in packed ``order``."""
+    """The media tensors of ``inner`` with documents in packed ``order``; ``written``: the
+    document order ``pixel_values`` was written in (:func:`.fast_path.packing_order`)."""
     out: dict[str, Any] = {}
     for grid_key, keys, token, kind in (
         ("image_grid_thw", _IMAGE_KEYS, media.image, "image"),
@@ -269,7 +294,8 @@ def _media_in_order(
         items, rows = np.diff(bounds), np.diff(patches[bounds])
         for key, axis in keys.items():
             if inner.get(key) is not None:
-                out[key] = _reordered(inner[key], rows if axis == "rows" else items, order)
+                mine = written if key == "pixel_values" else None
+                out[key] = _reordered(inner[key], rows if axis == "rows" else items, order, mine)
     if inner.get("input_features") is not None:
         if "n_audios_per_sample" not in inner and media.audio_start is None:
             raise CollateError("audio features without per-sample audio counts cannot be packed")
@@ -287,8 +313,12 @@ _KNOWN = {*_TOKEN_KEYS, *_IMAGE_KEYS, *_VIDEO_KEYS, *_AUDIO_KEYS, *_PER_SAMPLE_K
 _KNOWN.add("loss_weights")
 
 
-def packed_batch(collator: PackedCollator, examples: list, inner: Batch) -> Batch:
-    """Packs an unshifted padded batch ``inner`` of ``examples`` as ``collator`` says."""
+def packed_batch(
+    collator: PackedCollator, examples: list, inner: Batch, written: np.ndarray | None = None
+) -> Batch:
+    """Packs an unshifted padded batch ``inner`` of ``examples`` as ``collator`` says.
+    ``written``: the document order ``inner``'s ``pixel_values`` rows are in, when not
+    the documents' own (:func:`.fast_path.packing_order`)."""
     unknown = sorted(k for k, v in inner.items() if k not in _KNOWN and v is not None)
     if unknown:
         raise CollateError(
@@ -340,7 +370,12 @@ def packed_batch(collator: PackedCollator, examples: list, inner: Batch) -> Batc
         batch["position_ids"] = torch.from_numpy(np.concatenate([fill[None], spatial]))
     else:
         batch["position_ids"] = torch.from_numpy(text_positions)
-    batch.update(_media_in_order(inner, values, offsets, order, collator.media))
+    if written is not None and len(written) != len(lengths):
+        raise CollateError(
+            f"the fast path wrote pixels for {len(written)} documents, the batch has "
+            f"{len(lengths)}; report this as a bug"
+        )
+    batch.update(_media_in_order(inner, values, offsets, order, collator.media, written))
     cu32 = torch.from_numpy(cu.astype(np.int32))
     longest = int(np.diff(cu).max()) if len(cu) > 1 else 0
     batch.update(cu_seq_lens_q=cu32, cu_seq_lens_k=cu32, max_length_q=longest, max_length_k=longest)
