@@ -84,7 +84,10 @@ class ReplyClosing:
 
 
 _CLOSING_PROBES = (
-    [{"role": "user", "content": "What is shown here?"}, {"role": "assistant", "content": "A car."}],
+    [
+        {"role": "user", "content": "What is shown here?"},
+        {"role": "assistant", "content": "A car."},
+    ],
     [
         {"role": "user", "content": "What is shown here?"},
         {"role": "assistant", "content": "A car."},
@@ -329,7 +332,9 @@ def _exact_message_targets(
     kept = [s for s in spans if s is not None]
     rendered = RenderedConversation(full, spans, bounded_turns_end(render, messages, full, kept))
     media = np.array(profile.media_ids, dtype=np.int64)
-    truth = token_targets(profile.tokenizer, rendered, profile.special_ids, frozenset(media.tolist()))
+    truth = token_targets(
+        profile.tokenizer, rendered, profile.special_ids, frozenset(media.tolist())
+    )
     positions = np.flatnonzero(row_mask)
     tokens = np.asarray(truth.ids, dtype=np.int64)
     at = aligned_positions(row_ids[positions], tokens, media)
@@ -438,9 +443,7 @@ def _label_row(
         if weights is not None:
             weights[r, keep] = 1.0
         special = [
-            k
-            for k, m in enumerate(conversation)
-            if not chosen[k] or m.get("weight") is not None
+            k for k, m in enumerate(conversation) if not chosen[k] or m.get("weight") is not None
         ]
         if special:
             found = _exact_message_targets(
