@@ -34,7 +34,7 @@ MAX_COLUMNS = 1 << 28
 """The longest row a batch can hold: the engine's limit on the values of one array."""
 
 MAX_PIXELS = 1 << 40
-"""The largest media budget (``min_pixels``, ``max_pixels``, ``max_frames``) accepted."""
+"""The largest image budget (``min_pixels``, ``max_pixels``) accepted."""
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "on_overflow": ("error", "drop", "truncate"),
@@ -77,9 +77,9 @@ class CollateOptions:
     (``../`` or a symlink leading out is a MediaError). ``allow_absolute_paths``: whether
     absolute paths and ``file://`` URLs may name files outside ``base_dir`` (``None``:
     True without ``base_dir``, False with it; see docs/errors.md). ``min_pixels``,
-    ``max_pixels``: the pixel budget of each image (and video frame), applied by the
-    processor's own resize rule; ``max_frames``, ``fps``: the frames a video keeps
-    (see docs/options.md; a row or media item may carry its own). ``fast_path``: build
+    ``max_pixels``: the pixel budget of each image, applied by the processor's own
+    resize rule (processors with a pixel-budget rule: Qwen2-VL family, GLM-4.1V; see
+    docs/options.md). ``fast_path``: build
     the batch without the processor call where the processor's settings are ones the
     fast path reproduces (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; see :mod:`.fast_path`);
     ``False`` always calls the processor. ``reasoning``: reasoning text an assistant
@@ -110,8 +110,6 @@ class CollateOptions:
     allow_absolute_paths: bool | None = None
     min_pixels: int | None = None
     max_pixels: int | None = None
-    max_frames: int | None = None
-    fps: float | None = None
     fast_path: bool = True
     reasoning: Literal["label", "exclude"] = "label"
     format: str = "auto"
@@ -152,7 +150,7 @@ class CollateOptions:
         if self.allow_absolute_paths is not None:
             allow = _boolean("allow_absolute_paths", self.allow_absolute_paths)
             set_(self, "allow_absolute_paths", allow)
-        for name in ("min_pixels", "max_pixels", "max_frames"):  # media budgets
+        for name in ("min_pixels", "max_pixels"):  # the image budget
             if getattr(self, name) is not None:
                 set_(self, name, _integer(name, getattr(self, name), 1, MAX_PIXELS))
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
@@ -160,13 +158,6 @@ class CollateOptions:
                 f"min_pixels={self.min_pixels} is above max_pixels={self.max_pixels}; "
                 "pass min_pixels <= max_pixels"
             )
-        if self.fps is not None:
-            fps = self.fps
-            if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)):
-                raise OptionError(f"fps must be a positive number, got {fps!r}")
-            if not 0 < float(fps) < float("inf"):
-                raise OptionError(f"fps must be a positive number, got {fps!r}")
-            set_(self, "fps", float(fps))
         if self.pad_to_max_length:
             if self.max_length is None:
                 raise OptionError("pad_to_max_length=True needs max_length (the column count)")

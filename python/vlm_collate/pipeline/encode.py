@@ -13,9 +13,11 @@ import torch
 from ..errors import MediaError
 from ..formats.conversation import Conversation
 from ..options import CollateOptions
+from ..processor.media_tokens import budget_kwargs, pixel_budget
 from ..processor.profile import MEDIA_OWNERS, ProcessorProfile, profile_of
 from ..processor.render import renderer_for
 from ..report import Batch
+from .decode import loaded_batch
 from .expand import check_expanded_media
 from .media import (
     SampleMedia,
@@ -165,15 +167,13 @@ def encoder(
 
     load = quirks.load or loaded_media
     access = media_access(options.base_dir, options.allow_absolute_paths)
+    budget = budget_kwargs(pixel_budget(profile, options.min_pixels, options.max_pixels))
 
     def encode(examples: list, conversations: list, indices: list[int]) -> dict[str, Any]:
         texts = render(conversations)
         if quirks.texts is not None:
             texts = quirks.texts(texts)
-        media = [
-            load(e, c, i, profile, access)
-            for e, c, i in zip(examples, conversations, indices)
-        ]
+        media = loaded_batch(load, examples, conversations, indices, profile, access)
         collected = Collected(list(examples), list(conversations), list(indices), texts, media)
         check_placeholders(profile, collected)
         called = quirks.call(profile, collected) if quirks.call is not None else None
@@ -183,7 +183,7 @@ def encoder(
             inputs = processor_inputs(collected)
             if quirks.inputs is not None:
                 inputs.update(quirks.inputs(collected))
-            encoded = processor_call(profile, inputs, **quirks.processor_kwargs)
+            encoded = processor_call(profile, inputs, **quirks.processor_kwargs, **budget)
         counts = {kind: collected.counts(kind) for kind in profile.media}
         check_expanded_media(profile, encoded, counts, collected.indices)
         pixels = encoded.get("pixel_values")

@@ -10,6 +10,7 @@ logged once and the processor is called.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,14 @@ def _plan(profile: ProcessorProfile) -> FastPlan | None:
         mm_token_type_ids=bool(getattr(processor, "return_mm_token_type_ids", False)),
         pad_id=profile.require_pad_id(),
     )
+
+
+def budgeted(plan: FastPlan, budget: tuple[int, int] | None) -> FastPlan:
+    """``plan`` with the resize rule's ``(min_pixels, max_pixels)`` replaced by a
+    budget (as the processor call's ``size`` keyword replaces them), or as it is."""
+    if budget is None or budget == (plan.min_pixels, plan.max_pixels):
+        return plan
+    return dataclasses.replace(plan, min_pixels=int(budget[0]), max_pixels=int(budget[1]))
 
 
 def fast_plan(processor: Any) -> FastPlan | None:

@@ -6,16 +6,58 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..errors import OptionError
 from .profile import profile_of
 
+PixelBudget = tuple[int, int]
+"""``(min_pixels, max_pixels)`` of the processor's ``smart_resize`` rule."""
 
-def image_tokens(processor: Any, height: int, width: int) -> int:
+
+def pixel_budget(
+    processor: Any, min_pixels: int | None = None, max_pixels: int | None = None
+) -> PixelBudget | None:
+    """The ``(min_pixels, max_pixels)`` the processor's resize rule runs with under a
+    budget (a bound not given keeps the processor's own, clamped so min <= max), or
+    None when no budget is given. A processor whose resize rule has no pixel budget
+    (its image processor's ``size`` is not ``shortest_edge``/``longest_edge`` in pixels
+    over a merge kernel, as in the Qwen2-VL family and GLM-4.1V) is an OptionError:
+    a budget is never ignored silently."""
+    if min_pixels is None and max_pixels is None:
+        return None
+    profile = profile_of(processor)
+    ip = getattr(profile.processor, "image_processor", None)
+    size = getattr(ip, "size", None) or {}
+    low, high = size.get("shortest_edge"), size.get("longest_edge")
+    if ip is None or getattr(ip, "merge_size", None) is None or not low or not high:
+        raise OptionError(
+            f"min_pixels/max_pixels: the image processor of {profile.processor_class} "
+            f"({type(ip).__name__}) has no pixel-budget resize rule (the Qwen2-VL family and "
+            "GLM-4.1V have one); set its own size options on the processor instead"
+        )
+    if min_pixels is None:
+        min_pixels = min(int(low), int(max_pixels))
+    if max_pixels is None:
+        max_pixels = max(int(high), int(min_pixels))
+    return int(min_pixels), int(max_pixels)
+
+
+def budget_kwargs(budget: PixelBudget | None) -> dict[str, Any]:
+    """The processor-call keywords that apply ``budget``: the image processor's
+    documented ``size={"shortest_edge": min_pixels, "longest_edge": max_pixels}``."""
+    if budget is None:
+        return {}
+    return {"images_kwargs": {"size": {"shortest_edge": budget[0], "longest_edge": budget[1]}}}
+
+
+def image_tokens(processor: Any, height: int, width: int, budget: PixelBudget | None = None) -> int:
     """Tokens of one image of ``height`` x ``width`` pixels for ``processor`` (or its
-    profile): the image processor's patch count over its merge kernel."""
+    profile): the image processor's patch count over its merge kernel, under
+    ``budget`` (see :func:`pixel_budget`) when given."""
     profile = profile_of(processor)
     ip = profile.processor.image_processor
     merge = profile.merge_kernel or (1, 1)
-    patches = int(ip.get_number_of_image_patches(height, width, {}))
+    kwargs = {} if budget is None else {"min_pixels": budget[0], "max_pixels": budget[1]}
+    patches = int(ip.get_number_of_image_patches(height, width, kwargs))
     return patches // (merge[0] * merge[1])
 
 
