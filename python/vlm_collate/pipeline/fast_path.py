@@ -23,7 +23,10 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,14 +51,20 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
+def _height_width(image: Any) -> tuple[int, int]:
+    if hasattr(image, "shape"):
+        return int(image.shape[0]), int(image.shape[1])
+    return int(image.height), int(image.width)
+
+
 def target_sizes(images: Sequence[np.ndarray], plan: FastPlan) -> np.ndarray:
-    """``(N, 2)`` height and width of each image after the processor's ``smart_resize``."""
+    """``(N, 2)`` height and width of each image (an ``(H, W, 3)`` array or a PIL image)
+    after the processor's ``smart_resize``."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     factor = plan.patch_size * plan.merge_size
     sizes = [
-        smart_resize(a.shape[0], a.shape[1], factor, plan.min_pixels, plan.max_pixels)
-        for a in images
+        smart_resize(*_height_width(a), factor, plan.min_pixels, plan.max_pixels) for a in images
     ]
     return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
 
@@ -140,12 +149,20 @@ def output_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 def pixel_values(
-    images: Sequence[Any], plan: FastPlan, dtype: torch.dtype = torch.float32
+    images: Sequence[Any],
+    plan: FastPlan,
+    dtype: torch.dtype = torch.float32,
+    order: Sequence[int] | np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pixel_values, image_grid_thw)`` of RGB ``images``, written once into one tensor
-    of ``dtype`` (float32, bfloat16 or float16)."""
+    of ``dtype`` (float32, bfloat16 or float16). ``order``: the order the images' rows
+    are written in (a permutation of their indices; default as given); the grids stay
+    in the given order."""
     arrays = [np.ascontiguousarray(np.asarray(image, dtype=np.uint8)) for image in images]
-    targets = target_sizes(arrays, plan)
+    given = target_sizes(arrays, plan)
+    targets = given
+    if order is not None:
+        arrays, targets = [arrays[int(i)] for i in order], given[np.asarray(order, dtype=np.int64)]
     geometry = (plan.patch_size, plan.merge_size, plan.temporal_patch_size)
     rows = engine.pixel_rows(targets, *geometry)
     width = 3 * plan.temporal_patch_size * plan.patch_size**2
@@ -156,9 +173,52 @@ def pixel_values(
         out_view = out.view(torch.int16).numpy().view(np.uint16)
         table = plan.table.to(dtype).view(torch.int16).numpy().view(np.uint16)
     engine.write_pixel_values(arrays, targets, out_view, table, *geometry, _threads())
-    grids = np.ones((len(arrays), 3), dtype=np.int64)
+    return out, torch.from_numpy(_grids(given, plan))
+
+
+def _grids(targets: np.ndarray, plan: FastPlan) -> np.ndarray:
+    grids = np.ones((len(targets), 3), dtype=np.int64)
     grids[:, 1:] = targets // plan.patch_size
-    return out, torch.from_numpy(grids)
+    return grids
+
+
+@dataclass
+class PackingOrder:
+    """The packer's document order, asked for before pixels are written (see
+    :func:`packing_order`). ``order_of``: sample lengths -> samples in packed order;
+    ``written``: the sample order the last fast encoding wrote ``pixel_values`` rows in
+    (None: in sample order, or no fast encoding ran)."""
+
+    order_of: Callable[[np.ndarray], np.ndarray]
+    written: np.ndarray | None = None
+
+
+_PACKING: ContextVar[PackingOrder | None] = ContextVar("vlm_collate_packing", default=None)
+
+
+@contextmanager
+def packing_order(order_of: Callable[[np.ndarray], np.ndarray]) -> Iterator[PackingOrder]:
+    """Within this block a fast encoding writes its ``pixel_values`` rows with the samples
+    in ``order_of(lengths)`` (their expanded token counts), the order the packer will put
+    them in, and says so in the yielded :class:`PackingOrder`; ``image_grid_thw`` and the
+    token-axis tensors stay in sample order. The packer then needs no copy of the pixels
+    when the final lengths give the same order (they do unless truncation changed them)."""
+    state = PackingOrder(order_of)
+    token = _PACKING.set(state)
+    try:
+        yield state
+    finally:
+        _PACKING.reset(token)
+
+
+def _write_order(packing: PackingOrder, mask: np.ndarray, images: Sequence[Sequence[Any]]):
+    """The image write order for the packer's sample order on ``mask``'s lengths."""
+    samples = np.asarray(packing.order_of(mask.sum(axis=1).astype(np.int64)), dtype=np.int64)
+    if sorted(samples.tolist()) != list(range(len(images))):
+        return None  # not a permutation of the samples: write in sample order
+    starts = np.concatenate([[0], np.cumsum([len(s) for s in images])]).astype(np.int64)
+    packing.written = samples
+    return np.concatenate([np.arange(starts[d], starts[d + 1]) for d in samples])
 
 
 def _token_types(ids: np.ndarray, plan: FastPlan) -> np.ndarray:
@@ -198,13 +258,18 @@ def fast_encoding(
     values, offsets = engine.ragged(tokens)
     ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
     encoded: dict[str, torch.Tensor] = {}
+    packing = _PACKING.get()
+    if packing is not None:
+        packing.written = None
     if flat:
-        pixels, grids = pixel_values(flat, plan, pixel_dtype)
-        counts = grids.numpy().prod(axis=1) // plan.merge_size**2
+        grids = _grids(target_sizes(flat, plan), plan)
+        counts = grids.prod(axis=1) // plan.merge_size**2
         per_row = np.fromiter((len(s) for s in images), dtype=np.int64, count=len(images))
         ids, mask = engine.expand_placeholders(
             ids, mask, plan.image_token_id, as_int64(counts), per_row, plan.pad_id, "right"
         )
+        order = _write_order(packing, mask, images) if packing is not None else None
+        pixels, grids = pixel_values(flat, plan, pixel_dtype, order)
     encoded["input_ids"] = torch.from_numpy(ids)
     encoded["attention_mask"] = torch.from_numpy(mask)
     if plan.mm_token_type_ids:
