@@ -17,6 +17,7 @@ from ..processor.media_tokens import budget_kwargs, pixel_budget
 from ..processor.profile import MEDIA_OWNERS, ProcessorProfile, profile_of
 from ..processor.render import renderer_for
 from ..report import Batch
+from .decode import loaded_batch
 from .expand import check_expanded_media
 from .media import (
     SampleMedia,
@@ -172,10 +173,7 @@ def encoder(
         texts = render(conversations)
         if quirks.texts is not None:
             texts = quirks.texts(texts)
-        media = [
-            load(e, c, i, profile, access)
-            for e, c, i in zip(examples, conversations, indices)
-        ]
+        media = loaded_batch(load, examples, conversations, indices, profile, access)
         collected = Collected(list(examples), list(conversations), list(indices), texts, media)
         check_placeholders(profile, collected)
         called = quirks.call(profile, collected) if quirks.call is not None else None
