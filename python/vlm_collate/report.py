@@ -24,6 +24,9 @@ class BatchReport:
     unlabeled: list[int] = field(default_factory=list)
     truncated: list[int] = field(default_factory=list)
     target_tokens: int = 0
+    exact_rows: list[int] = field(default_factory=list)
+    """Input indices of samples the marker path could not vouch for (a header typed in
+    user text, a turn the template drops, a cut row), labelled by the exact path."""
     row_ids: list[Any] = field(default_factory=list)
 
     def row(self, index: int) -> Any:

@@ -93,7 +93,9 @@ def split_tags(content: Any, kinds: Sequence[str], queues: dict[str, list[Any]])
     out: list[Any] = []
     changed = False
     for item in items:
-        text = item.get("text") if isinstance(item, Mapping) and item.get("type") == "text" else None
+        text = (
+            item.get("text") if isinstance(item, Mapping) and item.get("type") == "text" else None
+        )
         if not isinstance(text, str):
             out.append(item)
             continue
@@ -165,9 +167,7 @@ def check_message(message: Any, index: int, turn: int, example: Any = None) -> N
             raise SampleError(f"{at}, item {k}: a text item needs a string 'text'")
 
 
-def checked(
-    messages: Any, key: str, index: int, example: Any = None
-) -> list[dict[str, Any]]:
+def checked(messages: Any, key: str, index: int, example: Any = None) -> list[dict[str, Any]]:
     """``messages`` (the row's ``key``) validated and copied: a non-empty list of messages."""
     if not is_list(messages):
         raise SampleError(

@@ -50,11 +50,13 @@ def assistant_turns(conversation: Conversation) -> list[Message]:
 
 
 def with_list_content(conversation: Conversation) -> list[dict[str, Any]]:
-    """The conversation with every string content turned into one text item,
-    the form multimodal processors' chat templates expect."""
+    """The conversation with every non-empty string content turned into one text item,
+    the form multimodal processors' chat templates expect. An empty string stays one:
+    templates test ``message.content`` for truth (Qwen3-VL's, beside ``tool_calls``), and a
+    one-item list would be true where the template, given the message, sees a false one."""
     return [
         {**m, "content": [{"type": "text", "text": m["content"]}]}
-        if isinstance(m["content"], str)
+        if isinstance(m["content"], str) and m["content"]
         else dict(m)
         for m in conversation
     ]

@@ -56,7 +56,9 @@ def conversation(example: Mapping[str, Any], index: int) -> list[dict[str, Any]]
                 f"{at}: unknown 'from' {value['from']!r}; expected one of {sorted(ROLES)}"
             )
         if not isinstance(value["value"], str):
-            raise SampleError(f"{at}: 'value' must be a string, got {type(value['value']).__name__}")
+            raise SampleError(
+                f"{at}: 'value' must be a string, got {type(value['value']).__name__}"
+            )
         messages.append({"role": role, "content": value["value"]})
     for turn, message in enumerate(messages):
         check_message(message, index, turn, example)
