@@ -4,6 +4,7 @@ preprocessing, and a batch sampler that groups samples into batches that fill ro
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -96,15 +97,23 @@ class PackedBatchSampler:
     of ``max_length`` tokens each, for :class:`~vlm_collate.packing.PackedCollator`.
 
     Per epoch (``set_epoch``), the indices are shuffled with ``seed + epoch`` (or kept in
-    order with ``shuffle=False``), cut into windows of ``window`` samples, and each
-    window is packed by the engine (first- or best-fit decreasing) into rows; groups of
-    ``rows_per_batch`` rows are the batches, shuffled again. Every rank computes the
-    same batches and takes every ``num_replicas``-th one from ``rank``: ranks get
-    disjoint samples and the same number of batches (the last incomplete round is
-    dropped with ``drop_last=True``; otherwise its missing batches repeat the epoch's
-    first ones, as ``DistributedSampler`` repeats samples). A sample longer than
-    ``max_length`` is its own batch (the collator's ``on_overflow`` decides). Holds
-    only numbers: picklable for workers.
+    order with ``shuffle=False``), cut into windows of ``window`` samples (default
+    100,000), and each window is packed by the engine (first- or best-fit decreasing)
+    into rows; groups of ``rows_per_batch`` rows are the batches. Batches are dealt to
+    ranks in rounds of ``num_replicas``: with ``balance="tokens"`` (default) a round holds
+    batches of similar token counts, with ``balance="vision"`` of similar vision patches
+    (``vision``: patches or vision tokens per sample, e.g. the ``vision_length`` column of
+    :func:`~vlm_collate.packing.add_lengths`), with ``balance=None`` consecutive ones;
+    rounds are shuffled. Ranks get disjoint samples and the same number of batches (the
+    last incomplete round is dropped with ``drop_last=True``; otherwise its missing
+    batches repeat the epoch's first ones, as ``DistributedSampler`` repeats samples). A
+    sample longer than ``max_length`` is its own batch (the collator's ``on_overflow``
+    decides).
+
+    Holds numbers only (numpy arrays): each rank keeps only its share of an epoch's plan,
+    built once per epoch (``len()`` is then O(1)). ``state_dict()`` /
+    ``load_state_dict()`` resume mid-epoch exactly (torchdata's ``StatefulDataLoader``
+    calls them). Picklable for workers.
     """
 
     def __init__(
@@ -120,15 +129,27 @@ class PackedBatchSampler:
         drop_last: bool = False,
         strategy: str = "best_fit",
         window: int | None = None,
+        balance: str | None = "tokens",
+        vision: Sequence[int] | np.ndarray | None = None,
     ):
-        self.lengths = engine.as_int64(lengths, "lengths").reshape(-1)
-        if (self.lengths < 0).any():
-            raise OptionError("lengths must be >= 0")
+        self.lengths = _column(lengths, "lengths")
         for name, value in (("max_length", max_length), ("rows_per_batch", rows_per_batch)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise OptionError(f"{name} must be a positive integer, got {value!r}")
         if strategy not in STRATEGIES:
             raise OptionError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if balance not in BALANCES:
+            raise OptionError(f"balance must be one of {BALANCES}, got {balance!r}")
+        self.vision = None if vision is None else _column(vision, "vision")
+        if self.vision is not None and len(self.vision) != len(self.lengths):
+            raise OptionError(
+                f"vision has {len(self.vision)} values for {len(self.lengths)} lengths"
+            )
+        if balance == "vision" and self.vision is None:
+            raise OptionError(
+                'balance="vision" needs the vision patches per sample (vision=...: the '
+                "vision_length column of add_lengths)"
+            )
         if num_replicas is None or rank is None:
             world, me = _distributed()
             num_replicas = world if num_replicas is None else num_replicas
@@ -139,44 +160,131 @@ class PackedBatchSampler:
         self.rows_per_batch = int(rows_per_batch)
         self.shuffle, self.seed, self.epoch = bool(shuffle), int(seed), 0
         self.num_replicas, self.rank = int(num_replicas), int(rank)
-        self.drop_last, self.strategy = bool(drop_last), strategy
-        self.window = int(window) if window else len(self.lengths) or 1
+        self.drop_last, self.strategy, self.balance = bool(drop_last), strategy, balance
+        self.window = int(window) if window else DEFAULT_WINDOW
+        self._plan: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._start = 0  # batches of the epoch already yielded (resume)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffles for ``epoch`` (call it before each epoch, like ``DistributedSampler``)."""
-        self.epoch = int(epoch)
+        if int(epoch) != self.epoch:
+            self.epoch, self._start = int(epoch), 0
 
-    def all_batches(self) -> list[list[int]]:
-        """The epoch's batches over every rank, in order."""
-        rng = np.random.default_rng(self.seed + self.epoch)
+    def _packed_rows(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, bounds)``: every sample in packed row order (int32 when it fits),
+        row ``i`` being ``indices[bounds[i]:bounds[i + 1]]`` (the rounds of batches are
+        shuffled later, so rows are not)."""
         n = len(self.lengths)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        capped = np.minimum(self.lengths, self.max_length)
-        rows: list[list[int]] = []
+        small = np.int32 if n < 2**31 else np.int64
+        order = rng.permutation(n).astype(small) if self.shuffle else np.arange(n, dtype=small)
+        packed = np.empty(n, dtype=small)
+        row_ends = []
         for start in range(0, n, self.window):
             chunk = order[start : start + self.window]
-            packed, bounds = engine.pack_bins(capped[chunk], self.max_length, self.strategy)
-            rows += [chunk[packed[a:b]].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
-        if self.shuffle:
-            rows = [rows[i] for i in rng.permutation(len(rows))]
-        k = self.rows_per_batch
-        return [sum(rows[i : i + k], []) for i in range(0, len(rows), k)]
+            capped = np.minimum(self.lengths[chunk], self.max_length)
+            inside, bounds = engine.pack_bins(capped, self.max_length, self.strategy)
+            packed[start : start + len(chunk)] = chunk[inside]
+            row_ends.append(bounds[1:] + start)
+        del order
+        ends = np.concatenate(row_ends) if row_ends else np.zeros(0, dtype=np.int64)
+        return packed, np.concatenate([[0], ends]).astype(np.int64)
 
-    def _rank_batches(self) -> list[list[int]]:
-        batches = self.all_batches()
-        r = self.num_replicas
-        if self.drop_last:
-            batches = batches[: len(batches) // r * r]
-        elif batches and len(batches) % r:
-            missing = r - len(batches) % r
-            batches += [batches[i % len(batches)] for i in range(missing)]
-        return batches[self.rank :: r]
+    def _rank_plan(self) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's batches of the epoch: ``(indices, bounds)`` (cached per epoch)."""
+        if self._plan is not None and self._plan[0] == self.epoch:
+            return self._plan[1], self._plan[2]
+        rng = np.random.default_rng(self.seed + self.epoch)
+        packed, row_bounds = self._packed_rows(rng)
+        batch_bounds = row_bounds[:: self.rows_per_batch]
+        if batch_bounds[-1] != row_bounds[-1]:
+            batch_bounds = np.append(batch_bounds, row_bounds[-1])
+        count, r = len(batch_bounds) - 1, self.num_replicas
+        # Rounds of r batches, one per rank: by cost (balanced) or in order, then shuffled.
+        if self.balance is not None and count > r:
+            cost = self.lengths if self.balance == "tokens" else self.vision
+            per_sample = np.minimum(cost, self.max_length) if self.balance == "tokens" else cost
+            starts = batch_bounds[:-1]
+            sums = np.add.reduceat(per_sample[packed], starts) if len(packed) else starts
+            ranked = np.argsort(sums, kind="stable")
+        else:
+            ranked = np.arange(count)
+        full = count // r * r
+        if self.drop_last or count % r == 0:
+            rounds = ranked[:full].reshape(-1, r)
+        else:
+            extra = np.arange(r - count % r) % max(count, 1)
+            rounds = np.concatenate([ranked, extra]).reshape(-1, r)
+        if self.shuffle and len(rounds) > 1:
+            rounds = rounds[rng.permutation(len(rounds))]
+        mine = rounds[:, self.rank]
+        indices, bounds = _segments_in_order(packed, batch_bounds, mine)
+        self._plan = (self.epoch, indices, bounds)
+        return indices, bounds
+
+    def all_batches(self) -> list[list[int]]:
+        """The epoch's batches over every rank, round by round (rank 0's batch first).
+        Builds every rank's share: for checks and simulations, not for training."""
+        shares = []
+        for rank in range(self.num_replicas):
+            other = copy.copy(self)
+            other.rank, other._plan = rank, None
+            shares.append(list(other._batches(0)))
+        return [b for round_ in zip(*shares) for b in round_]
+
+    def _batches(self, start: int) -> Iterator[list[int]]:
+        indices, bounds = self._rank_plan()
+        for i in range(start, len(bounds) - 1):
+            yield indices[bounds[i] : bounds[i + 1]].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._rank_batches())
+        start, self._start = self._start, 0
+        for i, batch in enumerate(self._batches(start), start + 1):
+            self._yielded = i
+            yield batch
+        self._yielded = 0
 
     def __len__(self) -> int:
-        return len(self._rank_batches())
+        return len(self._rank_plan()[1]) - 1
+
+    def state_dict(self) -> dict[str, int]:
+        """Where this rank is in the epoch: ``{"epoch", "seed", "yielded"}``."""
+        return {"epoch": self.epoch, "seed": self.seed, "yielded": getattr(self, "_yielded", 0)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """The next ``iter()`` continues after the batches ``state`` had yielded."""
+        if int(state["seed"]) != self.seed:
+            raise OptionError(
+                f"this sampler's seed is {self.seed}, the saved state's {state['seed']}: "
+                "resume with the seed the run started with"
+            )
+        self.set_epoch(int(state["epoch"]))
+        self._start = self._yielded = int(state["yielded"])
+
+
+DEFAULT_WINDOW = 100_000
+"""Samples packed together by :class:`PackedBatchSampler` (the engine's best fit grows
+faster than linearly; windows of this size lose well under 1% of fill)."""
+
+BALANCES = ("tokens", "vision", None)
+
+
+def _column(values: Any, name: str) -> np.ndarray:
+    """A column of non-negative integers as int64 (no copy when it is one already)."""
+    array = engine.as_int64(values, name).reshape(-1)
+    if len(array) and array.min() < 0:
+        raise OptionError(f"{name} must be >= 0")
+    return array
+
+
+def _segments_in_order(
+    values: np.ndarray, bounds: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The segments ``values[bounds[i]:bounds[i + 1]]`` for ``i`` in ``order``,
+    concatenated, with their new bounds; vectorised (no Python loop over segments)."""
+    sizes = np.diff(bounds)[order]
+    new_bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    shift = np.repeat(bounds[:-1][order] - new_bounds[:-1], sizes)
+    return values[np.arange(new_bounds[-1], dtype=np.int64) + shift], new_bounds
 
 
 def _distributed() -> tuple[int, int]:
