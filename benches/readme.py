@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = {
     "bench-results": "benchmarks.md",
     "fast-path": "fast_path.md",
+    "families": "benchmarks.md",
 }
 """Generated block name -> the file under ``docs/`` that holds it."""
 
