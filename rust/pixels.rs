@@ -1,10 +1,12 @@
-//! Qwen2-VL-family image preprocessing straight into one `pixel_values`
-//! buffer: antialiased bicubic resize (the integer arithmetic of torch's
-//! `interpolate(..., mode="bicubic", antialias=True)` on uint8, so the resized
-//! pixels equal the processor's), rescale and normalise through a per-channel
-//! table of 256 values, and patchify into the image's rows, in the processor's
-//! row order and column layout. Images run in parallel; each writes only its
-//! own rows of the caller's buffer.
+//! Qwen2-VL-family image and video preprocessing straight into one
+//! `pixel_values` buffer: antialiased bicubic resize (the integer arithmetic of
+//! torch's `interpolate(..., mode="bicubic", antialias=True)` on uint8, so the
+//! resized pixels equal the processor's), rescale and normalise through a
+//! per-channel table of 256 values, and patchify into the clip's rows, in the
+//! processor's row order and column layout. An image is a one-frame clip; a
+//! clip's frames are taken `temporal` at a time (the last frame repeated to
+//! fill the last group, as the processors pad). Groups of frames run in
+//! parallel; each writes only its own rows of the caller's buffer.
 
 use std::sync::OnceLock;
 
@@ -22,6 +24,39 @@ pub struct Picture<'a> {
     pub pixels: &'a [u8],
     pub height: usize,
     pub width: usize,
+}
+
+/// One decoded clip: `frames × height × width × 3` uint8 values (THWC, RGB).
+/// An image is a clip of one frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Clip<'a> {
+    pub pixels: &'a [u8],
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl<'a> Clip<'a> {
+    /// Frame `k` (checked sizes assumed).
+    fn frame(&self, k: usize) -> Picture<'a> {
+        let n = self.height * self.width * CHANNELS;
+        Picture {
+            pixels: &self.pixels[k * n..(k + 1) * n],
+            height: self.height,
+            width: self.width,
+        }
+    }
+}
+
+impl<'a> From<Picture<'a>> for Clip<'a> {
+    fn from(p: Picture<'a>) -> Clip<'a> {
+        Clip {
+            pixels: p.pixels,
+            frames: 1,
+            height: p.height,
+            width: p.width,
+        }
+    }
 }
 
 /// The vision tower's patch geometry: `patch × patch` pixels per patch,
@@ -72,20 +107,52 @@ impl PatchLayout {
 /// width), checked: every target positive and divisible by `patch · merge`,
 /// the total within [`MAX_ELEMENTS`] values.
 pub fn rows_per_image(targets: &[(usize, usize)], layout: PatchLayout) -> Result<Vec<usize>> {
+    rows_per_clip(&vec![1; targets.len()], targets, layout)
+}
+
+/// Frame groups of a clip of `frames` frames: `ceil(frames / temporal)`.
+pub fn frame_groups(frames: usize, layout: PatchLayout) -> usize {
+    frames.div_ceil(layout.temporal)
+}
+
+/// The `pixel_values` rows of each clip of `frames[i]` frames resized to
+/// `targets[i]`: `ceil(frames / temporal) · (height/patch) · (width/patch)`,
+/// checked as [`rows_per_image`] checks images, and every clip non-empty.
+pub fn rows_per_clip(
+    frames: &[usize],
+    targets: &[(usize, usize)],
+    layout: PatchLayout,
+) -> Result<Vec<usize>> {
     let layout = layout.checked()?;
+    if frames.len() != targets.len() {
+        return Err(EngineError::new(format!(
+            "frames has {} entries for {} targets; give one frame count per clip",
+            frames.len(),
+            targets.len()
+        )));
+    }
     let factor = layout.patch * layout.merge;
     let mut total = 0usize;
     targets
         .iter()
+        .zip(frames)
         .enumerate()
-        .map(|(i, &(h, w))| {
+        .map(|(i, (&(h, w), &t))| {
             if h == 0 || w == 0 || h % factor != 0 || w % factor != 0 {
                 return Err(EngineError::new(format!(
                     "targets[{i}] = ({h}, {w}): image {i}'s size after resizing must be a positive \
                      multiple of patch_size·merge_size = {factor} on both sides"
                 )));
             }
-            let rows = layout.rows(h, w);
+            if t == 0 {
+                return Err(EngineError::new(format!(
+                    "frames[{i}] = 0: clip {i} has no frames"
+                )));
+            }
+            let rows = layout
+                .rows(h, w)
+                .checked_mul(frame_groups(t, layout))
+                .ok_or_else(|| too_large(format_args!("clip {i}: pixel_values rows")))?;
             total = total
                 .checked_add(rows)
                 .filter(|t| {
@@ -286,12 +353,13 @@ fn resized(picture: &Picture, target: (usize, usize), image: usize) -> Result<Ve
     vertical(&across, picture.height, tw, th, image)
 }
 
-/// Writes the planar `3 × height × width` image `planes` into its rows `out`:
-/// row `((by·(gw/m) + bx)·m + my)·m + mx` holds patch `(by·m + my, bx·m + mx)`,
-/// its columns `[channel][temporal copy][py][px]`, each byte mapped through
-/// `table[channel·256 + byte]`.
+/// Writes the planar `3 × height × width` frames `planes` (one per temporal
+/// position; a repeated frame is the same slice) into their rows `out`: row
+/// `((by·(gw/m) + bx)·m + my)·m + mx` holds patch `(by·m + my, bx·m + mx)`,
+/// its columns `[channel][temporal position][py][px]`, each byte mapped
+/// through `table[channel·256 + byte]`.
 fn patchify<T: Copy>(
-    planes: &[u8],
+    planes: &[&[u8]],
     (height, width): (usize, usize),
     layout: PatchLayout,
     table: &[T],
@@ -315,18 +383,22 @@ fn patchify<T: Copy>(
                     for c in 0..CHANNELS {
                         let lut = &table[c * 256..(c + 1) * 256];
                         let channel = &mut row[c * temporal * block..(c + 1) * temporal * block];
-                        let (first, copies) = channel.split_at_mut(block);
-                        for py in 0..p {
-                            let start = c * plane + (y0 + py) * width + x0;
-                            for (d, &v) in first[py * p..(py + 1) * p]
-                                .iter_mut()
-                                .zip(&planes[start..start + p])
-                            {
-                                *d = lut[usize::from(v)];
+                        for t in 0..temporal {
+                            let (done, rest) = channel.split_at_mut(t * block);
+                            let dst = &mut rest[..block];
+                            if t > 0 && std::ptr::eq(planes[t], planes[t - 1]) {
+                                dst.copy_from_slice(&done[(t - 1) * block..]);
+                                continue;
                             }
-                        }
-                        for copy in copies.chunks_exact_mut(block) {
-                            copy.copy_from_slice(first);
+                            for py in 0..p {
+                                let start = c * plane + (y0 + py) * width + x0;
+                                for (d, &v) in dst[py * p..(py + 1) * p]
+                                    .iter_mut()
+                                    .zip(&planes[t][start..start + p])
+                                {
+                                    *d = lut[usize::from(v)];
+                                }
+                            }
                         }
                     }
                 }
@@ -350,11 +422,39 @@ pub fn write_pixel_values<T: Copy + Send + Sync>(
     out: &mut [T],
     threads: usize,
 ) -> Result<()> {
-    if pictures.len() != targets.len() {
+    let clips: Vec<Clip> = pictures.iter().map(|&p| Clip::from(p)).collect();
+    write_clips(&clips, "images", targets, layout, table, out, threads)
+}
+
+/// As [`write_pixel_values`] for video clips: clip `i`'s frames resized to
+/// `targets[i]`, taken `temporal` at a time (the last frame repeated to fill
+/// the last group), its `ceil(frames/temporal)·(h/patch)·(w/patch)` rows after
+/// those of the clips before it, each group's rows in the image order.
+pub fn write_video_pixel_values<T: Copy + Send + Sync>(
+    clips: &[Clip],
+    targets: &[(usize, usize)],
+    layout: PatchLayout,
+    table: &[T],
+    out: &mut [T],
+    threads: usize,
+) -> Result<()> {
+    write_clips(clips, "videos", targets, layout, table, out, threads)
+}
+
+fn write_clips<T: Copy + Send + Sync>(
+    clips: &[Clip],
+    what: &str,
+    targets: &[(usize, usize)],
+    layout: PatchLayout,
+    table: &[T],
+    out: &mut [T],
+    threads: usize,
+) -> Result<()> {
+    if clips.len() != targets.len() {
         return Err(EngineError::new(format!(
-            "targets has {} entries for {} images; give one (height, width) per image",
+            "targets has {} entries for {} {what}; give one (height, width) per item",
             targets.len(),
-            pictures.len()
+            clips.len()
         )));
     }
     if table.len() != CHANNELS * 256 {
@@ -363,51 +463,69 @@ pub fn write_pixel_values<T: Copy + Send + Sync>(
             table.len()
         )));
     }
-    for (i, picture) in pictures.iter().enumerate() {
-        let expected = picture
+    for (i, clip) in clips.iter().enumerate() {
+        let expected = clip
             .height
-            .checked_mul(picture.width)
-            .and_then(|n| n.checked_mul(CHANNELS));
-        if picture.height == 0 || picture.width == 0 || expected != Some(picture.pixels.len()) {
+            .checked_mul(clip.width)
+            .and_then(|n| n.checked_mul(CHANNELS))
+            .and_then(|n| n.checked_mul(clip.frames));
+        if clip.frames == 0
+            || clip.height == 0
+            || clip.width == 0
+            || expected != Some(clip.pixels.len())
+        {
+            let shape = if what == "images" {
+                "(height, width, 3)"
+            } else {
+                "(frames, height, width, 3)"
+            };
             return Err(EngineError::new(format!(
-                "images[{i}] holds {} bytes for height={} width={}; each image must be a \
-                 non-empty (height, width, 3) uint8 array",
-                picture.pixels.len(),
-                picture.height,
-                picture.width
+                "{what}[{i}] holds {} bytes for frames={} height={} width={}; each item must be \
+                 a non-empty {shape} uint8 array",
+                clip.pixels.len(),
+                clip.frames,
+                clip.height,
+                clip.width
             )));
         }
     }
-    let rows = rows_per_image(targets, layout)?;
+    let frames: Vec<usize> = clips.iter().map(|c| c.frames).collect();
+    let rows = rows_per_clip(&frames, targets, layout)?;
     let width = layout.row_width();
     let total: usize = rows.iter().sum();
     if out.len() != total * width {
         return Err(EngineError::new(format!(
-            "out holds {} values but the images need {total} rows of {width} = {}",
+            "out holds {} values but the {what} need {total} rows of {width} = {}",
             out.len(),
             total * width
         )));
     }
-    let mut parts = Vec::with_capacity(pictures.len());
+    let mut jobs: Vec<Job<T>> = Vec::with_capacity(clips.len());
     let mut rest = out;
-    for &n in &rows {
-        let (part, tail) = rest.split_at_mut(n * width);
-        parts.push(part);
-        rest = tail;
+    for (image, (clip, &target)) in clips.iter().zip(targets).enumerate() {
+        let per_group = layout.rows(target.0, target.1) * width;
+        for group in 0..frame_groups(clip.frames, layout) {
+            let (part, tail) = rest.split_at_mut(per_group);
+            jobs.push(Job {
+                image,
+                clip,
+                group,
+                target,
+                out: part,
+            });
+            rest = tail;
+        }
     }
-    let jobs: Vec<Job<T>> = parts
-        .into_iter()
-        .zip(pictures.iter().zip(targets))
-        .enumerate()
-        .map(|(image, (out, (picture, &target)))| Job {
-            image,
-            picture,
-            target,
-            out,
-        })
-        .collect();
     let run = |job: Job<T>| {
-        let planes = resized(job.picture, job.target, job.image)?;
+        let first = job.group * layout.temporal;
+        let last = (first + layout.temporal).min(job.clip.frames);
+        let resized_frames = (first..last)
+            .map(|k| resized(&job.clip.frame(k), job.target, job.image))
+            .collect::<Result<Vec<_>>>()?;
+        // Positions past the clip's last frame repeat it (the same slice).
+        let planes: Vec<&[u8]> = (0..layout.temporal)
+            .map(|t| resized_frames[t.min(resized_frames.len() - 1)].as_slice())
+            .collect();
         patchify(&planes, job.target, layout, table, job.out);
         Ok(())
     };
@@ -425,10 +543,12 @@ fn pool_is_ours() -> bool {
     *POOL_PROCESS.get_or_init(std::process::id) == std::process::id()
 }
 
-/// One image's work: its picture, size after resizing and rows of the output.
+/// One group of `temporal` frames: its clip, group index, size after resizing
+/// and rows of the output.
 struct Job<'a, 'p, T> {
     image: usize,
-    picture: &'a Picture<'p>,
+    clip: &'a Clip<'p>,
+    group: usize,
     target: (usize, usize),
     out: &'a mut [T],
 }
@@ -578,5 +698,61 @@ mod tests {
             .unwrap_err()
             .0
             .contains("limit"));
+    }
+
+    #[test]
+    fn a_clip_takes_its_frames_in_groups_and_repeats_the_last() {
+        // Three 4x4 frames, frame k's pixels all 10·k + channel: two groups,
+        // the second holding frame 2 twice.
+        let pixels: Vec<u8> = (0..3u8)
+            .flat_map(|k| [10 * k, 10 * k + 1, 10 * k + 2].repeat(16))
+            .collect();
+        let clip = Clip {
+            pixels: &pixels,
+            frames: 3,
+            height: 4,
+            width: 4,
+        };
+        let rows = rows_per_clip(&[3], &[(4, 4)], LAYOUT).unwrap();
+        assert_eq!(rows, vec![8]);
+        let table = identity_table();
+        let mut out = vec![0f32; 8 * LAYOUT.row_width()];
+        write_video_pixel_values(&[clip], &[(4, 4)], LAYOUT, &table, &mut out, 2).unwrap();
+        let row = |r: usize| &out[r * 24..(r + 1) * 24];
+        // Columns [channel][temporal][2x2]: group 0 is frames 0 and 1.
+        assert_eq!(&row(0)[..8], &[0.0, 0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 10.0]);
+        assert_eq!(
+            &row(3)[8..16],
+            &[1001.0; 4]
+                .into_iter()
+                .chain([1011.0; 4])
+                .collect::<Vec<_>>()[..]
+        );
+        // Group 1: frame 2, then frame 2 again.
+        assert!(row(4)[..8].iter().all(|&v| v == 20.0));
+        assert!(row(7)[16..].iter().all(|&v| v == 2022.0));
+        // A clip of one frame is the image.
+        let one = Clip {
+            pixels: &pixels[..48],
+            frames: 1,
+            height: 4,
+            width: 4,
+        };
+        let picture = Picture {
+            pixels: &pixels[..48],
+            height: 4,
+            width: 4,
+        };
+        let mut a = vec![0f32; 4 * 24];
+        let mut b = a.clone();
+        write_video_pixel_values(&[one], &[(4, 4)], LAYOUT, &table, &mut a, 1).unwrap();
+        write_pixel_values(&[picture], &[(4, 4)], LAYOUT, &table, &mut b, 1).unwrap();
+        assert_eq!(a, b);
+        let err = rows_per_clip(&[0], &[(4, 4)], LAYOUT).unwrap_err();
+        assert!(err.0.starts_with("frames[0] = 0"), "{err}");
+        let short = Clip { frames: 4, ..clip };
+        let err =
+            write_video_pixel_values(&[short], &[(4, 4)], LAYOUT, &table, &mut out, 1).unwrap_err();
+        assert!(err.0.starts_with("videos[0] holds 144 bytes"), "{err}");
     }
 }

@@ -41,6 +41,7 @@ __all__ = [
     "unpad",
     "pixel_rows",
     "write_pixel_values",
+    "write_video_pixel_values",
 ]
 
 _I64 = npt.NDArray[np.int64]
@@ -200,8 +201,15 @@ def padded_rope_positions(
     """Rotary positions of a padded ``(B, L)`` batch, ``(4, B, L)`` with the text positions
     first or ``(3, B, L)`` without ``text_row``; padding is 0."""
 
-def pixel_rows(targets: _I64, patch_size: int, merge_size: int, temporal_patch_size: int) -> _I64:
-    """Rows of ``pixel_values`` per image resized to ``targets`` (``(N, 2)`` height, width)."""
+def pixel_rows(
+    targets: _I64,
+    patch_size: int,
+    merge_size: int,
+    temporal_patch_size: int,
+    frames: _I64 | None = None,
+) -> _I64:
+    """Rows of ``pixel_values`` per image resized to ``targets`` (``(N, 2)`` height, width);
+    with ``frames`` (frames per video), ``ceil(frames / temporal) · (H/patch) · (W/patch)``."""
 
 def write_pixel_values(
     images: list[npt.NDArray[np.uint8]],
@@ -215,3 +223,17 @@ def write_pixel_values(
 ) -> None:
     """Writes the ``pixel_values`` rows of ``(H, W, 3)`` uint8 ``images``, each resized to its
     target by antialiased bicubic, into ``out`` through the 3 x 256 ``table``."""
+
+def write_video_pixel_values(
+    videos: list[npt.NDArray[np.uint8]],
+    targets: _I64,
+    out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    table: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    patch_size: int,
+    merge_size: int,
+    temporal_patch_size: int,
+    threads: int = 1,
+) -> None:
+    """Writes the ``pixel_values_videos`` rows of ``(T, H, W, 3)`` uint8 ``videos``, every
+    frame resized to its video's target, frames taken ``temporal_patch_size`` at a time (the
+    last repeated to fill the last group), into ``out`` through the 3 x 256 ``table``."""

@@ -28,6 +28,7 @@ from ._engine import (
     tokens_per_grid,
     unpad,
     write_pixel_values,
+    write_video_pixel_values,
 )
 from .errors import EngineError
 
@@ -51,6 +52,7 @@ __all__ = [
     "tokens_per_grid",
     "unpad",
     "write_pixel_values",
+    "write_video_pixel_values",
 ]
 
 

@@ -2,15 +2,16 @@
 //! written straight into the `pixel_values` buffer.
 
 use numpy::{
-    IntoPyArray, PyReadonlyArray1, PyReadonlyArray3, PyReadwriteArray2, PyUntypedArrayMethods,
+    IntoPyArray, PyReadonlyArray1, PyReadonlyArray3, PyReadonlyArray4, PyReadwriteArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
 use super::convert::{
-    array_rows, describe, items, non_negative, require_contiguous, run, size, Out1,
+    array1, array_rows, describe, items, non_negative, require_contiguous, run, size, Out1,
 };
 use super::error::engine_error;
-use crate::pixels::{self, PatchLayout, Picture, CHANNELS};
+use crate::pixels::{self, Clip, PatchLayout, Picture, CHANNELS};
 
 /// `(N, 2)` int64 targets as (height, width) pairs.
 fn target_pairs(targets: &Bound<'_, PyAny>) -> PyResult<Vec<(usize, usize)>> {
@@ -58,10 +59,17 @@ fn picture_array<'py>(obj: &Bound<'py, PyAny>, i: usize) -> PyResult<PyReadonlyA
     Ok(array)
 }
 
-/// Runs `pixels::write_pixel_values` on an `out` and `table` of element type `T`.
+/// What to write: images or video clips.
+enum Items<'a> {
+    Images(&'a [Picture<'a>]),
+    Videos(&'a [Clip<'a>]),
+}
+
+/// Runs `pixels::write_pixel_values` (or `write_video_pixel_values`) on an `out`
+/// and `table` of element type `T`.
 fn pixel_values_into<T: numpy::Element + Copy + Send + Sync>(
     py: Python<'_>,
-    pictures: &[Picture],
+    items: Items<'_>,
     targets: &[(usize, usize)],
     layout: PatchLayout,
     buffers: (&Bound<'_, PyAny>, &Bound<'_, PyAny>),
@@ -84,9 +92,38 @@ fn pixel_values_into<T: numpy::Element + Copy + Send + Sync>(
     require_contiguous(out.is_c_contiguous(), "out")?;
     let t = table.as_slice()?;
     let o = out.as_slice_mut()?;
-    run(py, || {
-        pixels::write_pixel_values(pictures, targets, layout, t, o, threads)
+    run(py, || match items {
+        Items::Images(pictures) => {
+            pixels::write_pixel_values(pictures, targets, layout, t, o, threads)
+        }
+        Items::Videos(clips) => {
+            pixels::write_video_pixel_values(clips, targets, layout, t, o, threads)
+        }
     })
+}
+
+/// Dispatches on `out`'s dtype: float32, or uint16 holding 16-bit float bits.
+fn pixel_values_typed(
+    py: Python<'_>,
+    items: Items<'_>,
+    targets: &[(usize, usize)],
+    layout: PatchLayout,
+    buffers: (&Bound<'_, PyAny>, &Bound<'_, PyAny>),
+    threads: usize,
+) -> PyResult<()> {
+    let out = buffers.0;
+    let dtype = out
+        .getattr("dtype")
+        .and_then(|d| d.str().map(|s| s.to_string()))
+        .unwrap_or_default();
+    match dtype.as_str() {
+        "float32" => pixel_values_into::<f32>(py, items, targets, layout, buffers, threads),
+        "uint16" => pixel_values_into::<u16>(py, items, targets, layout, buffers, threads),
+        _ => Err(engine_error(format!(
+            "out must be a float32 array, or a uint16 view of bfloat16/float16 values, got {}",
+            describe(out)
+        ))),
+    }
 }
 
 /// Writes the `pixel_values` rows of `images` (`(H, W, 3)` uint8 arrays), image
@@ -135,34 +172,103 @@ pub fn write_pixel_values(
     let targets = target_pairs(targets)?;
     let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
     let threads = threads.map_or(Ok(1), |t| size(t, "threads"))?;
-    let dtype = out
-        .getattr("dtype")
-        .and_then(|d| d.str().map(|s| s.to_string()))
-        .unwrap_or_default();
-    let buffers = (out, table);
-    match dtype.as_str() {
-        "float32" => pixel_values_into::<f32>(py, &pictures, &targets, layout, buffers, threads),
-        "uint16" => pixel_values_into::<u16>(py, &pictures, &targets, layout, buffers, threads),
-        _ => Err(engine_error(format!(
-            "out must be a float32 array, or a uint16 view of bfloat16/float16 values, got {}",
-            describe(out)
-        ))),
+    let items = Items::Images(&pictures);
+    pixel_values_typed(py, items, &targets, layout, (out, table), threads)
+}
+
+/// A `(T, H, W, 3)` uint8 C-contiguous array, or an error naming `videos[i]`.
+fn clip_array<'py>(obj: &Bound<'py, PyAny>, i: usize) -> PyResult<PyReadonlyArray4<'py, u8>> {
+    let name = format!("videos[{i}]");
+    let array = obj.extract::<PyReadonlyArray4<'py, u8>>().map_err(|_| {
+        engine_error(format!(
+            "{name} must be a (frames, height, width, 3) uint8 numpy array, got {}",
+            describe(obj)
+        ))
+    })?;
+    require_contiguous(array.is_c_contiguous(), &name)?;
+    if array.shape()[3] != CHANNELS {
+        return Err(engine_error(format!(
+            "{name} has shape {:?}; it must be (frames, height, width, 3) RGB",
+            array.shape()
+        )));
     }
+    Ok(array)
+}
+
+/// Writes the `pixel_values_videos` rows of `videos` (`(T, H, W, 3)` uint8
+/// arrays), every frame of video `i` resized to `targets[i]` = (height, width)
+/// by antialiased bicubic, its frames taken `temporal_patch_size` at a time (the
+/// last repeated to fill the last group), into `out`, as `write_pixel_values`.
+#[pyfunction]
+#[pyo3(
+    signature = (videos, targets, out, table, patch_size, merge_size, temporal_patch_size, threads=None),
+    text_signature = "(videos, targets, out, table, patch_size, merge_size, temporal_patch_size, threads=1)"
+)]
+#[allow(clippy::too_many_arguments)]
+pub fn write_video_pixel_values(
+    py: Python<'_>,
+    videos: &Bound<'_, PyAny>,
+    targets: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    table: &Bound<'_, PyAny>,
+    patch_size: &Bound<'_, PyAny>,
+    merge_size: &Bound<'_, PyAny>,
+    temporal_patch_size: &Bound<'_, PyAny>,
+    threads: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let videos = items(
+        videos,
+        "videos",
+        "a list of (frames, height, width, 3) uint8 arrays",
+    )?;
+    let arrays = videos
+        .iter()
+        .enumerate()
+        .map(|(i, obj)| clip_array(obj, i))
+        .collect::<PyResult<Vec<_>>>()?;
+    let clips = arrays
+        .iter()
+        .map(|a| {
+            Ok(Clip {
+                pixels: a.as_slice()?,
+                frames: a.shape()[0],
+                height: a.shape()[1],
+                width: a.shape()[2],
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let targets = target_pairs(targets)?;
+    let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
+    let threads = threads.map_or(Ok(1), |t| size(t, "threads"))?;
+    let items = Items::Videos(&clips);
+    pixel_values_typed(py, items, &targets, layout, (out, table), threads)
 }
 
 /// Rows of `pixel_values` per image resized to `targets` (`(N, 2)` int64 height,
-/// width): `(H/patch)·(W/patch)`, with every target checked.
+/// width): `(H/patch)·(W/patch)`, with every target checked; with `frames`
+/// (`(N,)` int64 frames per video), `ceil(frames/temporal)·(H/patch)·(W/patch)`.
 #[pyfunction]
+#[pyo3(signature = (targets, patch_size, merge_size, temporal_patch_size, frames=None))]
 pub fn pixel_rows<'py>(
     py: Python<'py>,
     targets: &Bound<'py, PyAny>,
     patch_size: &Bound<'py, PyAny>,
     merge_size: &Bound<'py, PyAny>,
     temporal_patch_size: &Bound<'py, PyAny>,
+    frames: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Out1<'py>> {
     let pairs = target_pairs(targets)?;
     let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
-    let rows = run(py, || pixels::rows_per_image(&pairs, layout))?;
+    let frames = match frames {
+        None => vec![1; pairs.len()],
+        Some(f) => array1(f, "frames")?
+            .as_slice()?
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| non_negative(n, &format!("frames[{i}]")))
+            .collect::<PyResult<Vec<_>>>()?,
+    };
+    let rows = run(py, || pixels::rows_per_clip(&frames, &pairs, layout))?;
     let rows: Vec<i64> = rows.into_iter().map(|n| n as i64).collect();
     Ok(rows.into_pyarray(py))
 }

@@ -34,7 +34,7 @@ import torch
 
 from .. import engine
 from ..engine import as_int64
-from ..processor.fast_plan import FastPlan, budgeted, fast_plan
+from ..processor.fast_plan import FastPlan, VideoPlan, budgeted, fast_plan
 from ..processor.media_tokens import pixel_budget
 from ..processor.profile import ProcessorProfile, profile_of
 
@@ -221,6 +221,117 @@ def _write_order(packing: PackingOrder, mask: np.ndarray, images: Sequence[Seque
     return np.concatenate([np.arange(starts[d], starts[d + 1]) for d in samples])
 
 
+def video_array(video: Any) -> np.ndarray | None:
+    """A video (a ``(T, H, W, 3)`` uint8 array, or a list of same-size RGB frames) as the
+    C-contiguous ``(T, H, W, 3)`` uint8 array the processor reads, or None for one the
+    fast path leaves to the processor (a path, channels first, other channel counts,
+    frames of different sizes or modes)."""
+    if isinstance(video, (list, tuple)):
+        if not video or any(getattr(f, "mode", None) != "RGB" for f in video):
+            return None
+        if len({f.size for f in video}) != 1:
+            return None
+        return np.stack([np.asarray(f, dtype=np.uint8) for f in video])
+    if not isinstance(video, np.ndarray) or video.dtype != np.uint8 or video.ndim != 4:
+        return None
+    # The processor infers channels first when axis 1 could be channels (1 or 3).
+    if video.shape[3] != 3 or video.shape[1] in (1, 3):
+        return None
+    return np.ascontiguousarray(video)
+
+
+def _video_arrays(videos: Sequence[Sequence[Any]], plan: FastPlan) -> list[np.ndarray] | None:
+    """Every video of the batch as an array, or None when one is left to the processor."""
+    clips = []
+    for video in (v for sample in videos for v in sample):
+        array = video_array(video) if plan.video is not None else None
+        if array is None:
+            return None
+        clips.append(array)
+    return clips
+
+
+def video_targets(videos: Sequence[np.ndarray], plan: VideoPlan) -> np.ndarray:
+    """``(N, 2)`` height and width of each video's frames after the video processor's
+    ``smart_resize`` (with its per-frame cap when ``cap_pixels_per_frame`` is on)."""
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize
+
+    factor = plan.patch_size * plan.merge_size
+    sizes = []
+    for v in videos:
+        max_pixels = plan.max_pixels
+        if plan.cap_pixels_per_frame:  # as the video processor's resize bounds it
+            total = int(plan.max_video_tokens * factor * factor * 0.9)
+            max_pixels = max(
+                min(max_pixels, total * plan.temporal_patch_size // v.shape[0]),
+                int(plan.min_pixels * 1.05),
+            )
+        sizes.append(smart_resize(v.shape[1], v.shape[2], factor, plan.min_pixels, max_pixels))
+    return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+
+
+def video_pixel_values(
+    videos: Sequence[np.ndarray], plan: VideoPlan, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixel_values_videos, video_grid_thw)`` of ``(T, H, W, 3)`` uint8 ``videos``
+    (from :func:`video_array`), written once into one tensor of ``dtype``."""
+    targets = video_targets(videos, plan)
+    frames = np.fromiter((v.shape[0] for v in videos), dtype=np.int64, count=len(videos))
+    geometry = (plan.patch_size, plan.merge_size, plan.temporal_patch_size)
+    rows = engine.pixel_rows(targets, *geometry, frames)
+    width = 3 * plan.temporal_patch_size * plan.patch_size**2
+    out = output_tensor((int(rows.sum()), width), dtype)
+    if dtype == torch.float32:
+        out_view, table = out.numpy(), plan.table.numpy()
+    else:
+        out_view = out.view(torch.int16).numpy().view(np.uint16)
+        table = plan.table.to(dtype).view(torch.int16).numpy().view(np.uint16)
+    engine.write_video_pixel_values(list(videos), targets, out_view, table, *geometry, _threads())
+    grids = np.empty((len(videos), 3), dtype=np.int64)
+    grids[:, 0] = -(-frames // plan.temporal_patch_size)
+    grids[:, 1:] = targets // plan.patch_size
+    return out, torch.from_numpy(grids)
+
+
+def seconds_per_grid(videos: Sequence[np.ndarray], plan: VideoPlan) -> torch.Tensor:
+    """``second_per_grid_ts`` as Qwen2.5-VL's processor computes it: the temporal patch
+    size over each video's sampled fps, from the metadata it makes for frames given
+    without metadata (all frames kept, no fps: ``VideoMetadata.sampled_fps``)."""
+    from transformers.video_utils import VideoMetadata
+
+    fps = [
+        VideoMetadata(
+            total_num_frames=len(v), fps=None, frames_indices=list(range(len(v)))
+        ).sampled_fps
+        for v in videos
+    ]
+    return torch.tensor([plan.temporal_patch_size / f for f in fps])
+
+
+def _videos(
+    clips: list[np.ndarray],
+    videos: Sequence[Sequence[Any]],
+    ids: np.ndarray,
+    mask: np.ndarray,
+    plan: FastPlan,
+    dtype: torch.dtype,
+) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
+    """The video keys of the encoding, and ``ids``/``mask`` with every video placeholder
+    expanded to ``t·h·w / merge²`` tokens."""
+    video = plan.video
+    assert video is not None
+    pixels, grids = video_pixel_values(clips, video, dtype)
+    counts = grids.numpy().prod(axis=1) // video.merge_size**2
+    per_row = np.fromiter((len(s) for s in videos), dtype=np.int64, count=len(videos))
+    ids, mask = engine.expand_placeholders(
+        ids, mask, video.video_token_id, as_int64(counts), per_row, plan.pad_id, "right"
+    )
+    encoded = {"pixel_values_videos": pixels, "video_grid_thw": grids}
+    if video.second_per_grid_ts:
+        encoded["second_per_grid_ts"] = seconds_per_grid(clips, video)
+    return encoded, ids, mask
+
+
 def _token_types(ids: np.ndarray, plan: FastPlan) -> np.ndarray:
     types = np.zeros_like(ids)
     for t, token_ids in plan.type_ids:
@@ -239,20 +350,25 @@ def fast_encoding(
     add_special_tokens: bool = True,
     budget: tuple[int, int] | None = None,
 ) -> dict[str, torch.Tensor] | None:
-    """What ``processor(text=texts, images=<images flattened>, padding=True,
-    padding_side="right", return_tensors="pt")`` returns, built in one pass, or None
-    when the fast path does not reproduce this processor or batch (videos, an image
-    not RGB): then the caller calls the processor. ``processor``: the processor or its
-    profile; ``images``: each sample's RGB images; placeholder counts are the caller's
-    to check beforehand. ``budget``: ``(min_pixels, max_pixels)`` of the resize rule
-    instead of the processor's own (:func:`~vlm_collate.processor.media_tokens.pixel_budget`)."""
+    """What ``processor(text=texts, images=<images flattened>, videos=<videos flattened>,
+    padding=True, padding_side="right", return_tensors="pt")`` returns, built in one
+    pass, or None when the fast path does not reproduce this processor or batch (videos
+    without a video plan or in a form :func:`video_array` leaves to the processor, an
+    image not RGB): then the caller calls the processor. ``processor``: the processor or
+    its profile; ``images``, ``videos``: each sample's RGB images and videos; placeholder
+    counts are the caller's to check beforehand. ``budget``: ``(min_pixels, max_pixels)``
+    of the images' resize rule instead of the processor's own
+    (:func:`~vlm_collate.processor.media_tokens.pixel_budget`)."""
     profile = profile_of(processor)
     plan = fast_plan(profile)
-    if plan is None or any(len(v) for v in videos):
+    if plan is None:
         return None
     plan = budgeted(plan, budget)
     flat = [image for sample in images for image in sample]
     if any(getattr(image, "mode", "RGB") != "RGB" for image in flat):
+        return None
+    clips = _video_arrays(videos, plan)
+    if clips is None:
         return None
     tokens = profile.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
     values, offsets = engine.ragged(tokens)
@@ -270,6 +386,8 @@ def fast_encoding(
         )
         order = _write_order(packing, mask, images) if packing is not None else None
         pixels, grids = pixel_values(flat, plan, pixel_dtype, order)
+    if clips:
+        videos_encoded, ids, mask = _videos(clips, videos, ids, mask, plan, pixel_dtype)
     encoded["input_ids"] = torch.from_numpy(ids)
     encoded["attention_mask"] = torch.from_numpy(mask)
     if plan.mm_token_type_ids:
@@ -277,13 +395,15 @@ def fast_encoding(
     if flat:
         encoded["pixel_values"] = pixels
         encoded["image_grid_thw"] = grids
+    if clips:
+        encoded.update(videos_encoded)
     return encoded
 
 
 def fast_call(profile: ProcessorProfile, options: Any) -> Any:
     """The shared encode step's ``call`` quirk: the fast encoding of the collected batch,
-    or None for a batch it does not reproduce (videos; the encode step then calls the
-    processor). None instead of a quirk when ``options.fast_path`` is off or the
+    or None for a batch it does not reproduce (videos it does not cover; the encode step
+    then calls the processor). None instead of a quirk when ``options.fast_path`` is off or the
     processor's settings are not reproduced."""
     if not getattr(options, "fast_path", True) or fast_plan(profile) is None:
         return None

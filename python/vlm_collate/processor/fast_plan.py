@@ -5,7 +5,9 @@ its own rescale and normalise, token ids), read once and kept on the profile.
 The fast path applies to transformers' own classes of a family that declares it
 (``fast_path=True`` in its registration: Qwen2-VL, Qwen2.5-VL, Qwen3-VL), not to a
 subclass, and only with image-processor settings it reproduces; otherwise the reason is
-logged once and the processor is called.
+logged once and the processor is called. Videos have their own plan (:class:`VideoPlan`,
+from the video processor): where it does not apply, batches with videos call the
+processor (the reason logged once).
 """
 
 from __future__ import annotations
@@ -27,7 +29,31 @@ IMAGE_PROCESSOR = (
 )
 """The image processor it reproduces: transformers' torchvision one (the default in 5.x)."""
 
+VIDEO_PROCESSOR = (
+    "Qwen2VLVideoProcessor",
+    "transformers.models.qwen2_vl.video_processing_qwen2_vl",
+)
+"""The video processor it reproduces (Qwen2-VL's and Qwen2.5-VL's)."""
+
 _BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, PILImageResampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """What the fast path needs of a video processor: the resize rule's limits (and the
+    per-frame cap when ``cap_pixels_per_frame`` is on), the patch geometry, its own byte
+    table, the video token id, and whether the processor returns ``second_per_grid_ts``."""
+
+    min_pixels: int
+    max_pixels: int
+    cap_pixels_per_frame: bool
+    max_video_tokens: int
+    patch_size: int
+    merge_size: int
+    temporal_patch_size: int
+    table: torch.Tensor  # (768,) float32
+    video_token_id: int
+    second_per_grid_ts: bool
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,7 @@ class FastPlan:
     type_ids: tuple[tuple[int, tuple[int, ...]], ...]  # (type, ids) for mm_token_type_ids
     mm_token_type_ids: bool
     pad_id: int
+    video: VideoPlan | None = None  # None: batches with videos call the processor
 
 
 def _is_class(obj: Any, name: str, module: str) -> bool:
@@ -85,6 +112,66 @@ def _unsupported(profile: ProcessorProfile) -> str | None:
     if getattr(processor.tokenizer, "pad_token_id", None) is None:
         return "its tokenizer has no pad token"
     return None
+
+
+def _video_unsupported(processor: Any) -> str | None:
+    """Why the fast path does not reproduce the processor's videos, or None when it does."""
+    vp = getattr(processor, "video_processor", None)
+    if vp is None or not _is_class(vp, *VIDEO_PROCESSOR):
+        return f"its video processor {type(vp).__name__} is not transformers' {VIDEO_PROCESSOR[0]}"
+    if not getattr(vp, "do_resize", False):
+        return "video do_resize=False"
+    if int(getattr(vp, "resample", -1)) != _BICUBIC:
+        return f"video resample={vp.resample!r} (only bicubic is reproduced)"
+    if getattr(vp, "do_sample_frames", False):
+        return "do_sample_frames=True (frames sampled by the processor)"
+    size = getattr(vp, "size", None)
+    if not size or not size.get("shortest_edge") or not size.get("longest_edge"):
+        return f"video size={size!r} has no shortest_edge/longest_edge pixel limits"
+    if getattr(vp, "device", None) not in (None, "cpu"):
+        return f"the video processor runs on {vp.device}"
+    for attribute in (
+        "resize",
+        "patchify",
+        "rescale_and_normalize",
+        "_preprocess",
+        "preprocess",
+        "sample_frames",
+        "_decode_and_sample_videos",
+        "_prepare_input_videos",
+    ):
+        if attribute in vars(vp):
+            return f"the video processor's {attribute} is replaced on the instance"
+    if getattr(processor, "video_token_id", None) is None:
+        return "it has no video_token_id"
+    return None
+
+
+def _video_plan(processor: Any) -> VideoPlan | None:
+    reason = _video_unsupported(processor)
+    table = None if reason else _table(processor.video_processor)
+    if reason is None and table is None:
+        reason = "video do_rescale=False and do_normalize=False (uint8 pixel values)"
+    if reason is not None:
+        logger.info(
+            "fast path off for %s videos: %s; batches with videos use the processor call",
+            type(processor).__name__,
+            reason,
+        )
+        return None
+    vp = processor.video_processor
+    return VideoPlan(
+        min_pixels=int(vp.size["shortest_edge"]),
+        max_pixels=int(vp.size["longest_edge"]),
+        cap_pixels_per_frame=bool(getattr(vp, "cap_pixels_per_frame", None)),
+        max_video_tokens=int(getattr(vp, "max_video_tokens", 0) or 0),
+        patch_size=int(vp.patch_size),
+        merge_size=int(vp.merge_size),
+        temporal_patch_size=int(vp.temporal_patch_size),
+        table=table,
+        video_token_id=int(processor.video_token_id),
+        second_per_grid_ts="second_per_grid_ts" in processor.model_input_names,
+    )
 
 
 def _hashable(value: Any) -> Any:
@@ -143,6 +230,7 @@ def _plan(profile: ProcessorProfile) -> FastPlan | None:
         type_ids=type_ids,
         mm_token_type_ids=bool(getattr(processor, "return_mm_token_type_ids", False)),
         pad_id=profile.require_pad_id(),
+        video=_video_plan(processor),
     )
 
 
