@@ -28,14 +28,17 @@ def test_verified_markers_are_reported_with_every_shape():
     assert "fast path" in str(report)
 
 
-def test_string_only_template_reports_the_shape_it_does_not_render():
+def test_string_only_template_is_given_strings_and_says_so():
+    """Qwen3's template prints list content as a Python literal: a multi-part reply is
+    given to it as one string, and the report names the form each role takes."""
     tokenizer = builders.qwen3_omni_tokenizer()
     tokenizer.chat_template = template_text("qwen3")
     report = check_template(tokenizer)
     assert report.method == "markers"
-    assert report.unrendered == ["multi-part reply"]
+    assert report.unrendered == [] and "multi-part reply" in report.verified
     assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in report.headers
-    assert "does not render" in str(report)
+    assert report.content_forms["assistant"] == ["string"]
+    assert "assistant: string" in str(report)
 
 
 def test_a_template_whose_markers_fail_uses_the_exact_path_and_says_so(caplog):

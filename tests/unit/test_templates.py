@@ -57,6 +57,9 @@ class Spec:
     system: bool = True
     reasoning_rendered: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    typable_header: bool = False
+    """The header is a token a user can type (an added token not marked special, not
+    escaped in content): its markers would label user text, so the exact path is used."""
 
 
 def _plain(messages: list[dict], k: int, exclude: bool) -> str:
@@ -169,6 +172,7 @@ SPECS: dict[str, Spec] = {
         _deepseek_reply,
         _const("<｜end▁of▁sentence｜>"),
         list_content=False,
+        typable_header=True,
     ),
     "glm4": Spec(
         "glm4",
@@ -294,6 +298,9 @@ def conversations(draw, spec: Spec):
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_markers_are_verified_and_named(name, tokenizers_by_spec):
     plan = labels_plan(tokenizers_by_spec[name])
+    if SPECS[name].typable_header:
+        assert plan.method == "exact" and "in user turns" in plan.reason, plan.reason
+        return
     assert plan.method == "markers", plan.reason
     assert not plan.failed and plan.verified
     tokenizer = tokenizers_by_spec[name]

@@ -168,6 +168,39 @@ def labels_by_contents(
     )
 
 
+def header_counts(ids: np.ndarray, mask: np.ndarray, starts: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per row, the number of attended positions where an assistant header (any of
+    ``starts``) begins."""
+    hit = np.zeros(ids.shape, dtype=bool)
+    width = ids.shape[1]
+    for start in starts:
+        m = len(start)
+        if m == 0 or m > width:
+            continue
+        match = np.ones((ids.shape[0], width - m + 1), dtype=bool)
+        for j, t in enumerate(start):
+            match &= ids[:, j : width - m + 1 + j] == t
+        hit[:, : width - m + 1] |= match
+    return (hit & (mask != 0)).sum(axis=1)
+
+
+def unchecked_rows(
+    ids: np.ndarray,
+    mask: np.ndarray,
+    starts: Sequence[Sequence[int]],
+    found: np.ndarray,
+    conversations: Sequence[Sequence[dict[str, Any]]],
+) -> list[int]:
+    """Rows whose marker labels cannot be trusted: header occurrences or replies found
+    differ from the number of assistant messages."""
+    expected = np.array(
+        [sum(1 for m in c if m.get("role") == "assistant") for c in conversations],
+        dtype=np.int64,
+    )
+    counts = header_counts(ids, mask, starts)
+    return np.flatnonzero((counts != expected) | (np.asarray(found) != expected)).tolist()
+
+
 def _has_reasoning(conversation: Sequence[dict[str, Any]]) -> bool:
     return any(reasoning_of(m) for m in assistant_turns(conversation))
 
@@ -180,8 +213,14 @@ def label_array(
     *,
     reasoning: Reasoning = "label",
     template_kwargs: Mapping[str, Any] | None = None,
+    exact_rows: list[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, replies found per row)`` as int64 arrays for a padded batch.
+
+    On the marker path every row is checked without rendering: it must hold one header
+    per assistant message and the engine must find as many replies (user text that reads
+    like a header, a turn the template drops, a row cut short all fail it); a row that
+    fails is labelled by the exact path and its index appended to ``exact_rows``.
 
     ``reasoning``: reasoning text an assistant message supplies (a ``reasoning_content``
     field, or ``<think>...</think>`` in its content) that the template renders is a
@@ -215,20 +254,29 @@ def label_array(
         labels, found = engine.labels_from_markers(
             ids, mask, markers.starts, markers.ends, markers.ignore_ids
         )
+        rows = unchecked_rows(ids, mask, markers.starts, found, conversations)
+        if rows:
+            logger.info(
+                "labels: rows %s do not hold one assistant header per assistant message; "
+                "labelled by differential rendering (exact path)",
+                rows,
+            )
+            if exact_rows is not None:
+                exact_rows.extend(rows)
         if reasoning == "exclude":
-            rows = [i for i, c in enumerate(conversations) if _has_reasoning(c)]
-            if rows:
-                exact_labels(
-                    ids,
-                    mask,
-                    conversations,
-                    profile,
-                    rows,
-                    reasoning,
-                    template_kwargs,
-                    labels,
-                    found,
-                )
+            rows = sorted({*rows, *(i for i, c in enumerate(conversations) if _has_reasoning(c))})
+        if rows:
+            exact_labels(
+                ids,
+                mask,
+                conversations,
+                profile,
+                rows,
+                reasoning,
+                template_kwargs,
+                labels,
+                found,
+            )
     _warn_missing_replies(found, conversations)
     return labels, found
 

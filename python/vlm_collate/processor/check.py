@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .markers import PROBES, LabelsPlan, labels_plan
 from .profile import profile_of
+from .render import renderer_for
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,10 @@ class TemplateReport:
     shapes whose marker labels equal the differential ground truth; ``failed``: those
     where they differ; ``refused``: shapes the template raises on (with its message);
     ``unrendered``: shapes whose reply the template drops or writes as a Python literal
-    (such replies cannot be labelled)."""
+    (such replies cannot be labelled). ``content_forms``: per role (system, user,
+    assistant) the content forms the template renders (``"string"``, ``"list"``; the
+    first is the one given to it when a message's own form is not rendered: a form the
+    template drops or prints as a Python literal counts as not rendered)."""
 
     template: str
     method: str
@@ -30,6 +34,7 @@ class TemplateReport:
     refused: dict[str, str]
     unrendered: list[str]
     reason: str
+    content_forms: dict[str, list[str]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"chat template: {self.template}"]
@@ -45,6 +50,11 @@ class TemplateReport:
         if self.headers:
             lines.append("assistant headers: " + ", ".join(repr(h) for h in self.headers))
             lines.append("end-of-turn: " + ", ".join(repr(e) for e in self.ends))
+        if self.content_forms:
+            lines.append(
+                "content forms rendered: "
+                + "; ".join(f"{r}: {' or '.join(f)}" for r, f in self.content_forms.items())
+            )
         lines.append("verified shapes: " + ("; ".join(self.verified) or "none"))
         if self.failed:
             lines.append("shapes the markers mislabel (exact path used): " + "; ".join(self.failed))
@@ -83,7 +93,17 @@ def report_of(processor: Any, plan: LabelsPlan) -> TemplateReport:
         refused=dict(plan.refused),
         unrendered=list(plan.unrendered),
         reason=plan.reason,
+        content_forms=content_forms(processor),
     )
+
+
+def content_forms(processor: Any) -> dict[str, list[str]]:
+    """Per role, the content forms ``processor``'s template renders, the one used first."""
+    renderer = renderer_for(processor)
+    return {
+        role: [form, *sorted(renderer.accepts.get(role, frozenset()) - {form})]
+        for role, form in renderer.forms.items()
+    }
 
 
 def check_template(processor_or_tokenizer: Any) -> TemplateReport:

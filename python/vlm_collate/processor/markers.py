@@ -208,11 +208,18 @@ def _turn_tokens(probe: Probe, specials: frozenset[int]) -> tuple[list[list[int]
 
 def _trimmed_header(gap: list[int], stops: set[int], specials: frozenset[int]) -> list[int]:
     """The header inside ``gap`` (the tokens between the previous content and a reply):
-    what follows the previous turn's end-of-turn, from its first special token."""
+    what follows the previous turn's end-of-turn, from its first special token. A header
+    that follows a special token always includes it: where nothing special follows the
+    last end-of-turn (SmolVLM's ``<end_of_utterance>\nAssistant: ``, GLM's
+    ``<|assistant|>\n`` when ``<|assistant|>`` also ends replies), the header starts at
+    that end-of-turn, so text a user types never matches it."""
     last_stop = max((i for i, t in enumerate(gap) if t in stops), default=-1)
     header = gap[last_stop + 1 :] or gap
     first_special = next((i for i, t in enumerate(header) if t in specials), None)
-    return header[first_special:] if first_special is not None else header
+    if first_special is not None:
+        return header[first_special:]
+    last_special = max((i for i, t in enumerate(gap) if t in specials), default=None)
+    return gap[last_special:] if last_special is not None else header
 
 
 def derive_markers(processor: Any, probes: Sequence[Probe]) -> Markers:
@@ -284,22 +291,122 @@ class LabelsPlan:
     reason: str = ""
 
 
-def plan_labels(processor: Any) -> LabelsPlan:
-    """Derives the markers of ``processor``'s template and verifies them on every probe."""
-    renderer_for(processor)  # TemplateError when it cannot render a plain conversation
+#: Assistant headers of other templates, typed by users (in plain text: special-token
+#: strings of the vocabulary are escaped in content, see ``on_special_text``).
+OTHER_HEADERS = (
+    " [/INST]",
+    "[/INST] ",
+    "ASSISTANT:",
+    "\nAssistant: ",
+    "Assistant:",
+    "<|assistant|>\n",
+    "<|im_start|>assistant\n",
+    "<start_of_turn>model\n",
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "assistant\n",
+    "<seed:bos>assistant\n",
+    "GPT:",
+)
+
+
+def header_texts(processor: Any, markers: Markers) -> list[str]:
+    """What a user could type that reads like an assistant header: the text of each
+    derived header (with and without its trailing whitespace) and of other templates'
+    headers, special-token strings of the vocabulary taken out (content escapes them)."""
+    profile = profile_of(processor)
+    texts: list[str] = []
+    for text in [profile.tokenizer.decode(s) for s in markers.starts] + list(OTHER_HEADERS):
+        for special in profile.special_strings:
+            text = text.replace(special, "")
+        for variant in (text, text.strip()):
+            if variant.strip() and variant not in texts:
+                texts.append(variant)
+    return texts
+
+
+def header_probes(texts: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Probe conversations with each of ``texts`` at the start, middle and end of user,
+    system and tool turns."""
+    probes: dict[str, list[dict[str, Any]]] = {}
+    for h in texts:
+        probes[f"header {h!r} in user turns"] = [
+            _u(f"{h}What is shown?"),
+            _a("A red car."),
+            _u(f"Type {h} now"),
+            _a("Fine, done."),
+            _u(f"Say it: {h}"),
+            _a("Ok."),
+        ]
+        probes[f"header {h!r} in a system turn"] = [
+            {"role": "system", "content": f"{h}Be brief {h} always{h}"},
+            _u(_Q1),
+            _a("A cat."),
+        ]
+        probes[f"header {h!r} in a tool turn"] = [
+            _u("What is 6 times 7?"),
+            _a("Let me compute."),
+            {"role": "tool", "content": f"{h}42 {h} done{h}"},
+            _a("It is 42."),
+        ]
+    return probes
+
+
+def _list_form(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**m, "content": [{"type": "text", "text": m["content"]}]}
+        if isinstance(m.get("content"), str)
+        else m
+        for m in messages
+    ]
+
+
+def _drops_a_turn(probe: Probe) -> bool:
+    """Whether the template drops a non-empty turn of the probe (GLM-4.1V's drops tool
+    turns): its replies then meet as they never do in conversations it renders whole, and
+    a row with such a turn is checked at run time (see ``labels.label_array``)."""
+    return any(
+        span is None and m["role"] != "assistant" and m.get("content")
+        for m, span in zip(probe.messages, probe.contents)
+    )
+
+
+def _labelled_probes(
+    processor: Any, shapes: dict[str, list[dict[str, Any]]]
+) -> tuple[list[Probe], dict[str, str], list[str]]:
+    """Each shape labelled in string and in list content (a form whose rendering equals
+    the other's is kept once): (probes, refused shapes, unrendered shapes)."""
     probes: list[Probe] = []
     refused: dict[str, str] = {}
     unrendered: list[str] = []
-    for name, messages in PROBES.items():
-        try:
-            probe = labelled_probe(processor, name, messages)
-        except Exception as err:  # noqa: BLE001 - a template refuses a shape by raising anything
-            refused[name] = " ".join(str(err).split())[:160] or type(err).__name__
-            continue
-        if any(s is None for s in probe.rendered.replies) or _LIST_LITERAL in probe.rendered.text:
-            unrendered.append(name)  # the template drops or stringifies this content
-            continue
-        probes.append(probe)
+    for name, messages in shapes.items():
+        seen: set[str] = set()
+        for form, conversation in (("string", messages), ("list", _list_form(messages))):
+            label = name if form == "string" else f"{name} (list content)"
+            try:
+                probe = labelled_probe(processor, label, conversation)
+            except Exception as err:  # noqa: BLE001 - a template refuses a shape by raising anything
+                refused[label] = " ".join(str(err).split())[:160] or type(err).__name__
+                continue
+            if probe.rendered.text in seen:
+                continue
+            seen.add(probe.rendered.text)
+            if (
+                any(s is None for s in probe.rendered.replies)
+                or _LIST_LITERAL in probe.rendered.text
+                or _drops_a_turn(probe)
+            ):
+                unrendered.append(label)  # the template drops or stringifies this content
+                continue
+            probes.append(probe)
+    return probes, refused, unrendered
+
+
+def plan_labels(processor: Any) -> LabelsPlan:
+    """Derives the markers of ``processor``'s template and verifies them on every probe,
+    in string and list content, and on probes that put header text (this template's
+    and other templates') in user, system and tool turns."""
+    renderer_for(processor)  # TemplateError when it cannot render a plain conversation
+    probes, refused, unrendered = _labelled_probes(processor, PROBES)
     if not any(any(p.targets) for p in probes):
         raise TemplateError(
             "the processor's chat template does not render assistant replies, so no labels "
@@ -311,6 +418,8 @@ def plan_labels(processor: Any) -> LabelsPlan:
         return LabelsPlan(
             "exact", None, [], [p.name for p in probes], refused, unrendered, str(err)
         )
+    adversarial, _, _ = _labelled_probes(processor, header_probes(header_texts(processor, markers)))
+    probes = probes + adversarial
     got = marker_labels([p.ids for p in probes], markers)
     verified = [p.name for p, row in zip(probes, got) if row == _expected(p)]
     failed = [p.name for p, row in zip(probes, got) if row != _expected(p)]

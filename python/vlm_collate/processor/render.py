@@ -17,12 +17,13 @@ is inside it (``reasoning="label"``) or outside (``reasoning="exclude"``).
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import TemplateError
-from ..formats.conversation import with_list_content
 from .profile import ProcessorProfile, profile_of
 
 Reasoning = Literal["label", "exclude"]
@@ -61,40 +62,67 @@ class RenderedConversation:
 
 class Renderer:
     """Renders conversations with a processor's (or tokenizer's) chat template the way
-    the collate functions do: list content for processors, strings for tokenizers,
-    no generation prompt."""
+    the collate functions do, no generation prompt, each role's content in a form the
+    template renders. ``forms``: role -> the form used (``"string"`` or ``"list"``);
+    ``accepts``: role -> every form the template renders. A processor's messages are
+    given in ``forms`` (list content first, as the collate functions render them); with
+    ``keep_given`` (a bare tokenizer) a message keeps its own form where the template
+    renders it, and is converted only where the template would drop it or print it as a
+    Python literal."""
 
     def __init__(
         self,
         profile: ProcessorProfile,
         list_content: bool,
         template_kwargs: Mapping[str, Any] | None,
-        string_roles: frozenset[str] = frozenset(),
+        forms: Mapping[str, str] | None = None,
+        accepts: Mapping[str, frozenset[str]] | None = None,
+        keep_given: bool = False,
     ):
         self.profile = profile  # holds the processor weakly: renderers are cached on it
         self.list_content = list_content
+        """Whether roles ``forms`` does not name (tool turns...) are given list content."""
         self.template_kwargs = dict(template_kwargs or {})
-        self.string_roles = string_roles
-        """Roles whose text-only content the template needs as a string (it would print
-        list content as a Python literal, as GLM-4.1V's does for assistant turns)."""
+        self.forms = dict(forms or {})
+        self.accepts = dict(accepts or {})
+        self.keep_given = keep_given
+
+    @property
+    def string_roles(self) -> frozenset[str]:
+        """Roles whose text-only content is given to the template as a string."""
+        return frozenset(r for r, f in self.forms.items() if f == "string")
+
+    def form_of(self, message: Mapping[str, Any]) -> str | None:
+        """The form ``message`` is given in (None: as it is)."""
+        role = message.get("role")
+        if role not in self.forms:  # tool turns...: as user turns
+            role = "user"
+        if role not in self.forms:
+            return "list" if self.list_content else None
+        if self.keep_given:
+            own = "string" if isinstance(message.get("content"), str) else "list"
+            if own in self.accepts.get(role, ()):
+                return None
+        return self.forms[role]
 
     def __call__(self, messages: Sequence[Mapping[str, Any]]) -> str:
-        msgs = [dict(m) for m in messages]
-        if self.list_content:
-            msgs = with_list_content(msgs)
-        if self.string_roles:
-            msgs = [
-                _as_string_content(m) if m.get("role") in self.string_roles else m for m in msgs
-            ]
+        msgs = [_in_form(dict(m), self.form_of(m)) for m in messages]
         return self.profile.processor.apply_chat_template(
             msgs, tokenize=False, add_generation_prompt=False, **self.template_kwargs
         )
 
 
-def _as_string_content(message: dict[str, Any]) -> dict[str, Any]:
-    """``message`` with text-only list content joined into one string (media items kept
-    as a list: a template that takes media takes list content for them)."""
+def _in_form(message: dict[str, Any], form: str | None) -> dict[str, Any]:
+    """``message`` as it is (``form`` None), with its content as a string (text-only
+    lists joined; media lists kept: a template that takes media takes list content for
+    them) or as a list of items."""
     content = message.get("content")
+    if form is None or content is None:
+        return message
+    if form == "list":
+        if isinstance(content, str):
+            return {**message, "content": [{"type": "text", "text": content}]}
+        return message
     if isinstance(content, list) and all(
         isinstance(i, Mapping) and i.get("type") == "text" for i in content
     ):
@@ -102,17 +130,12 @@ def _as_string_content(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def _literal_roles(renderer: Renderer) -> frozenset[str]:
-    """Roles whose list content ``renderer``'s template prints as a Python literal."""
-    probes = {"system": "SYSQZX", "user": "USRQZX", "assistant": "ASTQZX"}
-    for roles in (("system", "user", "assistant"), ("user", "assistant")):
-        messages = [{"role": r, "content": probes[r]} for r in roles]
-        try:
-            text = renderer(messages)
-        except Exception:  # noqa: BLE001 - a template may refuse a system turn
-            continue
-        return frozenset(r for r in roles if f"'text': '{probes[r]}'" in text)
-    return frozenset()
+_FORM_PROBE = {"system": "SYSQZX", "user": "USRQZX", "assistant": "ASTQZX"}
+
+
+def _renders_plainly(text: str, roles: Sequence[str]) -> bool:
+    """Whether every role's probe text is in ``text``, not as a Python literal."""
+    return all(_FORM_PROBE[r] in text and f"'text': '{_FORM_PROBE[r]}'" not in text for r in roles)
 
 
 def renderer_for(processor: Any, template_kwargs: Mapping[str, Any] | None = None) -> Renderer:
@@ -126,24 +149,57 @@ def renderer_for(processor: Any, template_kwargs: Mapping[str, Any] | None = Non
 def _probed_renderer(
     profile: ProcessorProfile, template_kwargs: Mapping[str, Any] | None
 ) -> Renderer:
+    """The renderer whose content forms the template renders: each role (system, user,
+    assistant) in the preferred form (list content for a processor, strings for a bare
+    tokenizer) unless the template raises on it, drops it or prints it as a Python
+    literal, and then in the other form; then which roles also render the other form."""
     is_tokenizer = profile.tokenizer is profile.processor
-    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]
-    failures: list[BaseException] = []
-    for list_content in (False, True) if is_tokenizer else (True, False):
-        renderer = Renderer(profile, list_content, template_kwargs)
+    preferred, other = ("string", "list") if is_tokenizer else ("list", "string")
+    failures: list[str] = []
+    dropped: set[str] = set()
+
+    def renders(forms: dict[str, str]) -> bool:
+        renderer = Renderer(profile, not is_tokenizer, template_kwargs, forms)
+        messages = [{"role": r, "content": _FORM_PROBE[r]} for r in forms]
         try:
-            renderer(probe)
-        except Exception as err:  # noqa: BLE001 - templates fail in many ways on a content form
-            failures.append(err)
-            continue
-        if list_content:
-            literal = _literal_roles(renderer)
-            if literal:
-                renderer = Renderer(profile, list_content, template_kwargs, literal)
-        return renderer
+            text = renderer(messages)
+        except Exception as err:  # noqa: BLE001 - templates fail in many ways on a form
+            failures.append(str(err) or type(err).__name__)
+            return False
+        if _renders_plainly(text, list(forms)):
+            return True
+        dropped.update(r for r in forms if not _renders_plainly(text, [r]))
+        failures.append(f"content in the forms {forms} is not rendered")
+        return False
+
+    for roles in (("system", "user", "assistant"), ("user", "assistant")):
+        combos = sorted(
+            itertools.product((preferred, other), repeat=len(roles)),
+            key=lambda c: sum(f != preferred for f in c),
+        )
+        for combo in combos:
+            forms = dict(zip(roles, combo))
+            if not renders(forms):
+                continue
+            accepts = {
+                r: frozenset((f, _OTHER_FORM[f]) if renders({**forms, r: _OTHER_FORM[f]}) else (f,))
+                for r, f in forms.items()
+            }
+            return Renderer(
+                profile, not is_tokenizer, template_kwargs, forms, accepts, is_tokenizer
+            )
+    if "assistant" in dropped:
+        raise TemplateError(
+            "the processor's chat template does not render assistant replies (in string or "
+            "list content), so no labels can be built; use a template with an assistant turn"
+        )
     raise TemplateError(
-        f"the chat template cannot render a plain user/assistant conversation: {failures[-1]}"
+        "the chat template cannot render a plain user/assistant conversation, with string "
+        f"or list content: {failures[-1] if failures else 'no rendering'}"
     )
+
+
+_OTHER_FORM = {"string": "list", "list": "string"}
 
 
 # --------------------------------------------------------------------------- reasoning
@@ -311,15 +367,98 @@ def turns_end(render: Render, messages: Sequence[Mapping[str, Any]], full: str) 
 def rendered_replies(
     render: Render, messages: Sequence[Mapping[str, Any]], reasoning: Reasoning = "label"
 ) -> RenderedConversation:
-    """The rendering of ``messages`` and the span of each assistant reply in it."""
+    """The rendering of ``messages`` and the span of each assistant reply in it.
+
+    Two renderings in all for the replies that supply no reasoning (the conversation, and
+    the conversation with every such reply replaced by its own sentinel:
+    :func:`joint_content_spans`), so the cost is linear in the number of turns; a reply
+    with reasoning, or every reply when the template reacts to the content (the joint
+    rendering does not decompose uniquely), is rendered per message (:func:`content_span`)."""
     messages = [dict(m) for m in messages]
     full = render(messages)
+    assistant = [k for k, m in enumerate(messages) if m.get("role") == "assistant"]
+    plain = [k for k in assistant if not reasoning_of(messages[k])]
+    joint = joint_content_spans(render, messages, plain, full) if plain else {}
     replies = [
-        content_span(render, messages, k, full, reasoning)
-        for k, m in enumerate(messages)
-        if m.get("role") == "assistant"
+        joint[k]
+        if joint is not None and k in joint
+        else content_span(render, messages, k, full, reasoning)
+        for k in assistant
     ]
     return RenderedConversation(full, replies, bounded_turns_end(render, messages, full, replies))
+
+
+_JOINT_BASE = 0xF0000  # supplementary private-use plane A: one sentinel per message
+_JOINT_SENTINELS = re.compile("[\U000f0000-\U000ffffd]")
+
+
+def joint_content_spans(
+    render: Render, messages: Sequence[Mapping[str, Any]], indices: Sequence[int], full: str
+) -> dict[int, Span | None] | None:
+    """The span of the content of each message in ``indices`` in ``full`` (the rendering
+    of ``messages``), from one rendering with each of those contents replaced by its own
+    sentinel: the text between sentinels is the template's, so ``full`` is that text with
+    each content in place of its sentinel. None when the decomposition is not certain
+    (a sentinel rendered twice or out of order, the template writing other text around a
+    sentinel than around the content, or a content that holds the text following it, so
+    that matching from the left and from the right disagree): the caller then renders per
+    message, whose spans these equal whenever they are returned."""
+    if len(indices) > 0xFFFD or _JOINT_SENTINELS.search(full):
+        return None
+    if any(_JOINT_SENTINELS.search(repr(messages[k])) for k in indices):
+        return None
+    variant = [dict(m) for m in messages]
+    for n, k in enumerate(indices):
+        variant[k] = _with_sentinel(messages[k], chr(_JOINT_BASE + n))
+    text = render(variant)
+    pieces: list[str] = []
+    order: list[int] = []
+    cursor = 0
+    for match in _JOINT_SENTINELS.finditer(text):
+        n = ord(match.group()) - _JOINT_BASE
+        if n >= len(indices) or (order and n <= order[-1]):
+            return None  # a sentinel twice, out of order, or not ours
+        order.append(n)
+        pieces.append(text[cursor : match.start()])
+        cursor = match.end()
+    pieces.append(text[cursor:])
+    left = _decomposed(full, pieces, from_left=True)
+    if left is None or left != _decomposed(full, pieces, from_left=False):
+        return None
+    spans: dict[int, Span | None] = {k: None for k in indices}  # not rendered
+    for n, (start, end) in zip(order, left):
+        spans[indices[n]] = Span(start, end)
+    return spans
+
+
+def _decomposed(full: str, pieces: list[str], from_left: bool) -> list[tuple[int, int]] | None:
+    """Spans ``s_i`` with ``full == pieces[0] + full[s_0] + pieces[1] + ... + pieces[-1]``,
+    each gap matched as early (``from_left``) or as late as possible; None when none."""
+    head, tail = pieces[0], pieces[-1]
+    if len(full) < len(head) + len(tail) or not full.startswith(head) or not full.endswith(tail):
+        return None
+    lo, hi = len(head), len(full) - len(tail)
+    middle = pieces[1:-1]
+    spans: list[tuple[int, int]] = []
+    if from_left:
+        start = lo
+        for piece in middle:
+            end = full.find(piece, start, hi)
+            if end < 0:
+                return None
+            spans.append((start, end))
+            start = end + len(piece)
+        spans.append((start, hi))
+        return spans
+    end = hi
+    for piece in reversed(middle):
+        at = full.rfind(piece, lo, end)
+        if at < 0:
+            return None
+        spans.append((at + len(piece), end))
+        end = at
+    spans.append((lo, end))
+    return spans[::-1]
 
 
 def bounded_turns_end(
