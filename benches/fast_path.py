@@ -292,8 +292,114 @@ def _dataloader_table(ctx: Context) -> Table:
     return table
 
 
+def _one_core(fn: Any) -> Any:
+    """``fn`` run with this process on one core (the fast path's pixels then use one
+    thread, as in a DataLoader worker)."""
+    import os
+
+    def call() -> Any:
+        cores = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(cores)})
+        try:
+            return fn()
+        finally:
+            os.sched_setaffinity(0, cores)
+
+    return call
+
+
+def family_rows(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
+    """Per family and media kind of the fast path (issue 22): the processor call alone
+    against the fast encoding of the same texts and media, both on one core; each row
+    also says whether the two outputs are equal (every key, pixels bit for bit)."""
+    import numpy as np
+
+    from vlm_collate.pipeline.fast_path import fast_encoding
+    from vlm_collate.testing.builders import qwen2_5_vl_processor
+    from vlm_collate.testing.families import qwen3_vl_processor
+
+    rng = np.random.default_rng(0)
+    image, video = (
+        "<|vision_start|><|image_pad|><|vision_end|>",
+        "<|vision_start|><|video_pad|><|vision_end|>",
+    )
+    frames = 4 if ctx.settings.quick else 16
+    cases = {
+        "Qwen3-VL images (8 × 448², downscaled)": (
+            qwen3_vl_processor(),
+            [image + "x"] * 8,
+            [[rng.integers(0, 256, (448, 448, 3), dtype=np.uint8)] for _ in range(8)],
+            [[] for _ in range(8)],
+        ),
+        f"Qwen2.5-VL videos (4 × {frames} frames of 448²)": (
+            qwen2_5_vl_processor(),
+            [video + "x"] * 4,
+            [[] for _ in range(4)],
+            [[rng.integers(0, 256, (frames, 448, 448, 3), dtype=np.uint8)] for _ in range(4)],
+        ),
+    }
+    rows = []
+    for name, (processor, texts, images, videos) in cases.items():
+        ctx.advance(f"fast path family: {name}")
+        if processor.video_processor is not None:
+            processor.video_processor.cap_pixels_per_frame = False  # its default, no warning
+        kwargs: dict[str, Any] = {}
+        if any(images):
+            kwargs["images"] = [i for s in images for i in s]
+        if any(videos):
+            kwargs["videos"] = [v for s in videos for v in s]
+
+        def alone(processor=processor, texts=texts, kwargs=kwargs) -> Any:
+            return processor(
+                text=texts, padding=True, padding_side="right", return_tensors="pt", **kwargs
+            )
+
+        def fast(processor=processor, texts=texts, images=images, videos=videos) -> Any:
+            return fast_encoding(processor, texts, images, videos)
+
+        a, b = dict(alone()), fast()
+        equal = b is not None and list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+        times = measure_all({"processor": _one_core(alone), "fast": _one_core(fast)}, ctx.settings)
+        rows.append(
+            (
+                name,
+                {
+                    "processor_s": times["processor"].median_s,
+                    "fast_s": times["fast"].median_s,
+                    "equal": equal,
+                },
+            )
+        )
+    return rows
+
+
+def _family_table(ctx: Context) -> Table:
+    table = Table(
+        "fast_path_families",
+        "Fast path per family and media kind, one core for both sides, median time per call",
+        ["family and media", "processor alone", "fast path", "processor / fast", "equal"],
+    )
+    for name, r in family_rows(ctx):
+        ratio = r["processor_s"] / r["fast_s"]
+        table.rows.append(
+            [
+                name,
+                fmt_time(r["processor_s"]),
+                fmt_time(r["fast_s"]),
+                fmt_ratio(ratio),
+                "yes" if r["equal"] else "NO",
+            ]
+        )
+        table.raw.append({"case": name, **r, "ratio": ratio})
+    table.notes.append(
+        "texts already rendered; processor call against fast_encoding on the same inputs, "
+        "process pinned to one core (os.sched_setaffinity) for both; random-noise media."
+    )
+    return table
+
+
 def run(ctx: Context) -> list[Table]:
-    return [_time_table(ctx), _memory_table(ctx), _dataloader_table(ctx)]
+    return [_time_table(ctx), _memory_table(ctx), _dataloader_table(ctx), _family_table(ctx)]
 
 
 if __name__ == "__main__":

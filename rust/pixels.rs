@@ -274,6 +274,27 @@ fn scratch(n: usize, image: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Resamples `src` (rows of `width` bytes) along its rows: output row `r` is
+/// `Σ_j weights[r][j] · src row (first[r] + j)`, rounded and clamped to a byte.
+/// The sums run across whole rows at once (vectorised); integer sums are exact,
+/// so the order of the terms does not change a result.
+fn resample_rows(src: &[u8], width: usize, taps: &Taps, out: &mut [u8], sums: &mut [i32]) {
+    let half = 1i32 << (taps.precision - 1);
+    for (r, dst) in out.chunks_exact_mut(width).enumerate() {
+        sums.fill(half);
+        let weights = &taps.weights[r * taps.stride..r * taps.stride + taps.count[r]];
+        for (j, &k) in weights.iter().enumerate() {
+            let start = (taps.first[r] + j) * width;
+            for (s, &v) in sums.iter_mut().zip(&src[start..start + width]) {
+                *s += i32::from(v) * k;
+            }
+        }
+        for (d, &s) in dst.iter_mut().zip(sums.iter()) {
+            *d = to_byte(s, taps.precision);
+        }
+    }
+}
+
 /// Planar `3 × height × out_width` bytes: each row of the HWC `picture`
 /// resampled along x (or only de-interleaved when the width is kept).
 fn horizontal(picture: &Picture, out_width: usize, image: usize) -> Result<Vec<u8>> {
@@ -290,21 +311,27 @@ fn horizontal(picture: &Picture, out_width: usize, image: usize) -> Result<Vec<u
     }
     let taps = taps(w, out_width);
     let half = 1i32 << (taps.precision - 1);
-    for y in 0..h {
-        let src = &picture.pixels[y * w * CHANNELS..(y + 1) * w * CHANNELS];
-        for x in 0..out_width {
+    let (r_plane, rest) = out.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
+    for (y, src) in picture.pixels.chunks_exact(w * CHANNELS).enumerate() {
+        let rows = y * out_width..(y + 1) * out_width;
+        let outs = r_plane[rows.clone()]
+            .iter_mut()
+            .zip(g_plane[rows.clone()].iter_mut())
+            .zip(b_plane[rows].iter_mut());
+        for (x, ((r, g), b)) in outs.enumerate() {
             let weights = &taps.weights[x * taps.stride..x * taps.stride + taps.count[x]];
             let base = taps.first[x] * CHANNELS;
-            let mut sums = [half; CHANNELS];
-            for (j, &k) in weights.iter().enumerate() {
-                let px = &src[base + j * CHANNELS..base + j * CHANNELS + CHANNELS];
-                for c in 0..CHANNELS {
-                    sums[c] += i32::from(px[c]) * k;
-                }
+            let run = &src[base..base + weights.len() * CHANNELS];
+            let (mut sr, mut sg, mut sb) = (half, half, half);
+            for (px, &k) in run.chunks_exact(CHANNELS).zip(weights) {
+                sr += i32::from(px[0]) * k;
+                sg += i32::from(px[1]) * k;
+                sb += i32::from(px[2]) * k;
             }
-            for c in 0..CHANNELS {
-                out[c * plane + y * out_width + x] = to_byte(sums[c], taps.precision);
-            }
+            *r = to_byte(sr, taps.precision);
+            *g = to_byte(sg, taps.precision);
+            *b = to_byte(sb, taps.precision);
         }
     }
     Ok(out)
@@ -320,25 +347,16 @@ fn vertical(
     image: usize,
 ) -> Result<Vec<u8>> {
     let taps = taps(height, out_height);
-    let half = 1i32 << (taps.precision - 1);
     let mut out = scratch(CHANNELS * out_height * width, image)?;
     let mut sums = vec![0i32; width];
     for c in 0..CHANNELS {
-        let plane = &source[c * height * width..(c + 1) * height * width];
-        for y in 0..out_height {
-            sums.fill(half);
-            let weights = &taps.weights[y * taps.stride..y * taps.stride + taps.count[y]];
-            for (j, &k) in weights.iter().enumerate() {
-                let row = &plane[(taps.first[y] + j) * width..(taps.first[y] + j + 1) * width];
-                for (s, &v) in sums.iter_mut().zip(row) {
-                    *s += i32::from(v) * k;
-                }
-            }
-            let dst = &mut out[(c * out_height + y) * width..(c * out_height + y + 1) * width];
-            for (d, &s) in dst.iter_mut().zip(&sums) {
-                *d = to_byte(s, taps.precision);
-            }
-        }
+        resample_rows(
+            &source[c * height * width..(c + 1) * height * width],
+            width,
+            &taps,
+            &mut out[c * out_height * width..(c + 1) * out_height * width],
+            &mut sums,
+        );
     }
     Ok(out)
 }
