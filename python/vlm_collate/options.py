@@ -79,7 +79,10 @@ class CollateOptions:
     True without ``base_dir``, False with it; see docs/errors.md). ``min_pixels``,
     ``max_pixels``: the pixel budget of each image, applied by the processor's own
     resize rule (processors with a pixel-budget rule: Qwen2-VL family, GLM-4.1V; see
-    docs/options.md). ``fast_path``: build
+    docs/options.md; a row or an image item may carry its own). ``shrink_media``: with
+    ``max_length``, a sample longer than it first has its images' ``max_pixels`` lowered
+    (down to ``min_pixels``) until it fits, then ``on_overflow`` applies (see
+    docs/formats.md, Media budgets). ``fast_path``: build
     the batch without the processor call where the processor's settings are ones the
     fast path reproduces (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; see :mod:`.fast_path`);
     ``False`` always calls the processor. ``reasoning``: reasoning text an assistant
@@ -110,6 +113,7 @@ class CollateOptions:
     allow_absolute_paths: bool | None = None
     min_pixels: int | None = None
     max_pixels: int | None = None
+    shrink_media: bool = False
     fast_path: bool = True
     reasoning: Literal["label", "exclude"] = "label"
     format: str = "auto"
@@ -118,7 +122,7 @@ class CollateOptions:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        for name in ("shift", "pad_to_max_length", "fast_path"):
+        for name in ("shift", "pad_to_max_length", "fast_path", "shrink_media"):
             set_(self, name, _boolean(name, getattr(self, name)))
         if self.max_length is not None:
             set_(self, "max_length", _integer("max_length", self.max_length, 2, MAX_COLUMNS))

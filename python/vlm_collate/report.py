@@ -28,6 +28,9 @@ class BatchReport:
     """Input indices of samples the marker path could not vouch for (a header typed in
     user text, a turn the template drops, a cut row), labelled by the exact path."""
     row_ids: list[Any] = field(default_factory=list)
+    shrunk: list[tuple[int, int]] = field(default_factory=list)
+    """``(input index, max_pixels)`` of each sample whose images were shrunk to fit
+    ``max_length`` (``shrink_media=True``), with the cap its images got."""
 
     def row(self, index: int) -> Any:
         """The dataset row of input sample ``index`` (its identity), or None."""

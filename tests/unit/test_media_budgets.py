@@ -119,3 +119,52 @@ def test_budget_options_are_checked(values, message):
 
     with pytest.raises(OptionError, match=message):
         CollateOptions(**values)
+
+
+@pytest.mark.parametrize("budget", [{"max_pixels": 100_000}, {"min_pixels": 200_000}])
+def test_length_estimator_takes_the_budget(qwen_processor, budget):
+    from vlm_collate import LengthEstimator
+
+    examples = rows()
+    batch = VLMCollator(qwen_processor, **budget)(examples)
+    real = batch["attention_mask"].sum(dim=1).tolist()
+    options = VLMCollator(qwen_processor, **budget).options
+    for given in (
+        LengthEstimator(qwen_processor, **budget),
+        LengthEstimator(qwen_processor, options=options),
+    ):
+        assert [given(e, i) for i, e in enumerate(examples)] == real
+    plain = LengthEstimator(qwen_processor)
+    assert [plain(e, i) for i, e in enumerate(examples)] != real  # the budget took effect
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_row_and_item_budgets_override_the_options(qwen_processor, fast):
+    from vlm_collate import LengthEstimator
+
+    examples = rows()
+    examples[0] = {**examples[0], "max_pixels": 60_000}  # a row's own budget
+    item = examples[1]["conversation"][0]["content"][0]
+    examples[1]["conversation"][0]["content"][0] = {**item, "max_pixels": 30_000}  # an item's
+    batch = VLMCollator(qwen_processor, max_pixels=100_000, fast_path=fast)(examples)
+    for k, cap in enumerate([60_000, 30_000, 100_000, 100_000]):
+        alone = processor_with_budget(qwen_processor, [rows()[k]], max_pixels=cap)
+        assert torch.equal(batch["image_grid_thw"][k], alone["image_grid_thw"][0]), k
+        width = alone["input_ids"].shape[1]
+        assert torch.equal(batch["input_ids"][k, :width], alone["input_ids"][0])
+    expected = processor_with_budget(qwen_processor, [rows()[1]], max_pixels=30_000)
+    start = int(batch["image_grid_thw"][0].prod())
+    rows_1 = int(expected["image_grid_thw"].prod())
+    assert torch.equal(batch["pixel_values"][start : start + rows_1], expected["pixel_values"])
+    estimate = LengthEstimator(qwen_processor, max_pixels=100_000)
+    real = batch["attention_mask"].sum(dim=1).tolist()
+    assert [estimate(e, i) for i, e in enumerate(examples)] == real
+
+
+def test_a_bad_row_budget_names_the_sample(qwen_processor):
+    from vlm_collate.errors import CollateError
+
+    examples = rows()[:2]
+    examples[1] = {**examples[1], "max_pixels": "big"}
+    with pytest.raises(CollateError, match=r"sample 1.*max_pixels must be a positive integer"):
+        VLMCollator(qwen_processor)(examples)

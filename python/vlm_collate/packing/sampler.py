@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,10 +16,11 @@ from PIL import Image
 from .. import engine
 from ..errors import OptionError
 from ..formats.conversation import conversation_of
-from ..options import collate_options
+from ..options import CollateOptions, collate_options
 from ..pipeline.loss_policies import appended_stop
 from ..pipeline.media import load_image, media_of
-from ..processor.media_tokens import image_tokens, video_tokens
+from ..pipeline.policies import image_budgets, sample_tokens, shrunk_budgets
+from ..processor.media_tokens import image_tokens, pixel_budget, video_tokens
 from ..processor.profile import profile_of
 from ..processor.render import renderer_for
 from .collator import STRATEGIES
@@ -60,17 +61,43 @@ class LengthEstimator:
     tokens each image or video becomes under the processor's resize rule (Qwen image and
     video processors), read from image headers and array shapes, no pixels processed.
     Picklable; checked against the real lengths by
-    :class:`~vlm_collate.packing.PackedCollator` (``length_estimator=``)."""
+    :class:`~vlm_collate.packing.PackedCollator` (``length_estimator=``). Image budgets
+    count as the collate call applies them: ``min_pixels``/``max_pixels`` (here or in
+    ``options``), a row's or an image item's own, and with ``options.shrink_media`` and
+    ``options.max_length`` the length after shrinking (docs/formats.md, Media budgets)."""
 
-    def __init__(self, processor: Any, format: str = "auto", close_last_reply: Any = "auto"):
+    def __init__(
+        self,
+        processor: Any,
+        format: str = "auto",
+        close_last_reply: Any = "auto",
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        options: CollateOptions | Mapping[str, Any] | None = None,
+    ):
         self.processor = processor
-        self.format = collate_options(format=format).format  # checked like every option
+        # Checked like every option; keywords given here override ``options`` (a
+        # CollateOptions or the keyword dict of a collator, e.g. ``VLMCollator.options``).
+        given = {
+            "format": format if format != "auto" else None,
+            "close_last_reply": close_last_reply if close_last_reply != "auto" else None,
+            "min_pixels": min_pixels,
+            "max_pixels": max_pixels,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        if isinstance(options, Mapping):
+            options = collate_options(**options)
+        self.options = collate_options(options, **given)
+        self.format = self.options.format
         # The stop token appended after a last reply the template does not close counts.
-        self.close_last_reply = collate_options(close_last_reply=close_last_reply).close_last_reply
+        self.close_last_reply = self.options.close_last_reply
+        # The image budget (the options' min_pixels/max_pixels) as the processor applies it.
+        self.budget = pixel_budget(processor, self.options.min_pixels, self.options.max_pixels)
 
     def image_tokens(self, height: int, width: int) -> int:
-        """Tokens of one image of ``height`` x ``width`` pixels."""
-        return image_tokens(self.processor, height, width)
+        """Tokens of one image of ``height`` x ``width`` pixels under the budget."""
+        return image_tokens(self.processor, height, width, getattr(self, "budget", None))
 
     def video_tokens(self, frames: int, height: int, width: int) -> int:
         """Tokens of one video of ``frames`` frames of ``height`` x ``width`` pixels (the
@@ -84,9 +111,16 @@ class LengthEstimator:
         tokens = len(profile.tokenizer(text)["input_ids"])
         tokens += appended_stop(profile, conversation, getattr(self, "close_last_reply", "auto"))
         media = media_of(conversation, index, ("image", "video"))
-        for k, value in enumerate(media.images):
-            height, width = _image_size(value, f"sample {index}, image {k}")
-            tokens += self.image_tokens(height, width) - 1
+        sizes = [
+            _image_size(value, f"sample {index}, image {k}")
+            for k, value in enumerate(media.images)
+        ]
+        options = getattr(self, "options", None) or collate_options()
+        budgets = image_budgets(profile, options, example, conversation, index) if sizes else []
+        if options.shrink_media and options.max_length is not None:
+            shrunk = shrunk_budgets(profile, tokens, sizes, budgets, options.max_length)
+            budgets = shrunk[0] if shrunk is not None else budgets
+        tokens = sample_tokens(profile, tokens, sizes, budgets)
         for value in media.videos:
             tokens += self.video_tokens(*_video_shape(value)) - 1
         return tokens

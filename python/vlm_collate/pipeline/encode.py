@@ -29,6 +29,7 @@ from .media import (
     media_of,
     waveform_at,
 )
+from .policies import SHRUNK_KEY, budgeted_images
 from .run import Encoder, collate_with
 
 KINDS = ("image", "video", "audio")
@@ -44,6 +45,8 @@ class Collected:
     indices: list[int]
     texts: list[str]
     media: list[SampleMedia]
+    budget: tuple[int, int] | None = None
+    """The images' call-wide pixel budget (see :func:`.policies.budgeted_images`)."""
 
     def per_sample(self, kind: str) -> list[list[Any]]:
         """Each sample's loaded ``kind`` items."""
@@ -167,7 +170,7 @@ def encoder(
 
     load = quirks.load or loaded_media
     access = media_access(options.base_dir, options.allow_absolute_paths)
-    budget = budget_kwargs(pixel_budget(profile, options.min_pixels, options.max_pixels))
+    pixel_budget(profile, options.min_pixels, options.max_pixels)  # refused early if unusable
 
     def encode(examples: list, conversations: list, indices: list[int]) -> dict[str, Any]:
         texts = render(conversations)
@@ -176,6 +179,12 @@ def encoder(
         media = loaded_batch(load, examples, conversations, indices, profile, access)
         collected = Collected(list(examples), list(conversations), list(indices), texts, media)
         check_placeholders(profile, collected)
+        shrunk: list = []
+        if "image" in profile.media and any(collected.counts("image")):
+            collected.budget, shrunk = budgeted_images(
+                profile, options, examples, conversations, indices, texts,
+                collected.per_sample("image"),
+            )  # fmt: skip
         called = quirks.call(profile, collected) if quirks.call is not None else None
         if called is not None:
             encoded = dict(called)
@@ -183,6 +192,7 @@ def encoder(
             inputs = processor_inputs(collected)
             if quirks.inputs is not None:
                 inputs.update(quirks.inputs(collected))
+            budget = budget_kwargs(collected.budget)
             encoded = processor_call(profile, inputs, **quirks.processor_kwargs, **budget)
         counts = {kind: collected.counts(kind) for kind in profile.media}
         check_expanded_media(profile, encoded, counts, collected.indices)
@@ -193,6 +203,8 @@ def encoder(
             encoded.update(media_counts(**{k + "s": collected.counts(k) for k in KINDS}))
         if quirks.finish is not None:
             quirks.finish(encoded, collected)
+        if shrunk:
+            encoded[SHRUNK_KEY] = shrunk  # taken out into the batch report
         return encoded
 
     return encode

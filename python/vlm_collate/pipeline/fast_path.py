@@ -417,7 +417,7 @@ def fast_call(profile: ProcessorProfile, options: Any) -> Any:
             collected.per_sample("image"),
             collected.per_sample("video"),
             add_special_tokens=False,
-            budget=budget,
+            budget=getattr(collected, "budget", budget),  # per-row/shrunk budgets applied
         )
 
     return call

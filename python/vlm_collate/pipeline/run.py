@@ -25,7 +25,7 @@ from ..report import Batch, BatchReport
 from .labels import label_array
 from .layout import as_tensor, converted, lay_out, row_lengths, token_axis_keys
 from .loss_policies import LOSS_WEIGHTS, append_stop_tokens, hidden_stops, label_policies
-from .policies import empty_rows_policy, overflow_policy, unlabeled_policy
+from .policies import SHRUNK_KEY, empty_rows_policy, overflow_policy, unlabeled_policy
 from .sample_errors import encoded_naming_sample
 from .special_text import escaped_special_text, labels_with_special_text, refuse_media_text
 
@@ -118,6 +118,7 @@ def _collated(
             encoded_naming_sample(encode, [examples[i] for i in keep], kept, list(keep)),
             kept, list(keep), profile, options.on_special_text,
         )  # fmt: skip
+        report.shrunk = list(encoded.pop(SHRUNK_KEY, []))
         axes = [*extra_token_keys, *profile.token_axes]
         stops = (
             append_stop_tokens(encoded, kept, profile, options, token_axis_keys(encoded, axes))

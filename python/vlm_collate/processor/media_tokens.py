@@ -41,6 +41,46 @@ def pixel_budget(
     return int(min_pixels), int(max_pixels)
 
 
+def own_budget(processor: Any) -> PixelBudget:
+    """The ``(min_pixels, max_pixels)`` the processor's resize rule runs with by default
+    (its image processor's ``size``); an OptionError where it has no such rule."""
+    profile = profile_of(processor)
+    size = getattr(getattr(profile.processor, "image_processor", None), "size", None) or {}
+    high = size.get("longest_edge")
+    if not high:
+        pixel_budget(processor, max_pixels=1)  # raises the OptionError that explains
+    return pixel_budget(processor, max_pixels=int(high))  # type: ignore[return-value]
+
+
+def budget_covering(areas: list[int], budget: PixelBudget | None) -> PixelBudget | None:
+    """A call-wide budget under which images already resized to exact grid sizes of
+    ``areas`` pixels pass the resize rule unchanged (``budget`` widened to hold them)."""
+    if not areas:
+        return budget
+    low, high = min(areas), max(areas)
+    if budget is not None:
+        low, high = min(low, budget[0]), max(high, budget[1])
+    return low, high
+
+
+def resized_image(processor: Any, image: Any, budget: PixelBudget) -> Any:
+    """``image`` (an RGB PIL image) resized by the image processor's own ``resize`` (its
+    resize rule under ``budget``, its resample) to the grid size the processor would
+    give it: calling the processor on the result with a budget that holds its size
+    gives the same pixels as calling it on ``image`` with ``budget``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers.image_utils import SizeDict
+
+    ip = profile_of(processor).processor.image_processor
+    tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None]
+    size = SizeDict(shortest_edge=int(budget[0]), longest_edge=int(budget[1]))
+    factor = int(ip.patch_size) * int(ip.merge_size)
+    out = ip.resize(tensor, size=size, resample=ip.resample, factor=factor)
+    return Image.fromarray(out[0].permute(1, 2, 0).contiguous().numpy())
+
+
 def budget_kwargs(budget: PixelBudget | None) -> dict[str, Any]:
     """The processor-call keywords that apply ``budget``: the image processor's
     documented ``size={"shortest_edge": min_pixels, "longest_edge": max_pixels}``."""
