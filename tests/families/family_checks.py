@@ -76,7 +76,9 @@ def assert_exact_labels(
         for t, label in zip(ids, labels):
             if t in expanded | set(never_target):
                 assert label == IGNORE, f"row {row}: media token {t} labelled"
-        gt_ids, gt_targets = offset_targets(processor, conversation)
+        gt_ids, gt_targets = with_appended_stop(
+            processor, conversation, *offset_targets(processor, conversation)
+        )
         keep = collapse(ids, expanded)
         gt_keep = collapse(gt_ids, expanded)
         assert [ids[i] for i in keep] == [gt_ids[i] for i in gt_keep], f"row {row}: ids differ"
@@ -109,3 +111,88 @@ def assert_shift_consistent(
 def token_count(batch: dict[str, torch.Tensor], tid: int) -> list[int]:
     """Per row, how many times ``tid`` occurs among attended tokens."""
     return ((batch["input_ids"] == tid) & batch["attention_mask"].bool()).sum(-1).tolist()
+
+
+# --------------------------------------------------------------------------- the appended stop
+
+_MARK = "\ue0f0"  # private use: where a reply's content ends in a rendering
+
+
+def _special_ids_of(tokenizer: Any) -> set[int]:
+    return set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if t.special
+    }
+
+
+_CLOSES: dict[int, tuple[Any, bool]] = {}
+
+
+def template_closes(processor: Any) -> bool:
+    """:func:`_template_closes`, once per processor."""
+    hit = _CLOSES.get(id(processor))
+    if hit is None or hit[0] is not processor:
+        hit = _CLOSES[id(processor)] = (processor, _template_closes(processor))
+    return hit[1]
+
+
+def _template_closes(processor: Any) -> bool:
+    """Whether the chat template writes a special token right after a reply, read from the
+    template itself (independently of the library): a one-turn conversation is rendered
+    with the reply ending in a private-use mark, in string and in list content; the
+    template closes its replies when, in the rendering without the mark, a special token
+    starts where the mark was (the rule of docs/labels.md: no special token after the last
+    reply means the collators append the stop token)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    special = _special_ids_of(tokenizer)
+    for form in ("string", "list"):
+
+        def content(text: str) -> Any:
+            return text if form == "string" else [{"type": "text", "text": text}]
+
+        def conversation(reply: str) -> list[dict[str, Any]]:
+            return [
+                {"role": "user", "content": content("What is shown here?")},
+                {"role": "assistant", "content": content(reply)},
+            ]
+
+        try:
+            marked = processor.apply_chat_template(conversation("A red car." + _MARK), tokenize=False)
+            plain = processor.apply_chat_template(conversation("A red car."), tokenize=False)
+        except Exception:  # noqa: BLE001 - a template refusing a form raises anything
+            continue
+        if marked.count(_MARK) != 1 or marked.replace(_MARK, "") != plain:
+            continue  # the form is not rendered as text
+        end = marked.index(_MARK)
+        enc = tokenizer(plain, add_special_tokens=False, return_offsets_mapping=True)
+        return any(
+            int(s) == end and int(t) in special
+            for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"])
+        )
+    raise AssertionError("the template renders no reply text in string or list content")
+
+
+def with_appended_stop(
+    processor: Any,
+    conversation: Sequence[dict[str, Any]],
+    ids: list[int],
+    targets: list[bool],
+) -> tuple[list[int], list[bool]]:
+    """The ground truth ``(ids, targets)`` of a rendering as the collators return it
+    (``close_last_reply="auto"``): where the template writes no closing token and the
+    conversation ends with an assistant reply, the tokenizer's eos follows the rendered
+    text and is a target, as is whitespace the template writes between the reply and it
+    (docs/labels.md); nothing else the template writes after the reply is."""
+    if not conversation or conversation[-1]["role"] != "assistant":
+        return ids, targets
+    if template_closes(processor):
+        return ids, targets
+    tokenizer = getattr(processor, "tokenizer", processor)
+    eos = tokenizer.eos_token_id
+    assert eos is not None, "a template without closing token needs an eos to append"
+    targets = list(targets)
+    last = max((i for i, t in enumerate(targets) if t), default=-1)
+    tail = list(range(last + 1, len(ids)))
+    if tail and not tokenizer.decode([ids[i] for i in tail]).strip():
+        for i in tail:
+            targets[i] = True
+    return [*ids, eos], [*targets, True]

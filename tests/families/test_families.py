@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from family_checks import with_appended_stop
 from helpers import IGNORE, make_image, user
 from vlm_collate import get_collate_fn, testing
 from vlm_collate.collator import COLLATE_FNS
@@ -217,7 +218,7 @@ def ground_truth(
             if s == end and ids[k] in special:
                 targets[k] = True
                 break
-    return ids, targets
+    return with_appended_stop(processor, conversation, ids, targets)
 
 
 _MEDIA_ATTRIBUTES = (
