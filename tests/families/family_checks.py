@@ -146,17 +146,19 @@ def _template_closes(processor: Any) -> bool:
     special = _special_ids_of(tokenizer)
     for form in ("string", "list"):
 
-        def content(text: str) -> Any:
-            return text if form == "string" else [{"type": "text", "text": text}]
+        def conversation(reply: str, form: str = form) -> list[dict[str, Any]]:
+            def content(text: str) -> Any:
+                return text if form == "string" else [{"type": "text", "text": text}]
 
-        def conversation(reply: str) -> list[dict[str, Any]]:
             return [
                 {"role": "user", "content": content("What is shown here?")},
                 {"role": "assistant", "content": content(reply)},
             ]
 
         try:
-            marked = processor.apply_chat_template(conversation("A red car." + _MARK), tokenize=False)
+            marked = processor.apply_chat_template(
+                conversation("A red car." + _MARK), tokenize=False
+            )
             plain = processor.apply_chat_template(conversation("A red car."), tokenize=False)
         except Exception:  # noqa: BLE001 - a template refusing a form raises anything
             continue
