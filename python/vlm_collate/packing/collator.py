@@ -22,6 +22,7 @@ from ..pipeline.fast_path import output_tensor, packing_order
 from ..pipeline.layout import converted
 from ..processor.profile import ProcessorProfile, profile_of
 from ..report import Batch, BatchReport
+from .fake_image import add_fake_image, text_only_batches_option
 from .positions import RopeConfig, ragged_rope_positions, rope_config
 
 logger = logging.getLogger("vlm_collate")
@@ -88,6 +89,9 @@ class PackedCollator:
     rounds the column count up. ``length_estimator``: a callable ``example -> tokens``
     (e.g. :class:`~vlm_collate.sampler.LengthEstimator`) checked against the real
     lengths; differences go to ``batch.report.length_mismatches``.
+    ``text_only_batches="fake_image"``: a batch without images or videos gets one tiny
+    image with no labels, a document of its own, so the vision tower runs on every rank
+    (FSDP/ZeRO-3); see :mod:`.fake_image`. Default ``None`` (``"keep"``): as it is.
     """
 
     def __init__(
@@ -102,8 +106,10 @@ class PackedCollator:
         pad_to_multiple_of: int | None = None,
         shift: bool | None = None,
         length_estimator: Callable[[Any], int] | None = None,
+        text_only_batches: str | None = None,
         **options: Any,
     ):
+        self.text_only_batches = text_only_batches_option(text_only_batches)
         if isinstance(collate, VLMCollator):
             processor = collate.processor if processor is None else processor
             collate_fn = collate.collate_fn
@@ -189,7 +195,8 @@ class PackedCollator:
         # from the lengths before any pixel is written), so packing copies none.
         with packing_order(self._order_of) as written:
             inner = self.inner(examples)
-        return packed_batch(self, examples, inner, written.written)
+        batch = packed_batch(self, examples, inner, written.written)
+        return add_fake_image(batch, self) if self.text_only_batches else batch
 
     def _order_of(self, lengths: np.ndarray) -> np.ndarray:
         clipped = np.minimum(np.asarray(lengths, dtype=np.int64), self.max_length)
