@@ -16,6 +16,7 @@ pub mod pack;
 pub mod pattern;
 pub mod pixels;
 pub mod positions;
+pub mod resize;
 pub mod token_set;
 pub mod truncate;
 

@@ -1,12 +1,14 @@
-//! Qwen2-VL-family image and video preprocessing straight into one
-//! `pixel_values` buffer: antialiased bicubic resize (the integer arithmetic of
-//! torch's `interpolate(..., mode="bicubic", antialias=True)` on uint8, so the
-//! resized pixels equal the processor's), rescale and normalise through a
+//! Qwen2-VL-family (and GLM-4.1V) image and video preprocessing straight into
+//! one `pixel_values` buffer: antialiased bicubic resize (the integer arithmetic
+//! of torch's `interpolate(..., mode="bicubic", antialias=True)` on uint8, in
+//! [`crate::resize`], so the resized pixels equal the processor's), rescale and normalise through a
 //! per-channel table of 256 values, and patchify into the clip's rows, in the
 //! processor's row order and column layout. An image is a one-frame clip; a
 //! clip's frames are taken `temporal` at a time (the last frame repeated to
 //! fill the last group, as the processors pad). Groups of frames run in
 //! parallel; each writes only its own rows of the caller's buffer.
+//! [`write_planes`] writes channels-first images not cut into patches (Gemma 3),
+//! with the interpolation the processor uses.
 
 use std::sync::OnceLock;
 
@@ -14,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
 use crate::limits::{too_large, MAX_ELEMENTS};
+use crate::resize::{resized, Filter};
 
 /// Colour channels of every picture and of every output row.
 pub const CHANNELS: usize = 3;
@@ -163,212 +166,6 @@ pub fn rows_per_clip(
             Ok(rows)
         })
         .collect()
-}
-
-/// Resampling taps of one axis: output `i` reads `count[i]` inputs from
-/// `first[i]` with the integer weights `weights[i·stride ..]`, which sum to
-/// about `2^precision`.
-struct Taps {
-    first: Vec<usize>,
-    count: Vec<usize>,
-    weights: Vec<i32>,
-    stride: usize,
-    precision: u32,
-}
-
-/// The antialiasing bicubic kernel (Keys, a = -0.5, as PIL and torch's
-/// antialiased mode use).
-fn bicubic(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A
-    } else {
-        0.0
-    }
-}
-
-/// The taps resizing `input` samples to `output`: float weights normalised to
-/// sum 1, then scaled to int16 at the largest precision that keeps the largest
-/// weight below 2^15, and rounded half away from zero (torch's uint8 path).
-fn taps(input: usize, output: usize) -> Taps {
-    let scale = input as f64 / output as f64;
-    let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
-    let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
-    let stride = support.ceil() as usize * 2 + 1;
-    let mut first = Vec::with_capacity(output);
-    let mut count = Vec::with_capacity(output);
-    let mut floats = vec![0.0f64; output * stride];
-    let mut largest = 0.0f64;
-    for (i, row) in floats.chunks_exact_mut(stride).enumerate() {
-        let center = scale * (i as f64 + 0.5);
-        let start = ((center - support + 0.5) as i64).max(0);
-        let size = (((center + support + 0.5) as i64).min(input as i64) - start)
-            .clamp(0, stride as i64) as usize;
-        let mut total = 0.0;
-        for (j, w) in row[..size].iter_mut().enumerate() {
-            *w = bicubic(((j as i64 + start) as f64 - center + 0.5) * invscale);
-            total += *w;
-        }
-        if total != 0.0 {
-            for w in &mut row[..size] {
-                *w /= total;
-                largest = largest.max(*w);
-            }
-        }
-        first.push(start as usize);
-        count.push(size);
-    }
-    let mut precision = 0u32;
-    while precision < 22 {
-        let next = (0.5 + largest * f64::from(1u32 << (precision + 1))) as i64;
-        if next >= 1 << 15 {
-            break;
-        }
-        precision += 1;
-    }
-    let unit = f64::from(1u32 << precision);
-    let weights = floats
-        .iter()
-        .map(|&w| {
-            let v = w * unit;
-            let rounded = if v < 0.0 {
-                (v - 0.5) as i32
-            } else {
-                (v + 0.5) as i32
-            };
-            i32::from(rounded as i16)
-        })
-        .collect();
-    Taps {
-        first,
-        count,
-        weights,
-        stride,
-        precision: precision.max(1),
-    }
-}
-
-/// `sum / 2^precision` clamped to a byte (`sum` carries the rounding half).
-#[inline]
-fn to_byte(sum: i32, precision: u32) -> u8 {
-    (sum >> precision).clamp(0, 255) as u8
-}
-
-/// A zeroed scratch buffer of `n` bytes, or an error naming the image (never an abort).
-fn scratch(n: usize, image: usize) -> Result<Vec<u8>> {
-    if n > MAX_ELEMENTS {
-        return Err(too_large(format_args!(
-            "image {image}: {n} resampled values"
-        )));
-    }
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| {
-        EngineError::new(format!(
-            "out of memory allocating {n} bytes to resize image {image}"
-        ))
-    })?;
-    out.resize(n, 0);
-    Ok(out)
-}
-
-/// Resamples `src` (rows of `width` bytes) along its rows: output row `r` is
-/// `Σ_j weights[r][j] · src row (first[r] + j)`, rounded and clamped to a byte.
-/// The sums run across whole rows at once (vectorised); integer sums are exact,
-/// so the order of the terms does not change a result.
-fn resample_rows(src: &[u8], width: usize, taps: &Taps, out: &mut [u8], sums: &mut [i32]) {
-    let half = 1i32 << (taps.precision - 1);
-    for (r, dst) in out.chunks_exact_mut(width).enumerate() {
-        sums.fill(half);
-        let weights = &taps.weights[r * taps.stride..r * taps.stride + taps.count[r]];
-        for (j, &k) in weights.iter().enumerate() {
-            let start = (taps.first[r] + j) * width;
-            for (s, &v) in sums.iter_mut().zip(&src[start..start + width]) {
-                *s += i32::from(v) * k;
-            }
-        }
-        for (d, &s) in dst.iter_mut().zip(sums.iter()) {
-            *d = to_byte(s, taps.precision);
-        }
-    }
-}
-
-/// Planar `3 × height × out_width` bytes: each row of the HWC `picture`
-/// resampled along x (or only de-interleaved when the width is kept).
-fn horizontal(picture: &Picture, out_width: usize, image: usize) -> Result<Vec<u8>> {
-    let (h, w) = (picture.height, picture.width);
-    let plane = h * out_width;
-    let mut out = scratch(CHANNELS * plane, image)?;
-    if out_width == w {
-        for (k, px) in picture.pixels.chunks_exact(CHANNELS).enumerate() {
-            for c in 0..CHANNELS {
-                out[c * plane + k] = px[c];
-            }
-        }
-        return Ok(out);
-    }
-    let taps = taps(w, out_width);
-    let half = 1i32 << (taps.precision - 1);
-    let (r_plane, rest) = out.split_at_mut(plane);
-    let (g_plane, b_plane) = rest.split_at_mut(plane);
-    for (y, src) in picture.pixels.chunks_exact(w * CHANNELS).enumerate() {
-        let rows = y * out_width..(y + 1) * out_width;
-        let outs = r_plane[rows.clone()]
-            .iter_mut()
-            .zip(g_plane[rows.clone()].iter_mut())
-            .zip(b_plane[rows].iter_mut());
-        for (x, ((r, g), b)) in outs.enumerate() {
-            let weights = &taps.weights[x * taps.stride..x * taps.stride + taps.count[x]];
-            let base = taps.first[x] * CHANNELS;
-            let run = &src[base..base + weights.len() * CHANNELS];
-            let (mut sr, mut sg, mut sb) = (half, half, half);
-            for (px, &k) in run.chunks_exact(CHANNELS).zip(weights) {
-                sr += i32::from(px[0]) * k;
-                sg += i32::from(px[1]) * k;
-                sb += i32::from(px[2]) * k;
-            }
-            *r = to_byte(sr, taps.precision);
-            *g = to_byte(sg, taps.precision);
-            *b = to_byte(sb, taps.precision);
-        }
-    }
-    Ok(out)
-}
-
-/// Planar `3 × out_height × width` bytes: the planar `source` (`3 × height ×
-/// width`) resampled along y.
-fn vertical(
-    source: &[u8],
-    height: usize,
-    width: usize,
-    out_height: usize,
-    image: usize,
-) -> Result<Vec<u8>> {
-    let taps = taps(height, out_height);
-    let mut out = scratch(CHANNELS * out_height * width, image)?;
-    let mut sums = vec![0i32; width];
-    for c in 0..CHANNELS {
-        resample_rows(
-            &source[c * height * width..(c + 1) * height * width],
-            width,
-            &taps,
-            &mut out[c * out_height * width..(c + 1) * out_height * width],
-            &mut sums,
-        );
-    }
-    Ok(out)
-}
-
-/// The planar `3 × height × width` bytes of `picture` resized to `target`.
-fn resized(picture: &Picture, target: (usize, usize), image: usize) -> Result<Vec<u8>> {
-    let (th, tw) = target;
-    let across = horizontal(picture, tw, image)?;
-    if th == picture.height {
-        return Ok(across);
-    }
-    vertical(&across, picture.height, tw, th, image)
 }
 
 /// Writes the planar `3 × height × width` frames `planes` (one per temporal
@@ -538,7 +335,7 @@ fn write_clips<T: Copy + Send + Sync>(
         let first = job.group * layout.temporal;
         let last = (first + layout.temporal).min(job.clip.frames);
         let resized_frames = (first..last)
-            .map(|k| resized(&job.clip.frame(k), job.target, job.image))
+            .map(|k| resized(&job.clip.frame(k), job.target, Filter::Bicubic, job.image))
             .collect::<Result<Vec<_>>>()?;
         // Positions past the clip's last frame repeat it (the same slice).
         let planes: Vec<&[u8]> = (0..layout.temporal)
@@ -552,6 +349,105 @@ fn write_clips<T: Copy + Send + Sync>(
     } else {
         jobs.into_iter().try_for_each(run)
     }
+}
+
+/// Fills `out` with the channels-first `pixel_values` of `pictures` (not cut
+/// into patches): picture `i` resized to `targets[i]` with `filter`, its `3 ×
+/// height × width` values (channel, row, column) after those of the pictures
+/// before it, each byte mapped through `table[channel·256 + byte]`. Runs the
+/// pictures on `threads` threads as [`write_pixel_values`] does; every size is
+/// checked first and an error names the argument and the image.
+pub fn write_planes<T: Copy + Send + Sync>(
+    pictures: &[Picture],
+    targets: &[(usize, usize)],
+    filter: Filter,
+    table: &[T],
+    out: &mut [T],
+    threads: usize,
+) -> Result<()> {
+    if pictures.len() != targets.len() {
+        return Err(EngineError::new(format!(
+            "targets has {} entries for {} images; give one (height, width) per item",
+            targets.len(),
+            pictures.len()
+        )));
+    }
+    if table.len() != CHANNELS * 256 {
+        return Err(EngineError::new(format!(
+            "table must hold 3 × 256 values (one per channel and byte), got {}",
+            table.len()
+        )));
+    }
+    let mut sizes = Vec::with_capacity(pictures.len());
+    let mut total = 0usize;
+    for (i, (picture, &(h, w))) in pictures.iter().zip(targets).enumerate() {
+        let expected = picture
+            .height
+            .checked_mul(picture.width)
+            .and_then(|n| n.checked_mul(CHANNELS));
+        if picture.height == 0 || picture.width == 0 || expected != Some(picture.pixels.len()) {
+            return Err(EngineError::new(format!(
+                "images[{i}] holds {} bytes for height={} width={}; each item must be a \
+                 non-empty (height, width, 3) uint8 array",
+                picture.pixels.len(),
+                picture.height,
+                picture.width
+            )));
+        }
+        if h == 0 || w == 0 {
+            return Err(EngineError::new(format!(
+                "targets[{i}] = ({h}, {w}): image {i}'s size after resizing must be positive"
+            )));
+        }
+        let n = h
+            .checked_mul(w)
+            .and_then(|n| n.checked_mul(CHANNELS))
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| too_large(format_args!("targets[{i}] = ({h}, {w})")))?;
+        total = total
+            .checked_add(n)
+            .filter(|&t| t <= MAX_ELEMENTS)
+            .ok_or_else(|| too_large(format_args!("targets up to image {i}: pixel_values")))?;
+        sizes.push(n);
+    }
+    if out.len() != total {
+        return Err(EngineError::new(format!(
+            "out holds {} values but the images need 3 · Σ height·width = {total}",
+            out.len()
+        )));
+    }
+    let mut jobs = Vec::with_capacity(pictures.len());
+    let mut rest = out;
+    for (i, &n) in sizes.iter().enumerate() {
+        let (part, tail) = rest.split_at_mut(n);
+        jobs.push((i, part));
+        rest = tail;
+    }
+    let run = |(i, part): (usize, &mut [T])| {
+        let planes = resized(&pictures[i], targets[i], filter, i)?;
+        let plane = n_plane(targets[i]);
+        for (c, (dst, src)) in part
+            .chunks_exact_mut(plane)
+            .zip(planes.chunks_exact(plane))
+            .enumerate()
+        {
+            let lut = &table[c * 256..(c + 1) * 256];
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = lut[usize::from(v)];
+            }
+        }
+        Ok(())
+    };
+    if threads > 1 && jobs.len() > 1 && pool_is_ours() {
+        jobs.into_par_iter().try_for_each(run)
+    } else {
+        jobs.into_iter().try_for_each(run)
+    }
+}
+
+/// Values in one channel plane of a `(height, width)` image.
+fn n_plane((h, w): (usize, usize)) -> usize {
+    h * w
 }
 
 /// Whether rayon's pool belongs to this process: a pool started before a `fork`
@@ -585,53 +481,6 @@ mod tests {
         (0..3 * 256)
             .map(|k| (k % 256) as f32 + (k / 256) as f32 * 1000.0)
             .collect()
-    }
-
-    #[test]
-    fn taps_sum_to_one_and_keep_the_identity() {
-        for (input, output) in [(10, 4), (4, 10), (448, 224), (7, 7), (1, 3), (3, 1)] {
-            let t = taps(input, output);
-            for i in 0..output {
-                let sum: i32 = t.weights[i * t.stride..i * t.stride + t.count[i]]
-                    .iter()
-                    .sum();
-                let unit = 1i32 << t.precision;
-                assert!(
-                    (sum - unit).abs() <= t.count[i] as i32,
-                    "{input}->{output}: {sum} vs {unit}"
-                );
-                assert!(t.first[i] + t.count[i] <= input);
-            }
-        }
-        let t = taps(5, 5);
-        for i in 0..5 {
-            let row = &t.weights[i * t.stride..i * t.stride + t.count[i]];
-            let j = i - t.first[i];
-            assert_eq!(row[j], 1 << t.precision);
-            assert_eq!(row.iter().filter(|&&w| w != 0).count(), 1);
-        }
-    }
-
-    #[test]
-    fn a_flat_image_stays_flat_at_any_size() {
-        let pixels: Vec<u8> = [10u8, 128, 250].repeat(13 * 17);
-        let picture = Picture {
-            pixels: &pixels,
-            height: 13,
-            width: 17,
-        };
-        for target in [(4, 8), (8, 4), (28, 36), (12, 16)] {
-            let planes = resized(&picture, target, 0).unwrap();
-            let plane = target.0 * target.1;
-            for (c, value) in [10u8, 128, 250].into_iter().enumerate() {
-                assert!(
-                    planes[c * plane..(c + 1) * plane]
-                        .iter()
-                        .all(|&v| v == value),
-                    "{target:?}"
-                );
-            }
-        }
     }
 
     #[test]
@@ -716,6 +565,52 @@ mod tests {
             .unwrap_err()
             .0
             .contains("limit"));
+    }
+
+    #[test]
+    fn planes_are_channels_first_and_sized_checked() {
+        // A 2x3 image kept at its size: planes are the channels in row order.
+        let pixels: Vec<u8> = (0..6u8).flat_map(|v| [v, v + 100, v + 200]).collect();
+        let picture = Picture {
+            pixels: &pixels,
+            height: 2,
+            width: 3,
+        };
+        let table = identity_table();
+        let mut out = vec![0f32; 2 * 18];
+        for filter in [Filter::Bilinear, Filter::Bicubic] {
+            write_planes(
+                &[picture, picture],
+                &[(2, 3); 2],
+                filter,
+                &table,
+                &mut out,
+                2,
+            )
+            .unwrap();
+            let expected: Vec<f32> = (0..3)
+                .flat_map(|c| (0..6).map(move |v| (v + 100 * c) as f32 + c as f32 * 1000.0))
+                .collect();
+            assert_eq!(&out[..18], &expected[..]);
+            assert_eq!(&out[18..], &expected[..]);
+        }
+        let err =
+            write_planes(&[picture], &[(2, 3)], Filter::Bilinear, &table, &mut out, 1).unwrap_err();
+        assert!(err.0.starts_with("out holds 36 values"), "{err}");
+        let err =
+            write_planes(&[picture], &[(0, 3)], Filter::Bilinear, &table, &mut out, 1).unwrap_err();
+        assert!(err.0.starts_with("targets[0] = (0, 3)"), "{err}");
+        let short = Picture {
+            pixels: &pixels[..5],
+            ..picture
+        };
+        let err =
+            write_planes(&[short], &[(2, 3)], Filter::Bilinear, &table, &mut out, 1).unwrap_err();
+        assert!(err.0.starts_with("images[0] holds 5 bytes"), "{err}");
+        let huge = [(1 << 20, 1 << 20)];
+        let err =
+            write_planes(&[picture], &huge, Filter::Bilinear, &table, &mut out, 1).unwrap_err();
+        assert!(err.0.contains("limit"), "{err}");
     }
 
     #[test]

@@ -41,6 +41,7 @@ __all__ = [
     "unpad",
     "pixel_rows",
     "write_pixel_values",
+    "write_planes",
     "write_video_pixel_values",
 ]
 
@@ -237,3 +238,16 @@ def write_video_pixel_values(
     """Writes the ``pixel_values_videos`` rows of ``(T, H, W, 3)`` uint8 ``videos``, every
     frame resized to its video's target, frames taken ``temporal_patch_size`` at a time (the
     last repeated to fill the last group), into ``out`` through the 3 x 256 ``table``."""
+
+def write_planes(
+    images: list[npt.NDArray[np.uint8]],
+    targets: _I64,
+    out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    table: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    interpolation: str,
+    threads: int = 1,
+) -> None:
+    """Writes the channels-first values of ``(H, W, 3)`` uint8 ``images`` (not cut into
+    patches), each resized to its target by antialiased ``interpolation`` (``"bilinear"`` or
+    ``"bicubic"``, torch's uint8 arithmetic), one after another into the 2-D ``out`` through
+    the 3 x 256 ``table``."""

@@ -28,6 +28,7 @@ from ._engine import (
     tokens_per_grid,
     unpad,
     write_pixel_values,
+    write_planes,
     write_video_pixel_values,
 )
 from .errors import EngineError
@@ -52,6 +53,7 @@ __all__ = [
     "tokens_per_grid",
     "unpad",
     "write_pixel_values",
+    "write_planes",
     "write_video_pixel_values",
 ]
 

@@ -39,6 +39,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pixels::write_pixel_values, m)?)?;
     m.add_function(wrap_pyfunction!(pixels::write_video_pixel_values, m)?)?;
     m.add_function(wrap_pyfunction!(pixels::pixel_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(pixels::write_planes, m)?)?;
     m.add("MAX_ELEMENTS", crate::limits::MAX_ELEMENTS)?;
     m.add("IGNORE_INDEX", crate::IGNORE_INDEX)?;
     Ok(())

@@ -8,10 +8,11 @@ use numpy::{
 use pyo3::prelude::*;
 
 use super::convert::{
-    array1, array_rows, describe, items, non_negative, require_contiguous, run, size, Out1,
+    array1, array_rows, describe, items, non_negative, require_contiguous, run, size, text, Out1,
 };
 use super::error::engine_error;
 use crate::pixels::{self, Clip, PatchLayout, Picture, CHANNELS};
+use crate::resize::Filter;
 
 /// `(N, 2)` int64 targets as (height, width) pairs.
 fn target_pairs(targets: &Bound<'_, PyAny>) -> PyResult<Vec<(usize, usize)>> {
@@ -59,10 +60,34 @@ fn picture_array<'py>(obj: &Bound<'py, PyAny>, i: usize) -> PyResult<PyReadonlyA
     Ok(array)
 }
 
-/// What to write: images or video clips.
+/// Every item of `images` as a `(H, W, 3)` uint8 array ([`picture_array`]).
+fn picture_arrays<'py>(images: &[Bound<'py, PyAny>]) -> PyResult<Vec<PyReadonlyArray3<'py, u8>>> {
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, obj)| picture_array(obj, i))
+        .collect()
+}
+
+/// The pictures the arrays hold.
+fn pictures_of<'a>(arrays: &'a [PyReadonlyArray3<'_, u8>]) -> PyResult<Vec<Picture<'a>>> {
+    arrays
+        .iter()
+        .map(|a| {
+            Ok(Picture {
+                pixels: a.as_slice()?,
+                height: a.shape()[0],
+                width: a.shape()[1],
+            })
+        })
+        .collect()
+}
+
+/// What to write: images or video clips (cut into patches), or images as planes.
 enum Items<'a> {
     Images(&'a [Picture<'a>]),
     Videos(&'a [Clip<'a>]),
+    Planes(&'a [Picture<'a>], Filter),
 }
 
 /// Runs `pixels::write_pixel_values` (or `write_video_pixel_values`) on an `out`
@@ -98,6 +123,9 @@ fn pixel_values_into<T: numpy::Element + Copy + Send + Sync>(
         }
         Items::Videos(clips) => {
             pixels::write_video_pixel_values(clips, targets, layout, t, o, threads)
+        }
+        Items::Planes(pictures, filter) => {
+            pixels::write_planes(pictures, targets, filter, t, o, threads)
         }
     })
 }
@@ -154,21 +182,8 @@ pub fn write_pixel_values(
         "images",
         "a list of (height, width, 3) uint8 arrays",
     )?;
-    let arrays = images
-        .iter()
-        .enumerate()
-        .map(|(i, obj)| picture_array(obj, i))
-        .collect::<PyResult<Vec<_>>>()?;
-    let pictures = arrays
-        .iter()
-        .map(|a| {
-            Ok(Picture {
-                pixels: a.as_slice()?,
-                height: a.shape()[0],
-                width: a.shape()[1],
-            })
-        })
-        .collect::<PyResult<Vec<_>>>()?;
+    let arrays = picture_arrays(&images)?;
+    let pictures = pictures_of(&arrays)?;
     let targets = target_pairs(targets)?;
     let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
     let threads = threads.map_or(Ok(1), |t| size(t, "threads"))?;
@@ -271,4 +286,53 @@ pub fn pixel_rows<'py>(
     let rows = run(py, || pixels::rows_per_clip(&frames, &pairs, layout))?;
     let rows: Vec<i64> = rows.into_iter().map(|n| n as i64).collect();
     Ok(rows.into_pyarray(py))
+}
+
+/// Writes the channels-first `pixel_values` of `images` (`(H, W, 3)` uint8
+/// arrays), not cut into patches: image `i` resized to `targets[i]` = (height,
+/// width) by antialiased `interpolation` ("bilinear" or "bicubic", torch's uint8
+/// arithmetic), its `3·height·width` values (channel, row, column) after those of
+/// the images before it, into `out`: a C-contiguous 2-D array (any split of the
+/// total, e.g. one row per image) of float32, or of uint16 holding 16-bit float
+/// bits. `table` as for `write_pixel_values`.
+#[pyfunction]
+#[pyo3(
+    signature = (images, targets, out, table, interpolation, threads=None),
+    text_signature = "(images, targets, out, table, interpolation, threads=1)"
+)]
+pub fn write_planes(
+    py: Python<'_>,
+    images: &Bound<'_, PyAny>,
+    targets: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    table: &Bound<'_, PyAny>,
+    interpolation: &Bound<'_, PyAny>,
+    threads: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let filter = match text(interpolation, "interpolation")?.as_str() {
+        "bilinear" => Filter::Bilinear,
+        "bicubic" => Filter::Bicubic,
+        other => {
+            return Err(engine_error(format!(
+                "interpolation must be 'bilinear' or 'bicubic', got {other:?}"
+            )))
+        }
+    };
+    let images = items(
+        images,
+        "images",
+        "a list of (height, width, 3) uint8 arrays",
+    )?;
+    let arrays = picture_arrays(&images)?;
+    let pictures = pictures_of(&arrays)?;
+    let targets = target_pairs(targets)?;
+    let threads = threads.map_or(Ok(1), |t| size(t, "threads"))?;
+    // The layout is unused by planes; any valid one passes through.
+    let layout = PatchLayout {
+        patch: 1,
+        merge: 1,
+        temporal: 1,
+    };
+    let items = Items::Planes(&pictures, filter);
+    pixel_values_typed(py, items, &targets, layout, (out, table), threads)
 }
