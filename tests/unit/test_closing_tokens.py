@@ -165,3 +165,29 @@ def test_llava_1_5_last_reply_closed_inside_the_generation_mask(llava15, convers
     assert len(extra) == sum(m["role"] == "assistant" for m in conversation) - 1
     assert "LLaVA" not in reply_closing(llava15).describe()  # a sentence, not a name
     assert not reply_closing(llava15).closes
+
+
+@pytest.mark.parametrize("trailer", ["\n[DONE]", "\n"], ids=["text", "whitespace"])
+def test_text_after_the_last_turn_is_not_a_target(trailer):
+    """A template with no closing token that writes text after the whole conversation: the
+    last reply and the appended stop are targets, the template's trailing text is not
+    (whitespace only is, as it is before a next turn's opener), on whichever path the
+    template's markers verify."""
+    processor = glm4v_processor()
+    processor.chat_template = processor.chat_template + "{{ " + repr(trailer) + " }}"
+    eos = processor.tokenizer.eos_token_id
+    conversation = [  # string content: GLM-4.1V prints an assistant list as a literal
+        {"role": "user", "content": "What is shown here?"},
+        {"role": "assistant", "content": "A red car."},
+    ]
+    ids, labels = _row(VLMCollator(processor)([{"messages": conversation}]))
+    rendered = processor.apply_chat_template(conversation, tokenize=False)
+    assert rendered.endswith("A red car." + trailer)
+    truth = processor.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert ids == [*truth, eos]
+    reply = processor.tokenizer("A red car.", add_special_tokens=False)["input_ids"]
+    tail = processor.tokenizer(trailer, add_special_tokens=False)["input_ids"]
+    assert ids[-1 - len(tail) - len(reply) : -1 - len(tail)] == reply
+    targets = [t for t, label in zip(ids, labels) if label != -100]
+    expected_tail = tail if not trailer.strip() else []
+    assert targets == [*reply, *expected_tail, eos]
