@@ -47,17 +47,25 @@ __all__ = [
 ]
 
 
-def default_labeler(profile: ProcessorProfile, reasoning: str = "label") -> Labeler:
-    """Labels from the chat template's verified markers (or the exact path)."""
+def default_labeler(
+    profile: ProcessorProfile, reasoning: str = "label", exact_rows: list[list[int]] | None = None
+) -> Labeler:
+    """Labels from the chat template's verified markers (or the exact path). With
+    ``exact_rows``, each call appends the list of its rows that the marker path could not
+    vouch for (labelled by the exact path, see :func:`label_array`)."""
 
     def label(encoded: dict[str, Any], conversations: list[list[dict[str, Any]]]) -> np.ndarray:
+        rows: list[int] = []
         labels, _ = label_array(
             encoded["input_ids"],
             conversations,
             profile,
             encoded.get("attention_mask"),
             reasoning=reasoning,  # type: ignore[arg-type]
+            exact_rows=rows,
         )
+        if exact_rows is not None:
+            exact_rows.append(rows)
         return labels
 
     return label
@@ -101,7 +109,8 @@ def _collated(
     conversations = conversations_of(examples, options.format)
     report = BatchReport(samples=len(conversations), row_ids=[row_id(e) for e in examples])
     policies = labeler is None  # a family's own labeler (encoder-decoder) labels as it does
-    labeler = labeler or default_labeler(profile, options.reasoning)
+    exact_calls: list[list[int]] = []  # per labeler call, its rows labelled by the exact path
+    labeler = labeler or default_labeler(profile, options.reasoning, exact_calls)
     pad_id = profile.require_pad_id()
     keep = unlabeled_policy(conversations, options, report)
     refuse_media_text([conversations[i] for i in keep], keep, profile)
@@ -132,9 +141,12 @@ def _collated(
             if len(stay) < len(keep):
                 keep = [keep[k] for k in stay]
                 continue
+        exact_calls.clear()
         labels = labels_with_special_text(
             labeler, hidden_stops(encoded, stops), kept, profile, options.on_special_text
         )
+        # The first call labels the whole batch (later ones: escaped twins of some rows).
+        report.exact_rows = sorted({keep[i] for i in exact_calls[0]}) if exact_calls else []
         weights = None
         if policies:
             labels, weights = label_policies(labels, encoded, kept, profile, options, stops)
