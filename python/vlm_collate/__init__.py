@@ -33,6 +33,8 @@ from .options import CollateOptions
 from .packing.collator import PackedCollator, PackedReport
 from .packing.positions import RopeConfig, rope_position_ids
 from .packing.sampler import LengthEstimator, PackedBatchSampler
+from .packing.lengths import add_lengths
+from .packing.stream import PackedIterableDataset
 from .pipeline.expand import expand_image_tokens, image_token_counts
 from .pipeline.labels import build_labels
 from .pipeline.loss_policies import weighted_loss
@@ -60,6 +62,7 @@ _expand_image_tokens = expand_image_tokens
 __all__ = [
     "LengthEstimator",
     "PackedBatchSampler",
+    "PackedIterableDataset",
     "PackedCollator",
     "PackedReport",
     "RopeConfig",
@@ -86,6 +89,7 @@ __all__ = [
     "qwen3_omni_collate_fn",
     "build_labels",
     "weighted_loss",
+    "add_lengths",
     "check_template",
     "decode_single_token",
     "expand_image_tokens",

@@ -25,6 +25,8 @@ TABLES = {
     "fast_path",
     "fast_path_memory",
     "fast_path_dataloader",
+    "scale_sampler",
+    "scale_streaming",
 }
 
 

@@ -210,7 +210,9 @@ class PackedBatchSampler:
         shuffled later, so rows are not)."""
         n = len(self.lengths)
         small = np.int32 if n < 2**31 else np.int64
-        order = rng.permutation(n).astype(small) if self.shuffle else np.arange(n, dtype=small)
+        order = np.arange(n, dtype=small)
+        if self.shuffle:  # in place, in the small dtype: no int64 copy of every index
+            rng.shuffle(order)
         packed = np.empty(n, dtype=small)
         row_ends = []
         for start in range(0, n, self.window):
@@ -227,6 +229,18 @@ class PackedBatchSampler:
         """This rank's batches of the epoch: ``(indices, bounds)`` (cached per epoch)."""
         if self._plan is not None and self._plan[0] == self.epoch:
             return self._plan[1], self._plan[2]
+        packed, batch_bounds, rounds = self.epoch_rounds()
+        mine = rounds[:, self.rank]
+        del rounds
+        indices, bounds = _segments_in_order(packed, batch_bounds, mine)
+        self._plan = (self.epoch, indices, bounds)
+        return indices, bounds
+
+    def epoch_rounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The whole epoch's plan, the same on every rank: ``(packed, batch_bounds,
+        rounds)``: batch ``b`` is ``packed[batch_bounds[b]:batch_bounds[b + 1]]`` and
+        step ``s`` gives batch ``rounds[s, rank]`` to each rank (for simulations: every
+        rank's step costs without building each rank's share)."""
         rng = np.random.default_rng(self.seed + self.epoch)
         packed, row_bounds = self._packed_rows(rng)
         batch_bounds = row_bounds[:: self.rows_per_batch]
@@ -250,10 +264,7 @@ class PackedBatchSampler:
             rounds = np.concatenate([ranked, extra]).reshape(-1, r)
         if self.shuffle and len(rounds) > 1:
             rounds = rounds[rng.permutation(len(rounds))]
-        mine = rounds[:, self.rank]
-        indices, bounds = _segments_in_order(packed, batch_bounds, mine)
-        self._plan = (self.epoch, indices, bounds)
-        return indices, bounds
+        return packed, batch_bounds, rounds
 
     def all_batches(self) -> list[list[int]]:
         """The epoch's batches over every rank, round by round (rank 0's batch first).

@@ -1,0 +1,361 @@
+"""Packing at scale, by simulation (issue 21 item 7, issue 22 item 5), and streaming's
+costs.
+
+The sampler and the online packer are pure numbers, so ``PackedBatchSampler`` plans an
+epoch of 10 million synthetic lengths (a realistic mix: 30% text-only rows, 70% rows
+with one image of 8-64 x 8-64 merged patches of 28 px) for 8 and 64 ranks. Each rank
+builds only its own share (its plan: construction time, the peak of the memory traced
+by ``tracemalloc`` while building it, the lengths column itself not counted); the
+sampler runs in each rank's main process and its DataLoader workers (8 per rank here)
+collate what it hands out, so the plan does not depend on the workers. Per-step
+imbalance: each step's max/mean over ranks of the text tokens (``balance="tokens"``) or
+the vision patches (``balance="vision"``), from the epoch's plan
+(``PackedBatchSampler.epoch_rounds``). Resume: ``state_dict`` on a sampler that has
+yielded 1,000 batches (half the epoch when shorter), ``load_state_dict`` on a fresh one
+and the time to its first batch (which builds the plan).
+
+Streaming: online packing (``OnlinePacker``, ``buffer_size=1000``) against the offline
+sampler on the same lengths (padding share), the packer's and the length estimate's
+cost per row against the collate time per row, and ``add_lengths`` (``num_proc=2``)
+against a ``LengthEstimator`` loop and a loop that decodes each row's images, on rows
+whose images are JPEG files on disk.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlm_collate import LengthEstimator, PackedBatchSampler, PackedCollator
+from vlm_collate.packing.lengths import add_lengths
+from vlm_collate.packing.stream import OnlinePacker, online_batches
+
+from . import data
+from .common import Context, Table, Target, fmt_time
+
+MAX_LENGTH = 8192
+WORKERS = 8
+
+
+def steps(settings) -> int:
+    return 4
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(lengths, patches)`` of ``n`` rows: text tokens log-normal (median ~265), 70% of
+    rows with one image of 8-64 x 8-64 merged 28 px patches (4 vision patches each)."""
+    rng = np.random.default_rng(seed)
+    text = rng.lognormal(5.5, 0.8, n).astype(np.int64) + 20
+    sides = rng.integers(8, 65, (n, 2))
+    patches = np.where(rng.random(n) < 0.7, sides[:, 0] * sides[:, 1] * 4, 0)
+    return text + patches // 4, patches
+
+
+def _plan(lengths, patches, ranks: int, balance: str) -> dict[str, Any]:
+    sampler = PackedBatchSampler(
+        lengths, MAX_LENGTH, num_replicas=ranks, rank=0, balance=balance, vision=patches
+    )
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    steps_ = len(sampler)  # builds rank 0's share of the epoch
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    packed, bounds, rounds = sampler.epoch_rounds()
+    starts = bounds[:-1]
+    tokens = np.add.reduceat(np.minimum(lengths, MAX_LENGTH)[packed], starts)
+    vision = np.add.reduceat(patches[packed], starts)
+    share = 1 - tokens.sum() / (MAX_LENGTH * (len(bounds) - 1))
+
+    def imbalance(cost: np.ndarray) -> tuple[float, float]:
+        per_step = cost[rounds].astype(np.float64)  # (steps, ranks)
+        ratio = per_step.max(1) / np.maximum(per_step.mean(1), 1e-9)
+        return float(ratio.mean()), float(ratio.max())
+
+    # Resume: the state after 1,000 batches, loaded into a fresh sampler (same plan).
+    it = iter(sampler)
+    for _ in range(min(1000, steps_ // 2)):
+        next(it)
+    t0 = time.perf_counter()
+    state = sampler.state_dict()
+    fresh = PackedBatchSampler(
+        lengths, MAX_LENGTH, num_replicas=ranks, rank=0, balance=balance, vision=patches
+    )
+    fresh.load_state_dict(state)
+    first = next(iter(fresh))
+    resume = time.perf_counter() - t0
+    assert first == next(it), "the resumed sampler's first batch is not the next one"
+    return {
+        "ranks": ranks,
+        "balance": balance,
+        "steps": steps_,
+        "seconds": seconds,
+        "peak_bytes": peak,
+        "padding_share": float(share),
+        "tokens_imbalance": imbalance(tokens),
+        "vision_imbalance": imbalance(vision),
+        "resume_s": resume,
+    }
+
+
+def _sampler_table(ctx: Context) -> tuple[Table, list[dict]]:
+    n = 200_000 if ctx.settings.quick else 10_000_000
+    lengths, patches = synthetic(n)
+    raws = []
+    for ranks, balance in ((8, "tokens"), (64, "tokens"), (64, "vision")):
+        ctx.advance(f"scale: sampler, {n:,} lengths, {ranks} ranks, {balance}")
+        raws.append(_plan(lengths, patches, ranks, balance))
+    table = Table(
+        "scale_sampler",
+        f"PackedBatchSampler on {n:,} synthetic lengths (mean {lengths.mean():.0f} tokens, "
+        f"70% with an image), rows of {MAX_LENGTH:,} tokens, one rank's plan "
+        f"({WORKERS} workers per rank)",
+        [
+            "ranks",
+            "balance",
+            "steps per rank",
+            "plan time",
+            "peak memory per rank",
+            "padding share",
+            "tokens max/mean (mean, worst step)",
+            "vision max/mean (mean, worst step)",
+            "resume (state + load + first batch)",
+        ],
+    )
+    for r in raws:
+        table.rows.append(
+            [
+                str(r["ranks"]),
+                r["balance"],
+                f"{r['steps']:,}",
+                fmt_time(r["seconds"]),
+                f"{r['peak_bytes'] / 2**20:.0f} MiB",
+                f"{r['padding_share']:.2%}",
+                "{:.3f}, {:.3f}".format(*r["tokens_imbalance"]),
+                "{:.3f}, {:.3f}".format(*r["vision_imbalance"]),
+                fmt_time(r["resume_s"]),
+            ]
+        )
+    table.raw = raws
+    table.notes = [
+        "every rank packs the whole epoch (the same plan everywhere, no communication) and "
+        "keeps only its share: its time and memory do not grow with the ranks",
+        "peak memory: traced by tracemalloc while one rank builds its plan (numpy arrays), "
+        f"the lengths column ({lengths.nbytes / 2**20:.0f} MiB of int64) not counted",
+        "imbalance: per step, the largest rank's cost over the mean rank's; 1.000 is even",
+    ]
+    return table, raws
+
+
+def _jpeg_rows(folder: Path, n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    maker = data.TextMaker(_jpeg_rows.tokenizer, seed=seed)
+    rows = []
+    for i in range(n):
+        images = []
+        if i % 3 != 2:
+            path = folder / f"{i}.jpg"
+            data.image(rng.choice((224, 336, 448)), i).save(path, quality=90)
+            images.append(str(path))
+        content = [{"type": "image"} for _ in images]
+        content.append({"type": "text", "text": maker.text(rng.randint(10, 60))})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": content},
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": maker.text(rng.randint(20, 120))}],
+                    },
+                ],
+                "images": images,
+            }
+        )
+    return rows
+
+
+def _streaming_table(ctx: Context) -> Table:
+    from PIL import Image
+
+    s, processor = ctx.settings, ctx.processor
+    table = Table(
+        "scale_streaming",
+        "Streaming: online packing against the offline sampler, its cost per row, and "
+        "lengths on rows whose images are JPEG files",
+        ["measure", "value", "compared with", "ratio"],
+    )
+    raw: dict[str, Any] = {}
+
+    ctx.advance("scale: online vs offline padding")
+    n = 20_000 if s.quick else 200_000
+    lengths, _ = synthetic(n, seed=1)
+    capped = np.minimum(lengths, MAX_LENGTH)
+    online = list(online_batches(capped.tolist(), MAX_LENGTH, buffer_size=1000))
+    offline = list(PackedBatchSampler(capped, MAX_LENGTH, seed=0))
+    share_on = 1 - capped.sum() / (MAX_LENGTH * len(online))
+    share_off = 1 - capped.sum() / (MAX_LENGTH * len(offline))
+    raw.update(online_share=float(share_on), offline_share=float(share_off))
+    table.rows.append(
+        [
+            f"padding share, online (buffer_size=1000), {n:,} rows",
+            f"{share_on:.2%}",
+            f"offline PackedBatchSampler {share_off:.2%}",
+            f"{(share_on - share_off) * 100:+.2f} points",
+        ]
+    )
+
+    ctx.advance("scale: per-row cost of streaming")
+    with tempfile.TemporaryDirectory() as tmp:
+        _jpeg_rows.tokenizer = ctx.tokenizer
+        count = 24 if s.quick else 600
+        rows = _jpeg_rows(Path(tmp), count, seed=3)
+        estimate = LengthEstimator(processor)
+        est = [estimate(r, i) for i, r in enumerate(rows)]
+        packer = OnlinePacker(2048, buffer_size=8)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            for key, length in enumerate(est):
+                packer.push(length, key)
+                while packer.full():
+                    packer.pop()
+            while len(packer):
+                packer.pop()
+        pack_row = (time.perf_counter() - t0) / (20 * count)
+        t0 = time.perf_counter()
+        for i, r in enumerate(rows):
+            estimate(r, i)
+        estimate_row = (time.perf_counter() - t0) / count
+        collator = PackedCollator(processor, 2048)
+        groups = list(online_batches(est, 2048, buffer_size=8))
+        t0 = time.perf_counter()
+        for g in groups:
+            collator([rows[k] for k in g])
+        collate_row = (time.perf_counter() - t0) / count
+        raw.update(pack_row_s=pack_row, estimate_row_s=estimate_row, collate_row_s=collate_row)
+        table.rows.append(
+            [
+                "online packer per row (push + pop)",
+                fmt_time(pack_row),
+                f"collate per row {fmt_time(collate_row)}",
+                f"{pack_row / collate_row:.2%}",
+            ]
+        )
+        table.rows.append(
+            [
+                "length estimate per row (render + tokenize + image header)",
+                fmt_time(estimate_row),
+                f"collate per row {fmt_time(collate_row)}",
+                f"{estimate_row / collate_row:.2%}",
+            ]
+        )
+
+        ctx.advance("scale: add_lengths vs loops on JPEG files")
+        import datasets
+
+        t0 = time.perf_counter()
+        loop = [estimate(r, i) for i, r in enumerate(rows)]
+        loop_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        decoded = []
+        for i, r in enumerate(rows):
+            images = []
+            for path in r["images"]:
+                with Image.open(path) as image:
+                    images.append(image.convert("RGB"))
+            decoded.append(estimate({**r, "images": images}, i))
+        decode_s = time.perf_counter() - t0
+        table_rows = [
+            {**r, "images": [{"bytes": None, "path": p} for p in r["images"]]} for r in rows
+        ]
+        dataset = datasets.Dataset.from_list(table_rows)
+        t0 = time.perf_counter()
+        mapped = add_lengths(dataset, processor, num_proc=2, load_from_cache_file=False)
+        map_s = time.perf_counter() - t0
+        assert mapped["length"] == loop == decoded, "add_lengths disagrees with the loops"
+    rate = count / map_s
+    raw.update(loop_s=loop_s, decode_s=decode_s, map_s=map_s, rows=count)
+    table.rows.append(
+        [
+            f"add_lengths num_proc=2, {count} rows (JPEG files)",
+            f"{fmt_time(map_s)} ({rate:.0f} rows/s)",
+            f"LengthEstimator loop {fmt_time(loop_s)}",
+            f"{loop_s / map_s:.2f}×",
+        ]
+    )
+    table.rows.append(
+        [
+            f"add_lengths num_proc=2, {count} rows (JPEG files)",
+            fmt_time(map_s),
+            f"loop decoding each image {fmt_time(decode_s)}",
+            f"{decode_s / map_s:.2f}×",
+        ]
+    )
+    table.raw = [raw]
+    table.notes = [
+        "add_lengths' time includes starting its 2 processes; the three methods give the "
+        "same lengths (checked)",
+    ]
+    return table
+
+
+def run(ctx: Context) -> list[Table]:
+    sampler, raws = _sampler_table(ctx)
+    streaming = _streaming_table(ctx)
+    full = not ctx.settings.quick
+    for r in raws:
+        if r["ranks"] == 64 and r["balance"] == "tokens":
+            ctx.targets.append(
+                Target(
+                    "sampler plan: 10M lengths x 64 ranks, time per rank",
+                    "< 5 s",
+                    fmt_time(r["seconds"]),
+                    (r["seconds"] < 5) if full else None,
+                )
+            )
+            ctx.targets.append(
+                Target(
+                    "sampler plan: memory per rank per epoch",
+                    "< 200 MiB",
+                    f"{r['peak_bytes'] / 2**20:.0f} MiB",
+                    (r["peak_bytes"] < 200 * 2**20) if full else None,
+                )
+            )
+    by = {(r["ranks"], r["balance"]): r for r in raws}
+    growth = by[(64, "tokens")]["peak_bytes"] / by[(8, "tokens")]["peak_bytes"]
+    ctx.targets.append(
+        Target(
+            "sampler memory per rank does not grow with ranks (64 vs 8)",
+            "≤ 1.05×",
+            f"{growth:.2f}×",
+            growth <= 1.05,
+        )
+    )
+    raw = streaming.raw[0]
+    gap = (raw["online_share"] - raw["offline_share"]) * 100
+    ctx.targets.append(
+        Target(
+            "online padding share vs offline (buffer_size=1000)",
+            "within 2 points",
+            f"{gap:+.2f} points",
+            abs(gap) <= 2,
+        )
+    )
+    overhead = raw["pack_row_s"] / raw["collate_row_s"]
+    ctx.targets.append(
+        Target("online packing per row vs collate", "< 5%", f"{overhead:.2%}", overhead < 0.05)
+    )
+    for name, key, goal in (
+        ("add_lengths num_proc=2 vs LengthEstimator loop", "loop_s", 1.7),
+        ("add_lengths num_proc=2 vs decoding loop", "decode_s", 10.0),
+    ):
+        ratio = raw[key] / raw["map_s"]
+        ctx.targets.append(
+            Target(name, f"≥ {goal}×", f"{ratio:.2f}×", (ratio >= goal) if full else None)
+        )
+    return [sampler, streaming]
