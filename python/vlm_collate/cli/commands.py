@@ -363,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
             "vlm-collate inspect data.jsonl         your examples, targets highlighted",
             "vlm-collate check --processor DIR      how labels are built for a template",
             "vlm-collate bench --quick              the benchmark suite (a source clone)",
+            "vlm-collate verify --model DIR         packed and padded train the model alike",
             "vlm-collate COMMAND --help             a command's options",
         ),
         formatter_class=formatter,
@@ -539,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
         "memory, packing, fast_path",
     )
     bench.set_defaults(run=run_bench)
+
+    from .verify import add_parser as add_verify
+
+    add_verify(commands, color, formatter)
     return parser
 
 
