@@ -543,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .verify import add_parser as add_verify
 
-    add_verify(commands, color, formatter)
+    add_verify(commands, color, formatter, sys.modules[__name__])
     return parser
 
 

@@ -27,15 +27,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .commands import (
-    CliError,
-    _examples,
-    _stdout_console,
-    builtin_processor,
-    collate_fn_named,
-    saved_processor,
-)
-
 DEFAULT_ROWS = 4
 DEFAULT_MAX_LENGTH = 2048
 DEFAULT_ATOL = 1e-4
@@ -90,7 +81,9 @@ def load_model(args: argparse.Namespace) -> Any:
     else:
         path = Path(args.model)
         if not path.is_dir():
-            raise CliError(f"--model {args.model}: no such folder (a save_pretrained folder)")
+            raise args.cli.CliError(
+                f"--model {args.model}: no such folder (a save_pretrained folder)"
+            )
         from transformers import AutoModelForImageTextToText
 
         try:
@@ -98,7 +91,7 @@ def load_model(args: argparse.Namespace) -> Any:
                 str(path), local_files_only=True, dtype=torch.float32
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CliError(f"--model {args.model}: cannot load the model ({err})") from err
+            raise args.cli.CliError(f"--model {args.model}: cannot load the model ({err})") from err
     model.config._attn_implementation = args.attention
     for sub in ("text_config", "vision_config"):
         if getattr(model.config, sub, None) is not None:
@@ -237,7 +230,14 @@ def checks_table(checks: list[Check]) -> Table:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    """The command; ``args.cli`` is the ``commands`` module (its shared steps: processors,
+    collate functions, the console; passed in, so that the two modules import nothing
+    of each other's in a cycle)."""
     from .datafiles import read_records, sample_data_path
+
+    cli = args.cli
+    CliError, _stdout_console = cli.CliError, cli._stdout_console
+    saved_processor, builtin_processor = cli.saved_processor, cli.builtin_processor
 
     console = _stdout_console(args.color)
     status = Console(stderr=True)
@@ -251,7 +251,7 @@ def run_verify(args: argparse.Namespace) -> int:
         processor = saved_processor(args.model)
     else:
         processor = builtin_processor(status)
-    collate_fn = collate_fn_named(args.family, processor)
+    collate_fn = cli.collate_fn_named(args.family, processor)
     with status.status("building the model"):
         model = load_model(args)
     padded, packed = collators(processor, collate_fn, args.max_length, model.config)
@@ -280,8 +280,10 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: Any, color: argparse.ArgumentParser, formatter: Any) -> None:
-    """Registers ``verify`` on the ``vlm-collate`` subparsers."""
+def add_parser(commands: Any, color: argparse.ArgumentParser, formatter: Any, cli: Any) -> None:
+    """Registers ``verify`` on the ``vlm-collate`` subparsers; ``cli``: the ``commands``
+    module (its ``_examples`` epilog and shared steps)."""
+    _examples = cli._examples
     verify = commands.add_parser(
         "verify",
         parents=[color],
@@ -370,4 +372,4 @@ def add_parser(commands: Any, color: argparse.ArgumentParser, formatter: Any) ->
     verify.add_argument(
         "--seed", type=int, default=0, help="the seed of --tiny's random weights (default 0)"
     )
-    verify.set_defaults(run=run_verify)
+    verify.set_defaults(run=run_verify, cli=cli)
