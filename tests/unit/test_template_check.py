@@ -79,3 +79,18 @@ def test_cli_check_on_a_saved_tokenizer(tmp_path, capsys):
 def test_cli_check_of_a_missing_folder_is_one_line(tmp_path, capsys):
     assert main(["check", "--processor", str(tmp_path / "absent")]) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_the_report_says_what_closes_each_reply():
+    """A closing template names its end-of-turn; GLM-4.1V (no closing token of its own)
+    names the next turn's openers mid-conversation and the appended eos after the last."""
+    from vlm_collate.testing.families import glm4v_processor
+
+    closed = check_template(_qwen2(template_text("qwen2_5_vl")))
+    assert "closes every reply" in closed.closing and "'<|im_end|>'" in closed.closing
+    assert "closing: " in str(closed)
+    glm = glm4v_processor()
+    report = check_template(glm)
+    assert "appended stop token '<|endoftext|>'" in report.closing
+    assert "('<|user|>')" in report.closing  # GLM-4.1V drops tool turns: never <|assistant|>
+    assert report.closing in str(report)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ import torch
 
 from ..engine import IGNORE_INDEX, as_int64
 from ..errors import CollateError
+from ..processor.closing import ReplyClosing, reply_closing
 from ..processor.profile import ProcessorProfile, profile_of
 from ..processor.render import (
     RenderedConversation,
@@ -55,83 +55,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- closing
-
-
-@dataclass(frozen=True)
-class ReplyClosing:
-    """What a template's replies end with. ``closes``: the template writes a special
-    token after every reply (``<|im_end|>``); else ``stop_id``/``stop_text`` is the stop
-    token appended after the last reply (None when the tokenizer has no eos)."""
-
-    closes: bool
-    stop_id: int | None
-    stop_text: str | None
-
-    def describe(self) -> str:
-        """One line for :func:`~vlm_collate.check_template`."""
-        if self.closes:
-            return "the template's own end-of-turn token closes every reply"
-        if self.stop_id is None:
-            return (
-                "the template writes no closing token and the tokenizer has no eos: the last "
-                "reply has no stop target unless close_last_reply names a token id"
-            )
-        return (
-            f"the template writes no closing token: a reply another turn follows learns the "
-            f"next turn's opening special token, the last reply the appended stop token "
-            f"{self.stop_text!r} (close_last_reply='auto')"
-        )
-
-
-_CLOSING_PROBES = (
-    [
-        {"role": "user", "content": "What is shown here?"},
-        {"role": "assistant", "content": "A car."},
-    ],
-    [
-        {"role": "user", "content": "What is shown here?"},
-        {"role": "assistant", "content": "A car."},
-        {"role": "user", "content": "And the colour?"},
-        {"role": "assistant", "content": "Red."},
-    ],
-)
-
-
-def _template_closes(profile: ProcessorProfile) -> bool:
-    render = renderer_for(profile)
-    specials = profile.special_ids
-    for probe in _CLOSING_PROBES:
-        full = render(probe)
-        spans = [content_span(render, probe, k, full) for k in (1, len(probe) - 1)]
-        last = spans[-1]
-        if last is None:
-            continue
-        rendered = RenderedConversation(
-            full, [last], bounded_turns_end(render, list(probe), full, [last])
-        )
-        truth = token_targets(profile.tokenizer, rendered, specials, frozenset(profile.media_ids))
-        closing = [
-            i
-            for i, ((a, _), target) in enumerate(zip(truth.offsets, truth.targets))
-            if target and a >= last.end and truth.ids[i] in specials
-        ]
-        if not closing:
-            return False
-    return True
-
-
-def reply_closing(processor: Any) -> ReplyClosing:
-    """Whether ``processor``'s template closes its replies, and the stop token the
-    pipeline appends when it does not; cached on the profile per template."""
-    profile = profile_of(processor)
-
-    def compute() -> ReplyClosing:
-        tokenizer = profile.tokenizer
-        eos = getattr(tokenizer, "eos_token_id", None)
-        text = getattr(tokenizer, "eos_token", None) if eos is not None else None
-        return ReplyClosing(_template_closes(profile), eos, text)
-
-    return profile.cached(("reply_closing", profile.template_key), compute)
 
 
 def _stop_id(profile: ProcessorProfile, option: str | int) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .closing import reply_closing
 from .markers import PROBES, LabelsPlan, labels_plan
 from .profile import profile_of
 from .render import renderer_for
@@ -23,7 +24,9 @@ class TemplateReport:
     (such replies cannot be labelled). ``content_forms``: per role (system, user,
     assistant) the content forms the template renders (``"string"``, ``"list"``; the
     first is the one given to it when a message's own form is not rendered: a form the
-    template drops or prints as a Python literal counts as not rendered)."""
+    template drops or prints as a Python literal counts as not rendered). ``closing``: what
+    closes each reply, mid-conversation and last (the template's own end-of-turn token, or
+    the stop token the collators append after the last reply, ``close_last_reply``)."""
 
     template: str
     method: str
@@ -35,6 +38,7 @@ class TemplateReport:
     unrendered: list[str]
     reason: str
     content_forms: dict[str, list[str]] = field(default_factory=dict)
+    closing: str = ""
 
     def __str__(self) -> str:
         lines = [f"chat template: {self.template}"]
@@ -55,6 +59,8 @@ class TemplateReport:
                 "content forms rendered: "
                 + "; ".join(f"{r}: {' or '.join(f)}" for r, f in self.content_forms.items())
             )
+        if self.closing:
+            lines.append("closing: " + self.closing)
         lines.append("verified shapes: " + ("; ".join(self.verified) or "none"))
         if self.failed:
             lines.append("shapes the markers mislabel (exact path used): " + "; ".join(self.failed))
@@ -94,6 +100,7 @@ def report_of(processor: Any, plan: LabelsPlan) -> TemplateReport:
         unrendered=list(plan.unrendered),
         reason=plan.reason,
         content_forms=content_forms(processor),
+        closing=reply_closing(processor).describe(),
     )
 
 
