@@ -34,6 +34,7 @@ BENCHES = (
     "memory",
     "packing",
     "fast_path",
+    "families",
     "scale",
 )
 
@@ -210,6 +211,19 @@ def _run(args: argparse.Namespace) -> int:
             own_tables, own_targets = per_module["fast_path"]
             text = _markdown(own_tables, own_targets, machine, elapsed, args.quick)
             written.append(blocks.write_block(fast_path_doc, "fast-path", text))
+        families_doc = blocks.block_file("families", docs)
+        if (
+            "families" in per_module
+            and families_doc.exists()
+            and "<!-- families:start -->" in families_doc.read_text(encoding="utf-8")
+        ):
+            # The families section shows its own tables and the targets.
+            own_tables, own_targets = per_module["families"]
+            # The packing target, measured by the packing benchmark in this run.
+            own_targets = own_targets + [t for t in ctx.targets if t.name.startswith("packed vs")]
+            how = "`python -m benches.run_all" + (" --quick" if args.quick else "") + "`"
+            text = _module("families").block_text(own_tables, own_targets, how)
+            written.append(blocks.write_block(families_doc, "families", text))
         scale_doc = blocks.block_file("scale", docs)
         if "scale" in per_module and scale_doc.exists():
             # The packing page's Streaming section shows the scale simulation.

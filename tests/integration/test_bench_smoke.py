@@ -25,6 +25,12 @@ TABLES = {
     "fast_path",
     "fast_path_memory",
     "fast_path_dataloader",
+    "fast_path_families",
+    "families",
+    "families_labels",
+    "families_video",
+    "families_dataloader",
+    "families_memory",
     "scale_sampler",
     "scale_streaming",
 }
