@@ -59,13 +59,28 @@ def _height_width(image: Any) -> tuple[int, int]:
 
 def target_sizes(images: Sequence[np.ndarray], plan: FastPlan) -> np.ndarray:
     """``(N, 2)`` height and width of each image (an ``(H, W, 3)`` array or a PIL image)
-    after the processor's ``smart_resize``."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
+    after the processor's resize rule: its family's ``smart_resize`` (Qwen2-VL's, or
+    GLM-4.1V's, which counts ``temporal_patch_size`` frames against the limits), or the
+    fixed ``size``."""
+    if plan.rule == "fixed":
+        assert plan.fixed_size is not None
+        return np.tile(np.asarray(plan.fixed_size, dtype=np.int64), (len(images), 1))
     factor = plan.patch_size * plan.merge_size
-    sizes = [
-        smart_resize(*_height_width(a), factor, plan.min_pixels, plan.max_pixels) for a in images
-    ]
+    if plan.rule == "glm":
+        from transformers.models.glm4v.image_processing_glm4v import smart_resize as glm_resize
+
+        t = plan.temporal_patch_size
+        sizes = [
+            glm_resize(t, *_height_width(a), t, factor, plan.min_pixels, plan.max_pixels)
+            for a in images
+        ]
+    else:
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        sizes = [
+            smart_resize(*_height_width(a), factor, plan.min_pixels, plan.max_pixels)
+            for a in images
+        ]
     return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
 
 
@@ -163,17 +178,30 @@ def pixel_values(
     targets = given
     if order is not None:
         arrays, targets = [arrays[int(i)] for i in order], given[np.asarray(order, dtype=np.int64)]
+    if not plan.patchified:  # channels-first images of one fixed size (Gemma 3)
+        height, width = plan.fixed_size or (0, 0)
+        out = output_tensor((len(arrays), 3, height, width), dtype)
+        out_view, table = _typed(out.view(len(arrays), -1), plan.table)
+        engine.write_planes(arrays, targets, out_view, table, plan.interpolation, _threads())
+        return out, torch.from_numpy(_grids(given, plan))
     geometry = (plan.patch_size, plan.merge_size, plan.temporal_patch_size)
     rows = engine.pixel_rows(targets, *geometry)
     width = 3 * plan.temporal_patch_size * plan.patch_size**2
     out = output_tensor((int(rows.sum()), width), dtype)
-    if dtype == torch.float32:
-        out_view, table = out.numpy(), plan.table.numpy()
-    else:
-        out_view = out.view(torch.int16).numpy().view(np.uint16)
-        table = plan.table.to(dtype).view(torch.int16).numpy().view(np.uint16)
+    out_view, table = _typed(out, plan.table)
     engine.write_pixel_values(arrays, targets, out_view, table, *geometry, _threads())
     return out, torch.from_numpy(_grids(given, plan))
+
+
+def _typed(out: torch.Tensor, table: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``out`` and the byte table as the arrays the engine writes: float32, or uint16
+    views of 16-bit float bits."""
+    if out.dtype == torch.float32:
+        return out.numpy(), table.numpy()
+    return (
+        out.view(torch.int16).numpy().view(np.uint16),
+        table.to(out.dtype).view(torch.int16).numpy().view(np.uint16),
+    )
 
 
 def _grids(targets: np.ndarray, plan: FastPlan) -> np.ndarray:
@@ -337,6 +365,10 @@ def _token_types(ids: np.ndarray, plan: FastPlan) -> np.ndarray:
     for t, token_ids in plan.type_ids:
         if token_ids:
             types[np.isin(ids, token_ids)] = t
+    if plan.video_span is not None:  # GLM-4.1V: image tokens inside a video's span are 2
+        start, end = plan.video_span
+        inside = np.cumsum(ids == start, axis=1) > np.cumsum(ids == end, axis=1)
+        types[(types == 1) & inside] = 2
     return types
 
 
@@ -370,6 +402,8 @@ def fast_encoding(
     clips = _video_arrays(videos, plan)
     if clips is None:
         return None
+    if plan.placeholder is not None and flat:
+        texts = [text.replace(*plan.placeholder) for text in texts]
     tokens = profile.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
     values, offsets = engine.ragged(tokens)
     ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
@@ -378,8 +412,10 @@ def fast_encoding(
     if packing is not None:
         packing.written = None
     if flat:
-        grids = _grids(target_sizes(flat, plan), plan)
-        counts = grids.prod(axis=1) // plan.merge_size**2
+        if plan.patchified:
+            counts = _grids(target_sizes(flat, plan), plan).prod(axis=1) // plan.merge_size**2
+        else:
+            counts = np.full(len(flat), plan.tokens_per_image, dtype=np.int64)
         per_row = np.fromiter((len(s) for s in images), dtype=np.int64, count=len(images))
         ids, mask = engine.expand_placeholders(
             ids, mask, plan.image_token_id, as_int64(counts), per_row, plan.pad_id, "right"
@@ -390,13 +426,17 @@ def fast_encoding(
         videos_encoded, ids, mask = _videos(clips, videos, ids, mask, plan, pixel_dtype)
     encoded["input_ids"] = torch.from_numpy(ids)
     encoded["attention_mask"] = torch.from_numpy(mask)
-    if plan.mm_token_type_ids:
-        encoded["mm_token_type_ids"] = torch.from_numpy(_token_types(ids, plan))
+    types = torch.from_numpy(_token_types(ids, plan)) if plan.mm_token_type_ids else None
+    if types is not None and plan.type_key == "mm_token_type_ids":
+        encoded["mm_token_type_ids"] = types
     if flat:
         encoded["pixel_values"] = pixels
-        encoded["image_grid_thw"] = grids
+        if plan.patchified:
+            encoded["image_grid_thw"] = grids
     if clips:
         encoded.update(videos_encoded)
+    if types is not None and plan.type_key != "mm_token_type_ids":
+        encoded[plan.type_key] = types  # Gemma 3 renames it last
     return encoded
 
 

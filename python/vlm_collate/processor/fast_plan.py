@@ -3,8 +3,9 @@ needs of the processor (the resize rule's limits, the patch geometry, the byte t
 its own rescale and normalise, token ids), read once and kept on the profile.
 
 The fast path applies to transformers' own classes of a family that declares it
-(``fast_path=True`` in its registration: Qwen2-VL, Qwen2.5-VL, Qwen3-VL), not to a
-subclass, and only with image-processor settings it reproduces; otherwise the reason is
+(``fast_path=True`` in its registration: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, GLM-4.1V,
+Gemma 3), not to a subclass, and only with image-processor settings it reproduces
+(what differs between the families is one row of :data:`FAMILY_FACTS`); otherwise the reason is
 logged once and the processor is called. Videos have their own plan (:class:`VideoPlan`,
 from the video processor): where it does not apply, batches with videos call the
 processor (the reason logged once).
@@ -36,6 +37,50 @@ VIDEO_PROCESSOR = (
 """The video processor it reproduces (Qwen2-VL's and Qwen2.5-VL's)."""
 
 _BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, PILImageResampling.BICUBIC
+_BILINEAR = 2  # PIL.Image.Resampling.BILINEAR
+_INTERPOLATION = {_BICUBIC: "bicubic", _BILINEAR: "bilinear"}
+
+
+@dataclass(frozen=True)
+class FamilyFacts:
+    """What differs between the families the fast path reproduces: the image processor
+    class (name, module), the one resample reproduced, the resize rule (``"qwen"`` and
+    ``"glm"``: each family's ``smart_resize`` over pixel limits; ``"fixed"``: ``size``'s
+    height and width), whether ``pixel_values`` is cut into patches (rows of
+    ``3·temporal·patch²``) or channels-first images, the key of the token types, and the
+    image-processor methods whose replacement on the instance turns the fast path off."""
+
+    image_processor: tuple[str, str]
+    resample: int
+    rule: str
+    patchified: bool
+    type_key: str = "mm_token_type_ids"
+    methods: tuple[str, ...] = ("resize", "patchify", "rescale_and_normalize")
+
+
+FAMILY_FACTS: dict[str, FamilyFacts] = {
+    "qwen2_5_vl": FamilyFacts(IMAGE_PROCESSOR, _BICUBIC, "qwen", patchified=True),
+    "glm4v": FamilyFacts(
+        ("Glm4vImageProcessor", "transformers.models.glm4v.image_processing_glm4v"),
+        _BICUBIC,
+        "glm",
+        patchified=True,
+    ),
+    "gemma3": FamilyFacts(
+        ("Gemma3ImageProcessor", "transformers.models.gemma3.image_processing_gemma3"),
+        _BILINEAR,
+        "fixed",
+        patchified=False,
+        type_key="token_type_ids",
+        methods=(
+            "resize",
+            "rescale_and_normalize",
+            "pan_and_scan_batched",
+            "_process_images_for_pan_and_scan",
+        ),
+    ),
+}
+"""Family name -> what its fast path does differently (families with ``fast_path=True``)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +117,14 @@ class FastPlan:
     mm_token_type_ids: bool
     pad_id: int
     video: VideoPlan | None = None  # None: batches with videos call the processor
+    rule: str = "qwen"  # FamilyFacts.rule
+    interpolation: str = "bicubic"
+    patchified: bool = True
+    fixed_size: tuple[int, int] | None = None  # (height, width) of the "fixed" rule
+    tokens_per_image: int = 0  # a fixed count per image (not patchified), else 0
+    placeholder: tuple[str, str] | None = None  # text replaced before tokenizing
+    type_key: str = "mm_token_type_ids"
+    video_span: tuple[int, int] | None = None  # image tokens between these ids are type 2
 
 
 def _is_class(obj: Any, name: str, module: str) -> bool:
@@ -92,21 +145,33 @@ def _unsupported(profile: ProcessorProfile) -> str | None:
             f"{cls.__name__} is not one of transformers' "
             f"{', '.join(family.processor_classes)} (subclass or other class)"
         )
+    facts = FAMILY_FACTS.get(family.name)
+    if facts is None:
+        return f"the fast path has no facts for family {family.name}"
     ip = getattr(processor, "image_processor", None)
-    if ip is None or not _is_class(ip, *IMAGE_PROCESSOR):
-        return f"its image processor {type(ip).__name__} is not transformers' {IMAGE_PROCESSOR[0]}"
+    if ip is None or not _is_class(ip, *facts.image_processor):
+        name = facts.image_processor[0]
+        return f"its image processor {type(ip).__name__} is not transformers' {name}"
     if not getattr(ip, "do_resize", False):
         return "do_resize=False"
-    if int(getattr(ip, "resample", -1)) != _BICUBIC:
-        return f"resample={ip.resample!r} (only bicubic is reproduced)"
+    if int(getattr(ip, "resample", -1)) != facts.resample:
+        interpolation = _INTERPOLATION[facts.resample]
+        return f"resample={ip.resample!r} (only {interpolation} is reproduced)"
     size = getattr(ip, "size", None)
-    if not size or not size.get("shortest_edge") or not size.get("longest_edge"):
+    if facts.rule == "fixed":
+        if not size or not size.get("height") or not size.get("width"):
+            return f"size={size!r} has no height/width"
+    elif not size or not size.get("shortest_edge") or not size.get("longest_edge"):
         return f"size={size!r} has no shortest_edge/longest_edge pixel limits"
     if getattr(ip, "device", None) not in (None, "cpu"):
         return f"the image processor runs on {ip.device}"
-    for attribute in ("resize", "patchify", "rescale_and_normalize", "_preprocess", "preprocess"):
+    for attribute in (*facts.methods, "_preprocess", "preprocess"):
         if attribute in vars(ip):
             return f"the image processor's {attribute} is replaced on the instance"
+    if getattr(ip, "do_pan_and_scan", None):
+        return "do_pan_and_scan=True (crops not reproduced)"
+    if family.name == "gemma3" and _gemma3_sequence(processor) is None:
+        return "its full_image_sequence is not the boi, soft tokens, eoi block it builds"
     if not hasattr(processor, "image_token") or getattr(processor, "tokenizer", None) is None:
         return "it has no image_token or tokenizer"
     if getattr(processor.tokenizer, "pad_token_id", None) is None:
@@ -208,7 +273,9 @@ def _plan(profile: ProcessorProfile) -> FastPlan | None:
         )
         return None
     ip = processor.image_processor
-    type_ids = tuple(
+    facts = FAMILY_FACTS[profile.family.name]
+    extra = _family_fields(processor, facts)
+    type_ids = extra.pop("type_ids", None) or tuple(
         (
             t,
             tuple(
@@ -220,18 +287,66 @@ def _plan(profile: ProcessorProfile) -> FastPlan | None:
         for t, kind in ((1, "image"), (2, "video"), (3, "audio"))
     )
     return FastPlan(
-        min_pixels=int(ip.size["shortest_edge"]),
-        max_pixels=int(ip.size["longest_edge"]),
-        patch_size=int(ip.patch_size),
-        merge_size=int(ip.merge_size),
-        temporal_patch_size=int(ip.temporal_patch_size),
+        min_pixels=int(ip.size.get("shortest_edge") or 0),
+        max_pixels=int(ip.size.get("longest_edge") or 0),
+        patch_size=int(getattr(ip, "patch_size", 1) or 1),
+        merge_size=int(getattr(ip, "merge_size", 1) or 1),
+        temporal_patch_size=int(getattr(ip, "temporal_patch_size", 1) or 1),
         table=table,
-        image_token_id=int(processor.image_token_id),
+        image_token_id=int(extra.pop("image_token_id", processor.image_token_id)),
         type_ids=type_ids,
         mm_token_type_ids=bool(getattr(processor, "return_mm_token_type_ids", False)),
         pad_id=profile.require_pad_id(),
         video=_video_plan(processor),
+        rule=facts.rule,
+        interpolation=_INTERPOLATION[facts.resample],
+        patchified=facts.patchified,
+        type_key=facts.type_key,
+        **extra,
     )
+
+
+def _gemma3_sequence(processor: Any) -> tuple[str, str, str, int] | None:
+    """Gemma 3's ``(boi, soft token, eoi, count)`` when its ``full_image_sequence`` is
+    ``"\n\n" + boi + count soft tokens + eoi + "\n\n"`` (as its processor builds it)."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    boi, soft, eoi = (
+        getattr(tokenizer, n, None) for n in ("boi_token", "image_token", "eoi_token")
+    )
+    count = getattr(processor, "image_seq_length", None)
+    if not (boi and soft and eoi and isinstance(count, int) and count > 0):
+        return None
+    if getattr(processor, "full_image_sequence", None) != f"\n\n{boi}{soft * count}{eoi}\n\n":
+        return None
+    if getattr(processor, "image_token", None) != boi:
+        return None
+    return boi, soft, eoi, count
+
+
+def _family_fields(processor: Any, facts: FamilyFacts) -> dict[str, Any]:
+    """The plan's fields that come from one family's own facts."""
+    if facts.rule == "glm":
+        # Glm4vProcessor.create_mm_token_type_ids: only <|image|> is typed, 2 inside
+        # <|begin_of_video|> ... <|end_of_video|>, 1 elsewhere.
+        return {
+            "type_ids": ((1, (int(processor.image_token_id),)),),
+            "video_span": (int(processor.video_start_id), int(processor.video_end_id)),
+        }
+    if facts.rule == "fixed":  # Gemma 3
+        boi, soft, eoi, count = _gemma3_sequence(processor)  # type: ignore[misc]
+        soft_id = int(processor.tokenizer.convert_tokens_to_ids(soft))
+        ip = processor.image_processor
+        return {
+            "fixed_size": (int(ip.size["height"]), int(ip.size["width"])),
+            "tokens_per_image": count,
+            # Each <start_of_image> becomes its block with one soft token, which the
+            # engine then expands to `count` (special tokens split the text, so the ids
+            # are those of the full block).
+            "placeholder": (boi, f"\n\n{boi}{soft}{eoi}\n\n"),
+            "image_token_id": soft_id,
+            "type_ids": ((1, tuple(int(i) for i in processor.image_token_ids)),),
+        }
+    return {}
 
 
 def budgeted(plan: FastPlan, budget: tuple[int, int] | None) -> FastPlan:
