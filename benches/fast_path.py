@@ -308,6 +308,33 @@ def _one_core(fn: Any) -> Any:
     return call
 
 
+def glm_gemma_cases(rng: Any) -> dict[str, tuple[Any, list, list, list]]:
+    """GLM-4.1V and Gemma 3 image cases for :func:`family_rows` (8 × one 448² image),
+    each processor at its model's published preprocessing sizes (GLM-4.1V 12,544 to
+    9,633,792 pixels; Gemma 3 896²)."""
+    import numpy as np
+
+    from vlm_collate.testing.families import gemma3_processor, glm4v_processor
+
+    def images() -> list:
+        return [[rng.integers(0, 256, (448, 448, 3), dtype=np.uint8)] for _ in range(8)]
+
+    return {
+        "GLM-4.1V images (8 × 448², published pixel limits)": (
+            glm4v_processor(min_pixels=12_544, max_pixels=9_633_792),
+            ["<|begin_of_image|><|image|><|end_of_image|>x"] * 8,
+            images(),
+            [[] for _ in range(8)],
+        ),
+        "Gemma 3 images (8 × 448² resized to 896²)": (
+            gemma3_processor(image_size=896),
+            ["<start_of_image>x"] * 8,
+            images(),
+            [[] for _ in range(8)],
+        ),
+    }
+
+
 def family_rows(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
     """Per family and media kind of the fast path (issue 22): the processor call alone
     against the fast encoding of the same texts and media, both on one core; each row
@@ -338,14 +365,16 @@ def family_rows(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
             [[rng.integers(0, 256, (frames, 448, 448, 3), dtype=np.uint8)] for _ in range(4)],
         ),
     }
+    cases.update(glm_gemma_cases(rng))
     rows = []
     for name, (processor, texts, images, videos) in cases.items():
         ctx.advance(f"fast path family: {name}")
-        if processor.video_processor is not None:
+        if getattr(processor, "video_processor", None) is not None:
             processor.video_processor.cap_pixels_per_frame = False  # its default, no warning
         kwargs: dict[str, Any] = {}
-        if any(images):
-            kwargs["images"] = [i for s in images for i in s]
+        if any(images):  # Gemma 3 takes them per sample
+            nested = type(processor).__name__ == "Gemma3Processor"
+            kwargs["images"] = images if nested else [i for s in images for i in s]
         if any(videos):
             kwargs["videos"] = [v for s in videos for v in s]
 
