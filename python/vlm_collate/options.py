@@ -82,7 +82,9 @@ class CollateOptions:
     docs/options.md; a row or an image item may carry its own). ``shrink_media``: with
     ``max_length``, a sample longer than it first has its images' ``max_pixels`` lowered
     (down to ``min_pixels``) until it fits, then ``on_overflow`` applies (see
-    docs/formats.md, Media budgets). ``fast_path``: build
+    docs/formats.md, Media budgets). ``max_frames``: the most frames of each video given
+    as frames, sampled uniformly by the video processor's own ``sample_frames`` (a row
+    or a video item may carry its own). ``fast_path``: build
     the batch without the processor call where the processor's settings are ones the
     fast path reproduces (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; see :mod:`.fast_path`);
     ``False`` always calls the processor. ``reasoning``: reasoning text an assistant
@@ -114,6 +116,7 @@ class CollateOptions:
     min_pixels: int | None = None
     max_pixels: int | None = None
     shrink_media: bool = False
+    max_frames: int | None = None
     fast_path: bool = True
     reasoning: Literal["label", "exclude"] = "label"
     format: str = "auto"
@@ -157,6 +160,8 @@ class CollateOptions:
         for name in ("min_pixels", "max_pixels"):  # the image budget
             if getattr(self, name) is not None:
                 set_(self, name, _integer(name, getattr(self, name), 1, MAX_PIXELS))
+        if self.max_frames is not None:  # the video frame budget
+            set_(self, "max_frames", _integer("max_frames", self.max_frames, 1, MAX_COLUMNS))
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise OptionError(
                 f"min_pixels={self.min_pixels} is above max_pixels={self.max_pixels}; "

@@ -17,6 +17,7 @@ from .. import engine
 from ..errors import OptionError
 from ..formats.conversation import conversation_of
 from ..options import CollateOptions, collate_options
+from ..pipeline.encode import frame_budgets
 from ..pipeline.loss_policies import appended_stop
 from ..pipeline.media import load_image, media_of
 from ..pipeline.policies import image_budgets, sample_tokens, shrunk_budgets
@@ -121,8 +122,9 @@ class LengthEstimator:
             shrunk = shrunk_budgets(profile, tokens, sizes, budgets, options.max_length)
             budgets = shrunk[0] if shrunk is not None else budgets
         tokens = sample_tokens(profile, tokens, sizes, budgets)
-        for value in media.videos:
-            tokens += self.video_tokens(*_video_shape(value)) - 1
+        frames = frame_budgets(options, example, conversation, index) if media.videos else []
+        for value, max_frames in zip(media.videos, frames):  # frames sampled as the collator does
+            tokens += video_tokens(self.processor, *_video_shape(value), max_frames) - 1
         return tokens
 
 

@@ -8,12 +8,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..errors import MediaError
+from ..errors import MediaError, OptionError, SampleError
 from ..formats.conversation import Conversation
 from ..options import CollateOptions
-from ..processor.media_tokens import budget_kwargs, pixel_budget
+from ..processor.media_tokens import budget_kwargs, pixel_budget, sampled_frames
 from ..processor.profile import MEDIA_OWNERS, ProcessorProfile, profile_of
 from ..processor.render import renderer_for
 from ..report import Batch
@@ -118,6 +119,73 @@ def loaded_media(
     return SampleMedia(images, videos, audios)
 
 
+def video_items(conversation: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The video items of a conversation in order (the order of ``media_of``'s videos)."""
+    items = []
+    for message in conversation:
+        content = message.get("content")
+        if isinstance(content, (list, tuple)):
+            items.extend(i for i in content if isinstance(i, Mapping) and i.get("type") == "video")
+    return items
+
+
+def _frames_value(source: Any, where: str) -> int | None:
+    value = source.get("max_frames") if isinstance(source, Mapping) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise SampleError(f"{where}: max_frames must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def frame_budgets(
+    options: CollateOptions, example: Any, conversation: Sequence[Mapping[str, Any]], index: int
+) -> list[int | None]:
+    """Each video's ``max_frames`` in sample ``index``: a video item's over its row's over
+    the options'; None where none names one."""
+    row = _frames_value(example, f"sample {index}")
+    return [
+        next(
+            (v for v in (_frames_value(item, f"sample {index}, video {k}"), row) if v is not None),
+            getattr(options, "max_frames", None),
+        )
+        for k, item in enumerate(video_items(conversation))
+    ]
+
+
+def frames_count(video: Any) -> int | None:
+    """The frame count of a loaded video given as frames (None for a path)."""
+    if isinstance(video, (list, tuple)) or hasattr(video, "shape"):
+        return len(video)
+    return None
+
+
+def sampled_videos(
+    profile: ProcessorProfile, videos: list[Any], budgets: Sequence[int | None], index: int
+) -> list[Any]:
+    """``videos`` (loaded: frame arrays or lists, or paths) with each one's frames sampled
+    under its ``max_frames`` (:func:`~vlm_collate.processor.media_tokens.sampled_frames`:
+    the video processor's own uniform sampling); a path under a budget is a MediaError
+    (the processor decodes it; give frames)."""
+    out = []
+    for k, (video, budget) in enumerate(zip(videos, budgets)):
+        total = frames_count(video)
+        if budget is not None and total is None:
+            raise MediaError(
+                f"sample {index}, video {k}: max_frames={budget} applies to videos given as "
+                "frames (an array or a list of images); this one is a path the processor "
+                "decodes: decode it to frames, or drop max_frames"
+            )
+        kept = sampled_frames(profile, total, budget) if budget is not None else None
+        if kept is None:
+            out.append(video)
+        elif isinstance(video, (list, tuple)):
+            out.append([video[i] for i in kept])
+        else:
+            out.append(video[np.asarray(kept)])
+    return out
+
+
 def processor_inputs(collected: Collected) -> dict[str, Any]:
     """The processor's inputs: texts, images and videos nested per sample (as
     ``apply_chat_template`` passes them), audio flat in batch order."""
@@ -171,12 +239,22 @@ def encoder(
     load = quirks.load or loaded_media
     access = media_access(options.base_dir, options.allow_absolute_paths)
     pixel_budget(profile, options.min_pixels, options.max_pixels)  # refused early if unusable
+    if getattr(options, "max_frames", None) is not None and "video" not in profile.media:
+        raise OptionError(
+            f"max_frames={options.max_frames}: {profile.processor_class} takes no videos; "
+            "drop max_frames"
+        )
 
     def encode(examples: list, conversations: list, indices: list[int]) -> dict[str, Any]:
         texts = render(conversations)
         if quirks.texts is not None:
             texts = quirks.texts(texts)
         media = loaded_batch(load, examples, conversations, indices, profile, access)
+        if "video" in profile.media:  # frame budgets (max_frames), before either path
+            for example, conv, index, sample in zip(examples, conversations, indices, media):
+                budgets = frame_budgets(options, example, conv, index)
+                if sample.videos and any(b is not None for b in budgets):
+                    sample.videos = sampled_videos(profile, sample.videos, budgets, index)
         collected = Collected(list(examples), list(conversations), list(indices), texts, media)
         check_placeholders(profile, collected)
         shrunk: list = []

@@ -101,11 +101,45 @@ def image_tokens(processor: Any, height: int, width: int, budget: PixelBudget | 
     return patches // (merge[0] * merge[1])
 
 
-def video_tokens(processor: Any, frames: int, height: int, width: int) -> int:
+def sampled_frames(processor: Any, total: int, max_frames: int | None) -> list[int] | None:
+    """The indices of the frames a video of ``total`` frames keeps under ``max_frames``,
+    or None when it keeps them all (no budget, or no more frames than it allows).
+
+    What is done: ``num_frames`` = ``max_frames`` rounded down to a multiple of the video
+    processor's ``temporal_patch_size`` (at least one such multiple), and the indices are
+    those of the video processor's own ``sample_frames`` with ``num_frames`` on metadata
+    without a frame rate (``VideoMetadata(total_num_frames=total)``): the frames a call
+    ``processor(videos=..., do_sample_frames=True, num_frames=num_frames)`` keeps, uniform
+    over the video (``arange(0, total, total / num_frames)``, truncated). A processor
+    without a video processor is an OptionError."""
+    if max_frames is None or total <= max_frames:
+        return None
+    from transformers.video_utils import VideoMetadata
+
+    vp = getattr(profile_of(processor).processor, "video_processor", None)
+    if vp is None or not hasattr(vp, "sample_frames"):
+        raise OptionError(
+            f"max_frames: {profile_of(processor).processor_class} has no video processor "
+            "that samples frames; drop the max_frames budget"
+        )
+    temporal = int(getattr(vp, "temporal_patch_size", 1) or 1)
+    num_frames = max(temporal, max_frames // temporal * temporal)
+    if num_frames >= total:
+        return None
+    indices = vp.sample_frames(VideoMetadata(total_num_frames=total), num_frames=num_frames)
+    return [int(i) for i in indices]
+
+
+def video_tokens(
+    processor: Any, frames: int, height: int, width: int, max_frames: int | None = None
+) -> int:
     """Tokens of one video of ``frames`` frames of ``height`` x ``width`` pixels (the Qwen
-    video processor's rule; frames are not sampled)."""
+    video processor's rule), after sampling under ``max_frames`` (:func:`sampled_frames`)."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+    kept = sampled_frames(processor, frames, max_frames)
+    if kept is not None:
+        frames = len(kept)
     vp = profile_of(processor).processor.video_processor
     patch, merge = int(vp.patch_size), int(vp.merge_size)
     temporal = int(getattr(vp, "temporal_patch_size", 1) or 1)
