@@ -21,6 +21,7 @@ from .. import engine
 from ..engine import IGNORE_INDEX, as_int64, ragged
 from ..errors import CollateError, OptionError
 from ..formats.conversation import assistant_turns, extract_assistant_text
+from ..processor.closing import closing_ids
 from ..processor.markers import labels_plan
 from ..processor.profile import ProcessorProfile, profile_of
 from ..processor.render import (
@@ -108,6 +109,7 @@ def exact_labels(
     profile = profile_of(profile)
     render = renderer_for(profile, template_kwargs)
     media, never = np.array(profile.media_ids, dtype=np.int64), frozenset(profile.media_ids)
+    closing = closing_ids(profile)
     if labels is None:
         labels = np.full(input_ids.shape, IGNORE_INDEX, dtype=np.int64)
     if found is None:
@@ -119,6 +121,7 @@ def exact_labels(
             rendered_replies(render, conversations[r], reasoning),
             profile.special_ids,
             never,
+            closing,
         )
         tokens = np.asarray(truth.ids, dtype=np.int64)
         at = aligned_positions(input_ids[r, positions], tokens, media)

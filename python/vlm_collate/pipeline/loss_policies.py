@@ -32,7 +32,7 @@ import torch
 
 from ..engine import IGNORE_INDEX, as_int64
 from ..errors import CollateError
-from ..processor.closing import ReplyClosing, reply_closing
+from ..processor.closing import ReplyClosing, closing_ids, reply_closing
 from ..processor.profile import ProcessorProfile, profile_of
 from ..processor.render import (
     RenderedConversation,
@@ -256,7 +256,11 @@ def _exact_message_targets(
     rendered = RenderedConversation(full, spans, bounded_turns_end(render, messages, full, kept))
     media = np.array(profile.media_ids, dtype=np.int64)
     truth = token_targets(
-        profile.tokenizer, rendered, profile.special_ids, frozenset(media.tolist())
+        profile.tokenizer,
+        rendered,
+        profile.special_ids,
+        frozenset(media.tolist()),
+        closing_ids(profile),
     )
     positions = np.flatnonzero(row_mask)
     tokens = np.asarray(truth.ids, dtype=np.int64)

@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import engine
 from ..errors import TemplateError
+from .closing import closing_ids
 from .profile import profile_of
 from .render import (
     RenderedConversation,
@@ -174,7 +175,11 @@ def labelled_probe(processor: Any, name: str, messages: list[dict[str, Any]]) ->
         full, replies, bounded_turns_end(render, messages, full, replies)
     )
     truth = token_targets(
-        profile.tokenizer, rendered, profile.special_ids, frozenset(profile.media_ids)
+        profile.tokenizer,
+        rendered,
+        profile.special_ids,
+        frozenset(profile.media_ids),
+        closing_ids(profile),
     )
     return Probe(name, messages, rendered, contents, truth.ids, truth.offsets, truth.targets)
 
@@ -182,8 +187,11 @@ def labelled_probe(processor: Any, name: str, messages: list[dict[str, Any]]) ->
 # --------------------------------------------------------------------------- derivation
 
 
-def _turn_tokens(probe: Probe, specials: frozenset[int]) -> tuple[list[list[int]], list[int]]:
-    """(header of each rendered reply, end-of-turn token ids) of one probe."""
+def _turn_tokens(
+    probe: Probe, specials: frozenset[int], closing: frozenset[int]
+) -> tuple[list[list[int]], list[int]]:
+    """(header of each rendered reply, end-of-turn token ids) of one probe: the first
+    special token after a reply, when it is one of the template's closing tokens."""
     ids, offsets = probe.ids, probe.offsets
     headers: list[list[int]] = []
     stops: list[int] = []
@@ -200,7 +208,7 @@ def _turn_tokens(probe: Probe, specials: frozenset[int]) -> tuple[list[list[int]
             headers.append(gap)
             after = [t for t, (a, _) in zip(ids, offsets) if a >= span.end]
             stop = next((t for t in after if t in specials), None)
-            if stop is not None:
+            if stop is not None and stop in closing:
                 stops.append(stop)
         previous_end = span.end
     return headers, stops
@@ -229,7 +237,7 @@ def derive_markers(processor: Any, probes: Sequence[Probe]) -> Markers:
     gaps: list[list[int]] = []
     stops: set[int] = set()
     for probe in probes:
-        headers, probe_stops = _turn_tokens(probe, specials)
+        headers, probe_stops = _turn_tokens(probe, specials, closing_ids(profile))
         gaps += headers
         stops.update(probe_stops)
     starts = {tuple(_trimmed_header(g, stops, specials)) for g in gaps}

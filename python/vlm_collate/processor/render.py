@@ -490,10 +490,14 @@ def token_targets(
     rendered: RenderedConversation,
     specials: frozenset[int],
     never: frozenset[int] | set[int] = frozenset(),
+    closing: frozenset[int] | None = None,
 ) -> TokenTargets:
     """Targets of the tokenized rendering: tokens overlapping a reply span, then the
     end-of-turn (up to and including the first special token after the reply, of
-    ``specials``). Ids in ``never`` (media placeholders) are never targets."""
+    ``specials``, when it is one of ``closing``, the template's closing tokens
+    (:func:`.closing.closing_ids`; None: any special token): a reply rendered without
+    its closing token takes nothing from the next turn). Ids in ``never`` (media
+    placeholders) are never targets."""
     enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
     ids = [int(i) for i in enc["input_ids"]]
     offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
@@ -518,7 +522,12 @@ def token_targets(
         close = t
         while close < len(ids) and ids[close] not in specials and offsets[close][0] < limit:
             close += 1
-        if close < len(ids) and ids[close] in specials and offsets[close][0] < limit:
+        if (
+            close < len(ids)
+            and ids[close] in specials
+            and offsets[close][0] < limit
+            and (closing is None or ids[close] in closing)
+        ):
             for j in range(t, close + 1):
                 targets[j] = ids[j] not in never
             t = close + 1
