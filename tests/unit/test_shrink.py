@@ -114,3 +114,35 @@ def test_shrink_media_is_a_boolean():
 
     with pytest.raises(OptionError, match="shrink_media"):
         CollateOptions(shrink_media="yes")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_packed_batch_shrinks_like_the_padded_path(qwen_processor, fast):
+    from vlm_collate import PackedCollator
+
+    rows = [small_row(), big_row(seed=1), small_row()]
+    full = VLMCollator(qwen_processor)(rows)
+    limit = int(full["attention_mask"][1].sum()) - 100
+    padded = VLMCollator(qwen_processor, max_length=limit, shrink_media=True, fast_path=fast)(rows)
+    inner = VLMCollator(qwen_processor, shrink_media=True, fast_path=fast)
+    options = VLMCollator(qwen_processor, max_length=limit, shrink_media=True).options
+    packed = PackedCollator(
+        inner,
+        max_length=limit,
+        shift=False,
+        length_estimator=LengthEstimator(qwen_processor, options=options),
+    )(rows)
+    assert packed.report.shrunk == padded.report.shrunk and [
+        i for i, _ in packed.report.shrunk
+    ] == [1]
+    assert packed.report.length_mismatches == [] and packed.report.dropped == []
+    documents = packed.report.documents
+    assert sorted(d[0] for d in documents) == [0, 1, 2]
+    # media tensors in document order: the padded path's grids, reordered
+    order = [index for index, _, _, _ in documents]
+    assert torch.equal(packed["image_grid_thw"], padded["image_grid_thw"][order])
+    assert not torch.equal(packed["image_grid_thw"], full["image_grid_thw"][order])  # it shrank
+    for index, row, start, n in documents:
+        assert n == int(padded["attention_mask"][index].sum())
+        for key in ("input_ids", "labels"):
+            assert torch.equal(packed[key][row, start : start + n], padded[key][index, :n]), key
