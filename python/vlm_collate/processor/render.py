@@ -120,6 +120,8 @@ def _in_form(message: dict[str, Any], form: str | None) -> dict[str, Any]:
     if form is None or content is None:
         return message
     if form == "list":
+        if content == "" and message.get("tool_calls"):
+            return message  # templates test ``content`` for truth beside tool calls (Qwen3-VL)
         if isinstance(content, str):
             return {**message, "content": [{"type": "text", "text": content}]}
         return message
