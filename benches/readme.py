@@ -14,6 +14,7 @@ BLOCKS = {
     "bench-results": "benchmarks.md",
     "fast-path": "fast_path.md",
     "families": "benchmarks.md",
+    "formats": "benchmarks.md",
     "scale": "packing.md",
 }
 """Generated block name -> the file under ``docs/`` that holds it."""

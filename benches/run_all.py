@@ -36,6 +36,7 @@ BENCHES = (
     "fast_path",
     "families",
     "scale",
+    "formats",
 )
 
 
@@ -224,6 +225,17 @@ def _run(args: argparse.Namespace) -> int:
             how = "`python -m benches.run_all" + (" --quick" if args.quick else "") + "`"
             text = _module("families").block_text(own_tables, own_targets, how)
             written.append(blocks.write_block(families_doc, "families", text))
+        formats_doc = blocks.block_file("formats", docs)
+        if (
+            "formats" in per_module
+            and formats_doc.exists()
+            and "<!-- formats:start -->" in formats_doc.read_text(encoding="utf-8")
+        ):
+            # The formats section shows its own table and the 2% target.
+            own_tables, own_targets = per_module["formats"]
+            how = "`python -m benches.run_all" + (" --quick" if args.quick else "") + "`"
+            text = _module("formats").block_text(own_tables, own_targets, how)
+            written.append(blocks.write_block(formats_doc, "formats", text))
         scale_doc = blocks.block_file("scale", docs)
         if "scale" in per_module and scale_doc.exists():
             # The packing page's Streaming section shows the scale simulation.

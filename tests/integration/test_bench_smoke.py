@@ -33,6 +33,7 @@ TABLES = {
     "families_memory",
     "scale_sampler",
     "scale_streaming",
+    "formats",
 }
 
 
