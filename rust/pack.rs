@@ -4,7 +4,8 @@
 //! position within its document, and the segment boundaries FlashAttention's
 //! varlen kernels take).
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 
 use crate::batch::checked_offsets;
 use crate::error::{EngineError, Result};
@@ -42,6 +43,27 @@ pub fn pack_bins(
     capacity: usize,
     strategy: Strategy,
 ) -> Result<Vec<Vec<usize>>> {
+    let (order, offsets) = pack_flat(lengths, capacity, strategy)?;
+    Ok(offsets
+        .windows(2)
+        .map(|w| order[w[0]..w[1]].to_vec())
+        .collect())
+}
+
+/// Rooms up to this many tokens are indexed densely (one slot per possible
+/// room); larger capacities use an ordered set of `(room, bin)`.
+const DENSE_ROOMS: usize = 1 << 20;
+
+/// [`pack_bins`] in flat form `(order, bin_offsets)`: bin `b` holds
+/// `order[bin_offsets[b]..bin_offsets[b + 1]]`. O(n log n) for both
+/// strategies; with `capacity` up to [`DENSE_ROOMS`] the documents are
+/// ordered by a counting sort and best fit finds its bin through a bit index
+/// over the rooms (O(log₆₄ capacity) per document).
+pub fn pack_flat(
+    lengths: &[usize],
+    capacity: usize,
+    strategy: Strategy,
+) -> Result<(Vec<usize>, Vec<usize>)> {
     if capacity == 0 {
         return Err(EngineError::new("capacity must be at least 1, got 0"));
     }
@@ -51,46 +73,207 @@ pub fn pack_bins(
             lengths[i]
         )));
     }
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
-    let mut bins: Vec<Vec<usize>> = Vec::new();
+    // Dense indexes pay O(capacity) to set up: worth it for many documents.
+    let dense = capacity <= DENSE_ROOMS && capacity <= 8 * lengths.len() + 4096;
+    pack_with(lengths, capacity, strategy, dense)
+}
+
+fn pack_with(
+    lengths: &[usize],
+    capacity: usize,
+    strategy: Strategy,
+    dense: bool,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let order = decreasing(lengths, capacity, dense);
+    // bin_of[k]: the bin of the k-th document placed.
+    let mut bin_of: Vec<usize> = Vec::with_capacity(order.len());
+    let mut bins = 0usize;
     match strategy {
+        Strategy::BestFit if dense => {
+            let mut rooms = DenseRooms::new(capacity);
+            for &doc in &order {
+                let n = lengths[doc];
+                let bin = match rooms.take_at_least(n) {
+                    Some((room, bin)) => {
+                        rooms.put(room - n, bin);
+                        bin
+                    }
+                    None => {
+                        rooms.put(capacity - n, bins);
+                        bins += 1;
+                        bins - 1
+                    }
+                };
+                bin_of.push(bin);
+            }
+        }
         Strategy::BestFit => {
             // (room left, bin): the smallest room >= length is the best fit.
             let mut rooms: BTreeSet<(usize, usize)> = BTreeSet::new();
             for &doc in &order {
                 let n = lengths[doc];
-                match rooms.range((n, 0)..).next().copied() {
+                let bin = match rooms.range((n, 0)..).next().copied() {
                     Some((room, bin)) => {
                         rooms.remove(&(room, bin));
                         rooms.insert((room - n, bin));
-                        bins[bin].push(doc);
+                        bin
                     }
                     None => {
-                        rooms.insert((capacity - n, bins.len()));
-                        bins.push(vec![doc]);
+                        rooms.insert((capacity - n, bins));
+                        bins += 1;
+                        bins - 1
                     }
-                }
+                };
+                bin_of.push(bin);
             }
         }
         Strategy::FirstFit => {
             let mut rooms = MaxTree::new(lengths.len().max(1));
             for &doc in &order {
                 let n = lengths[doc];
-                match rooms.first_at_least(n) {
-                    Some(bin) if bin < bins.len() => {
+                let bin = match rooms.first_at_least(n) {
+                    Some(bin) if bin < bins => {
                         rooms.set(bin, rooms.get(bin) - n);
-                        bins[bin].push(doc);
+                        bin
                     }
                     _ => {
-                        rooms.set(bins.len(), capacity - n);
-                        bins.push(vec![doc]);
+                        rooms.set(bins, capacity - n);
+                        bins += 1;
+                        bins - 1
                     }
-                }
+                };
+                bin_of.push(bin);
             }
         }
     }
-    Ok(bins)
+    // Group by bin, keeping placement order within each bin (a stable counting sort).
+    let mut offsets = vec![0usize; bins + 1];
+    for &b in &bin_of {
+        offsets[b + 1] += 1;
+    }
+    for b in 0..bins {
+        offsets[b + 1] += offsets[b];
+    }
+    let mut next = offsets[..bins].to_vec();
+    let mut flat = vec![0usize; order.len()];
+    for (&doc, &b) in order.iter().zip(&bin_of) {
+        flat[next[b]] = doc;
+        next[b] += 1;
+    }
+    Ok((flat, offsets))
+}
+
+/// Document indices longest first, ties by index: a counting sort when the
+/// lengths are densely indexable, else a comparison sort.
+fn decreasing(lengths: &[usize], capacity: usize, dense: bool) -> Vec<usize> {
+    if !dense {
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
+        order.sort_unstable_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
+        return order;
+    }
+    // starts[capacity - n]: where documents of length n begin (longest first).
+    let mut starts = vec![0usize; capacity + 2];
+    for &n in lengths {
+        starts[capacity - n + 1] += 1;
+    }
+    for k in 0..=capacity {
+        starts[k + 1] += starts[k];
+    }
+    let mut order = vec![0usize; lengths.len()];
+    for (doc, &n) in lengths.iter().enumerate() {
+        let slot = &mut starts[capacity - n];
+        order[*slot] = doc;
+        *slot += 1;
+    }
+    order
+}
+
+/// Open bins by room left, for best fit over rooms `0..=capacity`: each room
+/// keeps its bins in a min-heap (the lowest-numbered bin is taken first, as
+/// the ordered `(room, bin)` set does), and a 64-ary bit index over the rooms
+/// that hold a bin finds the smallest room >= n in O(log₆₄ capacity).
+struct DenseRooms {
+    heaps: Vec<BinaryHeap<Reverse<usize>>>,
+    /// `levels[0]`: one bit per room; `levels[k + 1]`: one bit per word of `levels[k]`.
+    levels: Vec<Vec<u64>>,
+}
+
+impl DenseRooms {
+    fn new(capacity: usize) -> DenseRooms {
+        let mut levels = Vec::new();
+        let mut bits = capacity + 1;
+        loop {
+            let words = bits.div_ceil(64);
+            levels.push(vec![0u64; words]);
+            if words == 1 {
+                break;
+            }
+            bits = words;
+        }
+        DenseRooms {
+            heaps: (0..=capacity).map(|_| BinaryHeap::new()).collect(),
+            levels,
+        }
+    }
+
+    fn put(&mut self, room: usize, bin: usize) {
+        self.heaps[room].push(Reverse(bin));
+        let mut i = room;
+        for level in &mut self.levels {
+            let (word, bit) = (i / 64, i % 64);
+            let was = level[word];
+            level[word] |= 1 << bit;
+            if was != 0 {
+                break;
+            }
+            i = word;
+        }
+    }
+
+    /// Removes and returns the lowest-numbered bin of the smallest room >= n.
+    fn take_at_least(&mut self, n: usize) -> Option<(usize, usize)> {
+        let room = self.next_at_least(n)?;
+        let Reverse(bin) = self.heaps[room].pop()?;
+        if self.heaps[room].is_empty() {
+            let mut i = room;
+            for level in &mut self.levels {
+                let (word, bit) = (i / 64, i % 64);
+                level[word] &= !(1u64 << bit);
+                if level[word] != 0 {
+                    break;
+                }
+                i = word;
+            }
+        }
+        Some((room, bin))
+    }
+
+    /// The smallest set position >= n over the bit index.
+    fn next_at_least(&self, n: usize) -> Option<usize> {
+        // Climb until a word holds a set bit at or after the position, then descend.
+        let mut i = n;
+        let mut depth = 0;
+        loop {
+            let level = self.levels.get(depth)?;
+            let word = i / 64;
+            if word >= level.len() {
+                return None;
+            }
+            let masked = level[word] & (u64::MAX << (i % 64));
+            if masked != 0 {
+                i = word * 64 + masked.trailing_zeros() as usize;
+                break;
+            }
+            i = word + 1;
+            depth += 1;
+        }
+        while depth > 0 {
+            depth -= 1;
+            let w = self.levels[depth][i];
+            i = i * 64 + w.trailing_zeros() as usize;
+        }
+        Some(i)
+    }
 }
 
 /// A max segment tree over bin rooms: the leftmost bin with room >= n in
@@ -330,6 +513,70 @@ mod tests {
             all.sort();
             assert_eq!(all, (0..200).collect::<Vec<_>>());
         }
+    }
+
+    /// Best/first fit decreasing by definition: scan every open bin.
+    fn naive(lengths: &[usize], capacity: usize, strategy: Strategy) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
+        order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
+        let mut bins: Vec<Vec<usize>> = Vec::new();
+        let mut rooms: Vec<usize> = Vec::new();
+        for doc in order {
+            let n = lengths[doc];
+            let fits = (0..bins.len()).filter(|&b| rooms[b] >= n);
+            let chosen = match strategy {
+                Strategy::FirstFit => fits.min(),
+                Strategy::BestFit => fits.min_by_key(|&b| (rooms[b], b)),
+            };
+            match chosen {
+                Some(b) => {
+                    rooms[b] -= n;
+                    bins[b].push(doc);
+                }
+                None => {
+                    rooms.push(capacity - n);
+                    bins.push(vec![doc]);
+                }
+            }
+        }
+        bins
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dense_and_ordered_indexes_agree_with_the_definition(
+            capacity in 1usize..300,
+            raw in proptest::collection::vec(0usize..1000, 0..400),
+        ) {
+            let lengths: Vec<usize> = raw.iter().map(|&n| n % (capacity + 1)).collect();
+            for s in [Strategy::BestFit, Strategy::FirstFit] {
+                let want = naive(&lengths, capacity, s);
+                for dense in [true, false] {
+                    let (order, offsets) = pack_with(&lengths, capacity, s, dense).unwrap();
+                    let got: Vec<Vec<usize>> =
+                        offsets.windows(2).map(|w| order[w[0]..w[1]].to_vec()).collect();
+                    proptest::prop_assert_eq!(&got, &want);
+                }
+                proptest::prop_assert_eq!(pack_bins(&lengths, capacity, s).unwrap(), want);
+            }
+        }
+    }
+
+    #[test]
+    fn dense_rooms_find_the_smallest_room_at_least_n() {
+        let mut rooms = DenseRooms::new(70_000);
+        assert_eq!(rooms.take_at_least(0), None);
+        rooms.put(69_999, 3);
+        rooms.put(5, 1);
+        rooms.put(5, 0);
+        rooms.put(4_100, 2);
+        assert_eq!(rooms.take_at_least(6), Some((4_100, 2)));
+        assert_eq!(rooms.take_at_least(5), Some((5, 0)));
+        assert_eq!(rooms.take_at_least(0), Some((5, 1)));
+        assert_eq!(rooms.take_at_least(0), Some((69_999, 3)));
+        assert_eq!(rooms.take_at_least(0), None);
+        rooms.put(70_000, 4);
+        assert_eq!(rooms.take_at_least(70_000), Some((70_000, 4)));
     }
 
     #[test]

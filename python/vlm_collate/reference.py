@@ -232,3 +232,28 @@ def fitted_lengths(rows, max_length: int, media_ids) -> list[int]:
         else:
             out.append(max_length)
     return out
+
+
+def pack_bins(lengths, capacity: int, strategy: str = "best_fit") -> list[list[int]]:
+    """Best- or first-fit decreasing by definition: documents longest first (ties by
+    index), each into the open bin with the least room that fits (ties: the lowest bin)
+    or the first one that fits, else a new bin; bins list documents in placement order."""
+    lengths = _as_list(lengths)
+    if capacity < 1:
+        raise ValueError(f"capacity must be at least 1, got {capacity}")
+    for i, n in enumerate(lengths):
+        if n > capacity:
+            raise ValueError(f"document {i} has {n} tokens, more than the row capacity")
+    bins: list[list[int]] = []
+    rooms: list[int] = []
+    for doc in sorted(range(len(lengths)), key=lambda d: (-lengths[d], d)):
+        n = lengths[doc]
+        fits = [b for b in range(len(bins)) if rooms[b] >= n]
+        if fits:
+            b = min(fits, key=lambda b: (rooms[b], b)) if strategy == "best_fit" else fits[0]
+            rooms[b] -= n
+            bins[b].append(doc)
+        else:
+            rooms.append(capacity - n)
+            bins.append([doc])
+    return bins

@@ -34,8 +34,9 @@ pub fn pack_bins<'py>(
                     .map_err(|_| EngineError::new(format!("lengths[{i}] must be >= 0, got {n}")))
             })
             .collect::<Result<Vec<usize>, EngineError>>()?;
-        let bins = pack::pack_bins(&lengths, capacity, strategy)?;
-        Ok(pack::bins_to_parts(&bins))
+        let (order, offsets) = pack::pack_flat(&lengths, capacity, strategy)?;
+        let as_i64 = |v: Vec<usize>| v.into_iter().map(|x| x as i64).collect::<Vec<i64>>();
+        Ok((as_i64(order), as_i64(offsets)))
     })?;
     Ok((order.into_pyarray(py), offsets.into_pyarray(py)))
 }

@@ -206,26 +206,32 @@ class PackedBatchSampler:
         if int(epoch) != self.epoch:
             self.epoch, self._start = int(epoch), 0
 
-    def _packed_rows(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``(indices, bounds)``: every sample in packed row order (int32 when it fits),
-        row ``i`` being ``indices[bounds[i]:bounds[i + 1]]`` (the rounds of batches are
-        shuffled later, so rows are not)."""
+    def _packed_rows(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(indices, bounds, costs)``: every sample in packed row order (int32 when it
+        fits), row ``i`` being ``indices[bounds[i]:bounds[i + 1]]``, and each row's
+        balance cost (its tokens capped at ``max_length``, or its vision patches). The
+        rounds of batches are shuffled later, so rows are not. Memory: one index array
+        (the shuffled order, packed in place window by window) and per-row arrays."""
         n = len(self.lengths)
         small = np.int32 if n < 2**31 else np.int64
         order = np.arange(n, dtype=small)
         if self.shuffle:  # in place, in the small dtype: no int64 copy of every index
             rng.shuffle(order)
-        packed = np.empty(n, dtype=small)
-        row_ends = []
+        ends, costs = [], []
         for start in range(0, n, self.window):
             chunk = order[start : start + self.window]
             capped = np.minimum(self.lengths[chunk], self.max_length)
             inside, bounds = engine.pack_bins(capped, self.max_length, self.strategy)
-            packed[start : start + len(chunk)] = chunk[inside]
-            row_ends.append(bounds[1:] + start)
-        del order
-        ends = np.concatenate(row_ends) if row_ends else np.zeros(0, dtype=np.int64)
-        return packed, np.concatenate([[0], ends]).astype(np.int64)
+            starts = bounds[:-1]
+            if self.balance == "vision":
+                costs.append(np.add.reduceat(self.vision[chunk][inside], starts))
+            elif self.balance == "tokens":
+                costs.append(np.add.reduceat(capped[inside], starts))
+            chunk[:] = chunk[inside]  # the window in packed order, in place
+            ends.append(bounds[1:] + start)
+        row_bounds = np.concatenate([np.zeros(1, np.int64), *ends])
+        row_costs = np.concatenate(costs) if costs else np.zeros(len(row_bounds) - 1, np.int64)
+        return order, row_bounds, row_costs
 
     def _rank_plan(self) -> tuple[np.ndarray, np.ndarray]:
         """This rank's batches of the epoch: ``(indices, bounds)`` (cached per epoch)."""
@@ -244,20 +250,20 @@ class PackedBatchSampler:
         step ``s`` gives batch ``rounds[s, rank]`` to each rank (for simulations: every
         rank's step costs without building each rank's share)."""
         rng = np.random.default_rng(self.seed + self.epoch)
-        packed, row_bounds = self._packed_rows(rng)
+        packed, row_bounds, row_costs = self._packed_rows(rng)
         batch_bounds = row_bounds[:: self.rows_per_batch]
         if batch_bounds[-1] != row_bounds[-1]:
             batch_bounds = np.append(batch_bounds, row_bounds[-1])
         count, r = len(batch_bounds) - 1, self.num_replicas
         # Rounds of r batches, one per rank: by cost (balanced) or in order, then shuffled.
         if self.balance is not None and count > r:
-            cost = self.lengths if self.balance == "tokens" else self.vision
-            per_sample = np.minimum(cost, self.max_length) if self.balance == "tokens" else cost
-            starts = batch_bounds[:-1]
-            sums = np.add.reduceat(per_sample[packed], starts) if len(packed) else starts
+            first_rows = np.arange(0, len(row_costs), self.rows_per_batch)
+            sums = np.add.reduceat(row_costs, first_rows) if len(row_costs) else first_rows
             ranked = np.argsort(sums, kind="stable")
+            del sums
         else:
             ranked = np.arange(count)
+        del row_costs
         full = count // r * r
         if self.drop_last or count % r == 0:
             rounds = ranked[:full].reshape(-1, r)
