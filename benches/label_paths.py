@@ -24,6 +24,7 @@ import torch
 
 from vlm_collate import build_labels, check_template
 from vlm_collate.pipeline.labels import exact_labels
+from vlm_collate.processor.render import renderer_for
 
 from .common import Context, Table, fmt_time, measure_all
 
@@ -52,8 +53,12 @@ def _conversation(turns: int, seed: int) -> list[dict]:
 
 
 def _batch(processor: Any, conversations: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch as the collators render it: each role's content in the form the template
+    renders (GLM-4.1V prints list content of an assistant turn as a Python literal, so its
+    replies are given as strings; ``check_template`` reports the forms)."""
     tokenizer = getattr(processor, "tokenizer", processor)
-    texts = [processor.apply_chat_template(c, tokenize=False) for c in conversations]
+    render = renderer_for(processor)
+    texts = [render(c) for c in conversations]
     enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
     return enc["input_ids"].long(), enc["attention_mask"].long()
 

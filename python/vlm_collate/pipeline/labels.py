@@ -126,14 +126,40 @@ def exact_labels(
         tokens = np.asarray(truth.ids, dtype=np.int64)
         at = aligned_positions(input_ids[r, positions], tokens, media)
         labels[r] = IGNORE_INDEX
-        chosen = np.flatnonzero(np.asarray(truth.targets, dtype=bool) & (at >= 0))
+        targets = np.asarray(truth.targets, dtype=bool)
+        chosen = np.flatnonzero(targets & (at >= 0))
         labels[r, positions[at[chosen]]] = tokens[chosen]
+        astray = _astray_targets(targets, at)
         found[r] = sum(
             1
             for turn in truth.turns
-            if turn is not None and (turn[0] == turn[1] or (at[turn[0] : turn[1]] >= 0).any())
+            if turn is not None
+            and (turn[0] == turn[1] or (at[turn[0] : turn[1]] >= 0).any())
+            and not astray[turn[0] : turn[1]].any()
         )
+        if astray.any():
+            logger.warning(
+                "sample %d: %d reply tokens of the template's rendering of its conversation "
+                "are not in its input_ids, which were rendered differently (a template that "
+                "prints list content as a Python literal, as GLM-4.1V's does for assistant "
+                "turns, was given list content?); render the conversation in the forms "
+                "check_template reports (or with vlm_collate's collators). Those replies are "
+                "not labelled",
+                r,
+                int(astray.sum()),
+            )
     return labels, found
+
+
+def _astray_targets(targets: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Targets of the rendering with no counterpart in the row, between the first and the
+    last token that has one (tokens a truncation cut are at the ends, not between)."""
+    aligned = np.flatnonzero(at >= 0)
+    astray = np.zeros(len(targets), dtype=bool)
+    if len(aligned):
+        inner = slice(int(aligned[0]), int(aligned[-1]) + 1)
+        astray[inner] = targets[inner] & (at[inner] < 0)
+    return astray
 
 
 # --------------------------------------------------------------------------- the content search
