@@ -85,3 +85,36 @@ def test_engine_pack_bins_agrees_with_the_reference():
                 capacity,
                 len(lengths),
             )
+
+
+def test_row_lengths_pickles_by_key_only_while_shared(qwen_processor):
+    """add_lengths' map function: while its estimator is shared (forked workers inherit
+    it) it pickles as its key alone; otherwise it carries the estimator; a key-only copy
+    in a process without the estimator is a clear error, never a wrong length."""
+    import pickle
+
+    from vlm_collate.packing import lengths as L
+
+    row = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A test."}]},
+        ]
+    }
+    batch = {"messages": [row["messages"]]}
+    function = L.RowLengths(qwen_processor)
+    want = function(batch, [0])
+    full = pickle.dumps(function)
+    function.key = "k"
+    L._SHARED["k"] = function.estimate
+    try:
+        by_key = pickle.dumps(function)
+        assert len(by_key) < len(full) / 100
+        assert pickle.loads(by_key).estimate is function.estimate
+        assert pickle.loads(by_key)(batch, [0]) == want
+    finally:
+        del L._SHARED["k"]
+    assert pickle.loads(full)(batch, [0]) == want
+    assert pickle.loads(pickle.dumps(function))(batch, [0]) == want  # not shared: carries it
+    with pytest.raises(OptionError, match="did not inherit"):
+        L._rebuilt("length", "k", None)

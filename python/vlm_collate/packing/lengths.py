@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import OptionError
 from .sampler import LengthEstimator
 
 
@@ -23,18 +24,68 @@ def _headers_only(value: Any) -> Any:
     return value
 
 
+_SHARED: dict[str, LengthEstimator] = {}
+"""Estimators of running :func:`add_lengths` calls, by fingerprint: workers forked by
+``datasets`` inherit them, so the processor is neither pickled nor rebuilt per worker."""
+
+
+def _shared_or(key: str, estimate: LengthEstimator | None) -> LengthEstimator:
+    """The estimator registered under ``key`` (inherited by a forked worker), else the one
+    that came pickled."""
+    found = _SHARED.get(key, estimate)
+    if found is None:
+        raise OptionError(
+            "RowLengths was sent to a process that did not inherit its estimator (it is "
+            "shared by key only with processes forked during add_lengths); call "
+            "add_lengths(...) instead of mapping RowLengths yourself"
+        )
+    return found
+
+
 class RowLengths:
     """The batched ``map`` function of :func:`add_lengths`: picklable and deterministic
-    (its fingerprint is given explicitly, see :func:`add_lengths`)."""
+    (its fingerprint is given explicitly, see :func:`add_lengths`). With ``key`` set
+    (during :func:`add_lengths` when ``datasets`` forks its workers) it pickles as that
+    key alone and a worker takes the estimator it inherited; otherwise the estimator
+    (with its processor) is pickled."""
 
-    def __init__(self, processor: Any, column: str = "length"):
-        self.estimate = LengthEstimator(processor)
+    def __init__(
+        self,
+        processor: Any,
+        column: str = "length",
+        *,
+        estimate: LengthEstimator | None = None,
+        key: str | None = None,
+    ):
+        self.estimate = estimate if estimate is not None else LengthEstimator(processor)
         self.column = column
+        self.key = key
+
+    def __reduce__(self) -> tuple:
+        payload = None if self.key is not None and self.key in _SHARED else self.estimate
+        return (_rebuilt, (self.column, self.key, payload))
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list[int]]:
         names = list(batch)
         rows = ({k: batch[k][j] for k in names} for j in range(len(indices)))
         return {self.column: [self.estimate(_headers_only(r), i) for r, i in zip(rows, indices)]}
+
+
+def _rebuilt(column: str, key: str | None, payload: LengthEstimator | None) -> RowLengths:
+    estimate = _shared_or(key, payload) if key is not None else payload
+    return RowLengths(None, column, estimate=estimate, key=key)
+
+
+def _forks() -> bool:
+    """Whether ``datasets``' worker pool (``multiprocess``) starts workers by fork (the
+    method set, else the platform's default, listed first), without fixing the method."""
+    try:
+        import multiprocess
+
+        method = multiprocess.get_start_method(allow_none=True)
+        return (method or multiprocess.get_all_start_methods()[0]) == "fork"
+    except (ImportError, RuntimeError, IndexError):
+        return False
 
 
 def _undecoded(features: Any) -> Any:
@@ -92,16 +143,29 @@ def add_lengths(
     fingerprint = Hasher.hash(
         ("vlm_collate.add_lengths", 1, dataset._fingerprint, _processor_key(processor), column)
     )
-    out = plain.map(
-        RowLengths(processor, column),
-        batched=True,
-        batch_size=batch_size,
-        with_indices=True,
-        num_proc=num_proc,
-        new_fingerprint=fingerprint,
-        desc="vlm_collate: lengths",
-        **map_kwargs,
-    )
+    estimate = LengthEstimator(processor)
+    function = RowLengths(processor, column, estimate=estimate)
+    shared = bool(num_proc and num_proc > 1 and len(plain) and _forks())
+    if shared:
+        # Workers are forked: they inherit the estimator (its profile warmed here on the
+        # first row) instead of unpickling the processor, which costs seconds each.
+        estimate(_headers_only(plain[0]), 0)
+        _SHARED[fingerprint] = estimate
+        function.key = fingerprint
+    try:
+        out = plain.map(
+            function,
+            batched=True,
+            batch_size=batch_size,
+            with_indices=True,
+            num_proc=num_proc,
+            new_fingerprint=fingerprint,
+            desc="vlm_collate: lengths",
+            **map_kwargs,
+        )
+    finally:
+        if shared:
+            _SHARED.pop(fingerprint, None)
     if plain is not dataset:
         out = out.cast(datasets.Features({**features, column: out.features[column]}))
     return out
