@@ -35,6 +35,17 @@ def is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
+def is_waveform_pair(value: Any) -> bool:
+    """One audio given as an ``(array, sampling_rate)`` pair (not a list of two audios)."""
+    return (
+        is_list(value)
+        and len(value) == 2
+        and isinstance(value[1], (int, float))
+        and not isinstance(value[1], bool)
+        and not isinstance(value[0], (int, float, str, bytes, Mapping))
+    )
+
+
 def has_data(item: Mapping[str, Any], kind: str) -> bool:
     """Whether a media content item carries its data."""
     return any(item.get(key) is not None for key in (kind, f"{kind}_url", *_MEDIA_DATA_KEYS))
@@ -53,7 +64,8 @@ def media_columns(example: Mapping[str, Any], index: int) -> dict[str, tuple[str
             )
         if present:
             values = example[present[0]]
-            values = list(values) if is_list(values) else [values]
+            one = not is_list(values) or (kind == "audio" and is_waveform_pair(values))
+            values = [values] if one else list(values)
             if values:
                 found[kind] = (present[0], values)
     return found

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SampleError
-from .content import checked, has_data, media_columns, with_tagged_media
+from .content import checked, has_data, media_columns, tag_counts, with_tagged_media
 from .rows import where
 
 KEYS = ("conversation", "messages", "conversations")
@@ -45,7 +45,10 @@ def with_column_media(
     messages: list[dict[str, Any]], example: Mapping[str, Any], index: int
 ) -> list[dict[str, Any]]:
     """``messages`` with the row's media columns placed: into the data-less media items
-    of each kind when there are any (their count must match), else into the text's tags."""
+    of each kind when there are any (their count must match), else into the text's tags.
+    An audio column with neither is left in the row for the family (Phi-4-multimodal
+    places ``example["audio"]`` at its own placeholders); the other collators refuse it
+    (:func:`..pipeline.encode.unplaced_columns`)."""
     columns = media_columns(example, index)
     tagged = {}
     for kind, (column, values) in columns.items():
@@ -57,6 +60,8 @@ def with_column_media(
             if item.get("type") == kind and not has_data(item, kind)
         ]
         if not slots:
+            if kind == "audio" and not tag_counts(messages)[kind]:
+                continue  # left to the family (Phi-4 reads example["audio"])
             tagged[kind] = (column, values)
             continue
         if len(slots) != len(values):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import MediaError, OptionError, SampleError
+from ..formats.content import media_columns
 from ..formats.conversation import Conversation
 from ..options import CollateOptions
 from ..processor.media_tokens import budget_kwargs, pixel_budget, sampled_frames
@@ -83,6 +84,33 @@ class Quirks:
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     counts: bool = False
     pixel_dtype: torch.dtype | None = None
+
+
+def unplaced_columns(example: Any, conversation: Conversation, index: int) -> None:
+    """Refuses a row whose audio column the formats left unplaced (no ``{"type": "audio"}``
+    item and no ``<audio>`` tag in its messages): only a family that reads the column
+    itself (Phi-4-multimodal, through its own loader) takes such a row."""
+    if not isinstance(example, Mapping):
+        return
+    for kind, (column, values) in media_columns(example, index).items():
+        if kind != "audio" or any(
+            isinstance(m.get("content"), list)
+            and any(isinstance(i, Mapping) and i.get("type") == kind for i in m["content"])
+            for m in conversation
+        ):
+            continue
+        raise SampleError(
+            f"sample {index}: its {column!r} column holds {len(values)} {kind}(s) but its "
+            f"messages have no {{'type': '{kind}'}} item and no <{kind}> tag; put one per "
+            f"{kind}, in order, where it belongs in the message content"
+        )
+
+
+def _placed_media(
+    example: Any, conversation: Conversation, index: int, profile: ProcessorProfile, base_dir: Any
+) -> SampleMedia:
+    unplaced_columns(example, conversation, index)
+    return loaded_media(example, conversation, index, profile, base_dir)
 
 
 def loaded_media(
@@ -236,7 +264,7 @@ def encoder(
         def render(conversations: list[Conversation]) -> list[str]:
             return [renderer(c) for c in conversations]
 
-    load = quirks.load or loaded_media
+    load = quirks.load or _placed_media
     access = media_access(options.base_dir, options.allow_absolute_paths)
     pixel_budget(profile, options.min_pixels, options.max_pixels)  # refused early if unusable
     if getattr(options, "max_frames", None) is not None and "video" not in profile.media:
