@@ -4,7 +4,9 @@ messages, with an optional ``images`` column (TRL's vision prompt/completion dat
 Message lists are read as :mod:`.messages` reads them (the media columns fill the
 data-less image items, or the text's tags); string halves become one user and one
 assistant message, the images opening the user message (as TRL's
-``prepare_multimodal_messages`` places them)."""
+``prepare_multimodal_messages`` places them). The row is labelled on the completion, as
+TRL's ``completion_only_loss``: an assistant message of the prompt gets ``train: False``
+unless it carries its own ``train``."""
 
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ def conversation(example: Mapping[str, Any], index: int) -> list[dict[str, Any]]
         if example.get(key) is None:
             raise SampleError(f"{where(index, example)}: missing {key!r}")
     prompt = _half(example["prompt"], "user", "prompt", index, example)
+    # Labelled on the completion (TRL's completion_only_loss): a prompt's replies are context.
+    prompt = [
+        {**m, "train": False} if m.get("role") == "assistant" and "train" not in m else m
+        for m in prompt
+    ]
     completion = _half(example["completion"], "assistant", "completion", index, example)
     messages = prompt + completion
     if isinstance(example["prompt"], str):
