@@ -148,8 +148,17 @@ def run(ctx: Context) -> list[Table]:
     return [_family_table(ctx), _turns_table(ctx)]
 
 
+def block_text(tables: list[Table], how: str) -> str:
+    """The label-paths block of docs/benchmarks.md: the run's line and both tables."""
+    from .common import machine
+
+    m = machine()
+    head = f"Run of {m['date']}, {how}, {m['cpu']}, {m['cores']} cores, 1 torch thread."
+    return "\n".join([head, ""] + [t.markdown() for t in tables]) + "\n"
+
+
 def main(argv: list[str]) -> int:
-    from .common import Settings, machine
+    from .common import Settings
     from .readme import ROOT, write_block
 
     quick = "--quick" in argv
@@ -158,12 +167,7 @@ def main(argv: list[str]) -> int:
 
     ctx = Context(Settings(quick=quick), qwen2_5_vl_processor())
     tables = run(ctx)
-    m = machine()
-    head = (
-        f"{'Quick' if quick else 'Full'} run of {m['date']}, `python -m benches.label_paths"
-        f"{' --quick' if quick else ''}`, {m['cpu']}, {m['cores']} cores, 1 torch thread."
-    )
-    text = "\n".join([head, ""] + [t.markdown() for t in tables])
+    text = block_text(tables, f"`python -m benches.label_paths{' --quick' if quick else ''}`")
     print(text)
     if not quick:
         print("wrote", write_block(ROOT / "docs", "label-paths", text))

@@ -15,6 +15,7 @@ BLOCKS = {
     "fast-path": "fast_path.md",
     "families": "benchmarks.md",
     "formats": "benchmarks.md",
+    "label-paths": "benchmarks.md",
     "scale": "packing.md",
 }
 """Generated block name -> the file under ``docs/`` that holds it."""

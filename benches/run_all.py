@@ -37,6 +37,7 @@ BENCHES = (
     "families",
     "scale",
     "formats",
+    "label_paths",
 )
 
 
@@ -236,6 +237,16 @@ def _run(args: argparse.Namespace) -> int:
             how = "`python -m benches.run_all" + (" --quick" if args.quick else "") + "`"
             text = _module("formats").block_text(own_tables, own_targets, how)
             written.append(blocks.write_block(formats_doc, "formats", text))
+        label_doc = blocks.block_file("label-paths", docs)
+        if (
+            "label_paths" in per_module
+            and label_doc.exists()
+            and "<!-- label-paths:start -->" in label_doc.read_text(encoding="utf-8")
+        ):
+            # The label paths section: label path and cost per family, paths against turns.
+            how = "`python -m benches.run_all" + (" --quick" if args.quick else "") + "`"
+            text = _module("label_paths").block_text(per_module["label_paths"][0], how)
+            written.append(blocks.write_block(label_doc, "label-paths", text))
         scale_doc = blocks.block_file("scale", docs)
         if "scale" in per_module and scale_doc.exists():
             # The packing page's Streaming section shows the scale simulation.

@@ -34,6 +34,8 @@ TABLES = {
     "scale_sampler",
     "scale_streaming",
     "formats",
+    "label_paths_families",
+    "label_paths_turns",
 }
 
 
