@@ -315,8 +315,8 @@ class PackedBatchSampler:
 
 
 DEFAULT_WINDOW = 100_000
-"""Samples packed together by :class:`PackedBatchSampler` (the engine's best fit grows
-faster than linearly; windows of this size lose well under 1% of fill)."""
+"""Samples packed together by :class:`PackedBatchSampler` (windows bound the plan's
+working memory; windows of this size lose well under 1% of fill)."""
 
 BALANCES = ("tokens", "vision", None)
 
