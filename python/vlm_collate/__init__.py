@@ -31,9 +31,9 @@ from .formats.conversation import conversation_of, extract_assistant_text, forma
 from .formats.rows import with_row_index
 from .options import CollateOptions
 from .packing.collator import PackedCollator, PackedReport
+from .packing.lengths import add_lengths
 from .packing.positions import RopeConfig, rope_position_ids
 from .packing.sampler import LengthEstimator, PackedBatchSampler
-from .packing.lengths import add_lengths
 from .packing.stream import PackedIterableDataset
 from .pipeline.expand import expand_image_tokens, image_token_counts
 from .pipeline.labels import build_labels

@@ -20,7 +20,15 @@ PaddingSide = Literal["right", "left"]
 ReturnTensors = Literal["pt", "np"]
 OnSpecialText = Literal["escape", "error", "keep"]
 FORMAT_NAMES = (
-    "auto", "messages", "sharegpt", "llava", "openai", "cauldron", "prompt_completion", "trl", "hf"
+    "auto",
+    "messages",
+    "sharegpt",
+    "llava",
+    "openai",
+    "cauldron",
+    "prompt_completion",
+    "trl",
+    "hf",
 )
 """The ``format`` values: ``"auto"`` (detected per row) or a published row shape
 (see docs/formats.md; ``llava`` is ``sharegpt``, ``trl``/``hf`` are ``messages``)."""

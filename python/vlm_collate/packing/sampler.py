@@ -113,8 +113,7 @@ class LengthEstimator:
         tokens += appended_stop(profile, conversation, getattr(self, "close_last_reply", "auto"))
         media = media_of(conversation, index, ("image", "video"))
         sizes = [
-            _image_size(value, f"sample {index}, image {k}")
-            for k, value in enumerate(media.images)
+            _image_size(value, f"sample {index}, image {k}") for k, value in enumerate(media.images)
         ]
         options = getattr(self, "options", None) or collate_options()
         budgets = image_budgets(profile, options, example, conversation, index) if sizes else []

@@ -88,7 +88,8 @@ def lay_out(
     token-axis tensor its last (the row's last token when it is the longest), so
     position i predicts label i (``loss_weights`` shift with ``labels``). Pad values:
     ``pad_id`` in ``input_ids``, -100 in ``labels``, 0 elsewhere. ``axes``: the token
-    axis of keys where it is not the last (Mllama's ``cross_attention_mask`` ``(B, L, images, tiles)``: 1)."""
+    axis of keys where it is not the last (Mllama's ``cross_attention_mask``
+    ``(B, L, images, tiles)``: 1)."""
     columns = int(batch["input_ids"].shape[-1])
     if options.max_length is not None:
         columns = min(columns, options.max_length)

@@ -88,7 +88,7 @@ def collate_with(
         return _collated(examples, profile, encode, options, **pipeline)
     except CollateError as err:
         if isinstance(examples, Sequence):
-            raise naming_rows(err, [row_id(e) for e in examples])
+            naming_rows(err, [row_id(e) for e in examples])  # the message names the row
         raise
 
 
