@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from helpers import tiny_qwen2_5_vl
+from helpers import EXAMPLE, ROOT, tiny_qwen2_5_vl
 from vlm_collate import VLMCollator, weighted_loss
 
 pytestmark = pytest.mark.slow
@@ -28,18 +28,12 @@ def _rows(weight):
 
 
 def _recipe():
-    from transformers import Trainer
-
-    class WeightedTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            targets = {
-                k: inputs.pop(k) for k in ("labels", "shift_labels", "loss_weights") if k in inputs
-            }
-            outputs = model(**inputs)
-            loss = weighted_loss(outputs.logits, targets, num_items_in_batch)
-            return (loss, outputs) if return_outputs else loss
-
-    return WeightedTrainer
+    """The ``WeightedTrainer`` of docs/labels.md, executed from the docs themselves."""
+    text = (ROOT / "docs" / "labels.md").read_text(encoding="utf-8")
+    found = {m["name"]: m["code"] for m in EXAMPLE.finditer(text)}
+    namespace: dict = {"__name__": "docs_weighted_trainer"}
+    exec(compile(found["weighted-trainer"], "docs/labels.md:weighted-trainer", "exec"), namespace)
+    return namespace["WeightedTrainer"]
 
 
 @pytest.mark.parametrize("shift", [False, True])
