@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from vlm_collate import VLMCollator, build_labels
 from vlm_collate.formats.conversation import with_list_content
+from vlm_collate.processor.fast_plan import fast_plan
 from vlm_collate.testing import families, qwen2_5_vl_processor
 
 from . import data, dataloader
@@ -82,8 +83,6 @@ PUBLISHED: dict[str, tuple[Callable[..., Any], dict[str, Any], str]] = {
 }
 """Family -> (builder, the published sizes as its keyword arguments, a note)."""
 QUICK = ("qwen2_5_vl", "gemma3")
-FAST_PATH = ("qwen2_5_vl", "qwen3_vl")
-"""Families on the fast path when this was written (the others call their processor)."""
 
 
 @contextmanager
@@ -203,7 +202,7 @@ def _family_rows(ctx: Context, names: list[str], folder: Path) -> tuple[Table, T
             [
                 name,
                 sizes + (f" ({note})" if note else ""),
-                "yes" if name in FAST_PATH else "no (processor call)",
+                "yes" if fast_plan(processor) is not None else "no (processor call)",
                 fmt_time(single["collate, decoded"]),
                 *[fmt_ratio(c) for c in cells],
             ]
