@@ -26,7 +26,7 @@ from vlm_collate.cli.datafiles import read_records, sample_data_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
-COMMANDS = ("inspect", "check", "demo", "bench")
+COMMANDS = ("inspect", "check", "demo", "bench", "verify")
 
 
 def _sample_examples(n: int = 4) -> list[dict]:
