@@ -346,14 +346,6 @@ def _scaling_table(ctx: Context, results: list[dict[str, Any]]) -> Table:
     return table
 
 
-if __name__ == "__main__":
-    import sys
-
-    from .run_all import main
-
-    sys.exit(main(["--only", "labels", *sys.argv[1:]]))
-
-
 # --------------------------------------------------------------------------- template styles
 
 
@@ -446,3 +438,11 @@ def _template_row(name: str, tokenizer: Any, conversations: list, s: Any) -> tup
         f"{ratio:.1f}×",
     ]
     return row, {"template": name, "path": plan.method, "exact_vs_tokenize": ratio, **times}
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .run_all import main
+
+    sys.exit(main(["--only", "labels", *sys.argv[1:]]))

@@ -200,17 +200,27 @@ def labels_by_contents(
 def header_counts(ids: np.ndarray, mask: np.ndarray, starts: Sequence[Sequence[int]]) -> np.ndarray:
     """Per row, the number of attended positions where an assistant header (any of
     ``starts``) begins."""
-    hit = np.zeros(ids.shape, dtype=bool)
-    width = ids.shape[1]
+    rows, width = ids.shape
+    flat = np.ascontiguousarray(ids).reshape(-1)
+    firsts: dict[int, np.ndarray] = {}  # first token -> flat positions holding it (few)
+    hits = []
     for start in starts:
         m = len(start)
         if m == 0 or m > width:
             continue
-        match = np.ones((ids.shape[0], width - m + 1), dtype=bool)
-        for j, t in enumerate(start):
-            match &= ids[:, j : width - m + 1 + j] == t
-        hit[:, : width - m + 1] |= match
-    return (hit & (mask != 0)).sum(axis=1)
+        if int(start[0]) not in firsts:
+            firsts[int(start[0])] = np.flatnonzero(flat == start[0])
+        at = firsts[int(start[0])]
+        at = at[at % width <= width - m]  # the whole header inside the row
+        ok = np.ones(len(at), dtype=bool)
+        for j in range(1, m):
+            ok &= flat[at + j] == start[j]
+        hits.append(at[ok])
+    if not hits:
+        return np.zeros(rows, dtype=np.int64)
+    at = np.unique(np.concatenate(hits))
+    at = at[np.asarray(mask).reshape(-1)[at] != 0]
+    return np.bincount(at // width, minlength=rows).astype(np.int64)
 
 
 def unchecked_rows(
