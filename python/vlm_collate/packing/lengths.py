@@ -66,9 +66,11 @@ class RowLengths:
         return (_rebuilt, (self.column, self.key, payload))
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list[int]]:
+        # Batched work: every row rendered, then all texts tokenized in one call of the
+        # fast tokenizer, then each row's media tokens from its images' headers.
         names = list(batch)
-        rows = ({k: batch[k][j] for k in names} for j in range(len(indices)))
-        return {self.column: [self.estimate(_headers_only(r), i) for r, i in zip(rows, indices)]}
+        rows = [_headers_only({k: batch[k][j] for k in names}) for j in range(len(indices))]
+        return {self.column: self.estimate.batch(rows, indices)}
 
 
 def _rebuilt(column: str, key: str | None, payload: LengthEstimator | None) -> RowLengths:

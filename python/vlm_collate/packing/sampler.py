@@ -17,7 +17,7 @@ from .. import engine
 from ..errors import OptionError
 from ..formats.conversation import conversation_of
 from ..options import CollateOptions, collate_options
-from ..pipeline.encode import frame_budgets
+from ..pipeline.encode import fps_budgets, frame_budgets
 from ..pipeline.loss_policies import appended_stop
 from ..pipeline.media import load_image, media_of
 from ..pipeline.policies import image_budgets, sample_tokens, shrunk_budgets
@@ -106,10 +106,31 @@ class LengthEstimator:
         return video_tokens(self.processor, frames, height, width)
 
     def __call__(self, example: Any, index: int = 0) -> int:
+        conversation, text = self._rendered(example, index)
+        tokens = len(profile_of(self.processor).tokenizer(text)["input_ids"])
+        return self._total(example, index, conversation, tokens)
+
+    def batch(self, examples: Sequence[Any], indices: Sequence[int]) -> list[int]:
+        """``[self(e, i) for e, i in zip(examples, indices)]``, equal row by row, with every
+        rendered text tokenized in one call of the fast tokenizer (the Rust backend's
+        batch encode, without offsets), not one call per row."""
+        rendered = [self._rendered(e, i) for e, i in zip(examples, indices)]
+        counts = text_token_counts(profile_of(self.processor).tokenizer, [t for _, t in rendered])
+        return [
+            self._total(e, i, conversation, n)
+            for e, i, (conversation, _), n in zip(examples, indices, rendered, counts)
+        ]
+
+    def _rendered(self, example: Any, index: int) -> tuple[list[dict[str, Any]], str]:
+        """The row's conversation and the text the chat template renders for it."""
         conversation = conversation_of(example, index, getattr(self, "format", "auto"))
+        return conversation, renderer_for(profile_of(self.processor))(conversation)
+
+    def _total(self, example: Any, index: int, conversation: Any, text_tokens: int) -> int:
+        """The sample's length from its rendered text's ``text_tokens``: the appended stop
+        token, each image's tokens (header sizes, budgets, shrinking) and each video's."""
         profile = profile_of(self.processor)
-        text = renderer_for(profile)(conversation)
-        tokens = len(profile.tokenizer(text)["input_ids"])
+        tokens = text_tokens
         tokens += appended_stop(profile, conversation, getattr(self, "close_last_reply", "auto"))
         media = media_of(conversation, index, ("image", "video"))
         sizes = [
@@ -122,9 +143,26 @@ class LengthEstimator:
             budgets = shrunk[0] if shrunk is not None else budgets
         tokens = sample_tokens(profile, tokens, sizes, budgets)
         frames = frame_budgets(options, example, conversation, index) if media.videos else []
-        for value, max_frames in zip(media.videos, frames):  # frames sampled as the collator does
-            tokens += video_tokens(self.processor, *_video_shape(value), max_frames) - 1
+        rates = fps_budgets(options, example, conversation, index) if media.videos else []
+        for value, max_frames, (fps, rate) in zip(media.videos, frames, rates):
+            # frames sampled as the collator does (max_frames, fps at the source rate)
+            tokens += video_tokens(self.processor, *_video_shape(value), max_frames, fps, rate) - 1
         return tokens
+
+
+def text_token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """``[len(tokenizer(t)["input_ids"]) for t in texts]`` in one call: a fast tokenizer's
+    Rust backend encodes the batch (``encode_batch_fast``: no offsets, in parallel where
+    the tokenizers library may use threads), with the special tokens ``tokenizer(t)``
+    adds; any other tokenizer gets the whole list in one ``tokenizer(texts)`` call."""
+    if not texts:
+        return []
+    fast = getattr(tokenizer, "is_fast", False)
+    backend = getattr(tokenizer, "backend_tokenizer", None) if fast else None
+    encode = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
+    if encode is not None:
+        return [len(e.ids) for e in encode(list(texts), add_special_tokens=True)]
+    return [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
 
 
 class PackedBatchSampler:
