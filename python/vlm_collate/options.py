@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -92,7 +93,10 @@ class CollateOptions:
     (down to ``min_pixels``) until it fits, then ``on_overflow`` applies (see
     docs/formats.md, Media budgets). ``max_frames``: the most frames of each video given
     as frames, sampled uniformly by the video processor's own ``sample_frames`` (a row
-    or a video item may carry its own). ``fast_path``: build
+    or a video item may carry its own). ``fps``: frames per second kept of each video
+    whose source rate is known (a video item's ``video_fps`` or ``metadata``), sampled
+    by the video processor's own ``sample_frames(metadata, fps=...)`` (a row or a video
+    item may carry its own; see docs/formats.md, Video frame budgets). ``fast_path``: build
     the batch without the processor call where the processor's settings are ones the
     fast path reproduces (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; see :mod:`.fast_path`);
     ``False`` always calls the processor. ``reasoning``: reasoning text an assistant
@@ -125,6 +129,7 @@ class CollateOptions:
     max_pixels: int | None = None
     shrink_media: bool = False
     max_frames: int | None = None
+    fps: float | None = None
     fast_path: bool = True
     reasoning: Literal["label", "exclude"] = "label"
     format: str = "auto"
@@ -170,6 +175,8 @@ class CollateOptions:
                 set_(self, name, _integer(name, getattr(self, name), 1, MAX_PIXELS))
         if self.max_frames is not None:  # the video frame budget
             set_(self, "max_frames", _integer("max_frames", self.max_frames, 1, MAX_COLUMNS))
+        if self.fps is not None:  # the video sampling rate (frames per second)
+            set_(self, "fps", positive_fps("fps", self.fps, OptionError))
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise OptionError(
                 f"min_pixels={self.min_pixels} is above max_pixels={self.max_pixels}; "
@@ -302,6 +309,15 @@ def _boolean(name: str, value: Any) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise OptionError(f"{name} must be True or False, got {value!r}")
+
+
+def positive_fps(name: str, value: Any, error: type[Exception]) -> float:
+    """``value`` as a positive finite frame rate, or ``error`` naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise error(f"{name} must be a positive number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(float(value)) or float(value) <= 0:
+        raise error(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 def _integer(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -146,7 +146,8 @@ class LengthEstimator:
         rates = fps_budgets(options, example, conversation, index) if media.videos else []
         for value, max_frames, (fps, rate) in zip(media.videos, frames, rates):
             # frames sampled as the collator does (max_frames, fps at the source rate)
-            tokens += video_tokens(self.processor, *_video_shape(value), max_frames, fps, rate) - 1
+            shape = _video_shape(value)
+            tokens += video_tokens(self.processor, *shape, max_frames, fps, rate) - 1
         return tokens
 
 

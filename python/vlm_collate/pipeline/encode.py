@@ -14,8 +14,13 @@ import torch
 from ..errors import MediaError, OptionError, SampleError
 from ..formats.content import media_columns
 from ..formats.conversation import Conversation
-from ..options import CollateOptions
-from ..processor.media_tokens import budget_kwargs, pixel_budget, sampled_frames
+from ..options import CollateOptions, positive_fps
+from ..processor.media_tokens import (
+    budget_kwargs,
+    pixel_budget,
+    sampled_frames,
+    video_metadata,
+)
 from ..processor.profile import MEDIA_OWNERS, ProcessorProfile, profile_of
 from ..processor.render import renderer_for
 from ..report import Batch
@@ -49,6 +54,9 @@ class Collected:
     media: list[SampleMedia]
     budget: tuple[int, int] | None = None
     """The images' call-wide pixel budget (see :func:`.policies.budgeted_images`)."""
+    video_metadata: list[list[dict[str, Any]]] | None = None
+    """Each sample's videos' metadata (``VideoMetadata``'s names) where an ``fps`` budget
+    applied in the batch (see :func:`fps_budgets`), else None."""
 
     def per_sample(self, kind: str) -> list[list[Any]]:
         """Each sample's loaded ``kind`` items."""
@@ -181,6 +189,63 @@ def frame_budgets(
     ]
 
 
+FpsBudget = tuple[float | None, float | None]
+"""``(fps, source_fps)`` of one video: its fps budget and its own frame rate."""
+
+
+def _fps_value(source: Any, key: str, where: str) -> float | None:
+    value = source.get(key) if isinstance(source, Mapping) else None
+    return None if value is None else positive_fps(f"{where}: {key}", value, SampleError)
+
+
+def source_rate(item: Any, where: str) -> float | None:
+    """A video item's own frame rate: its ``video_fps``, or its ``metadata``'s ``fps``
+    (``VideoMetadata``'s and qwen-vl-utils' names), or ``total_num_frames / duration``
+    of that metadata; None where it gives none."""
+    rate = _fps_value(item, "video_fps", where)
+    metadata = item.get("metadata") if isinstance(item, Mapping) else None
+    if rate is not None or metadata is None:
+        return rate
+    if not isinstance(metadata, Mapping):
+        raise SampleError(
+            f"{where}: metadata must be a mapping such as {{'fps': 30.0, 'total_num_frames': "
+            f"300}}, got {type(metadata).__name__}"
+        )
+    rate = _fps_value(metadata, "fps", f"{where}, metadata")
+    if rate is None and metadata.get("duration") is not None:
+        total = metadata.get("total_num_frames")
+        duration = _fps_value(metadata, "duration", f"{where}, metadata")
+        if isinstance(total, (int, np.integer)) and not isinstance(total, bool) and total > 0:
+            rate = float(total) / float(duration)  # type: ignore[arg-type]
+    return rate
+
+
+def fps_budgets(
+    options: CollateOptions, example: Any, conversation: Sequence[Mapping[str, Any]], index: int
+) -> list[FpsBudget]:
+    """Each video's ``(fps, source_fps)`` in sample ``index``: its fps budget (a video
+    item's ``fps`` over its row's over the options'; None where none names one) and its
+    own rate (:func:`source_rate`). A video under an fps budget whose own rate is unknown
+    is a SampleError: the budget is never ignored."""
+    row = _fps_value(example, "fps", f"sample {index}")
+    out: list[FpsBudget] = []
+    for k, item in enumerate(video_items(conversation)):
+        where = f"sample {index}, video {k}"
+        fps = next(
+            (v for v in (_fps_value(item, "fps", where), row) if v is not None),
+            getattr(options, "fps", None),
+        )
+        rate = source_rate(item, where)
+        if fps is not None and rate is None:
+            raise SampleError(
+                f"{where}: fps={fps} samples frames by time, but this video's source frame "
+                "rate is unknown; give the video item's video_fps (e.g. {'type': 'video', "
+                "'video': frames, 'video_fps': 30.0}) or metadata={'fps': ...}, or drop fps"
+            )
+        out.append((fps, rate))
+    return out
+
+
 def frames_count(video: Any) -> int | None:
     """The frame count of a loaded video given as frames (None for a path)."""
     if isinstance(video, (list, tuple)) or hasattr(video, "shape"):
@@ -189,29 +254,62 @@ def frames_count(video: Any) -> int | None:
 
 
 def sampled_videos(
-    profile: ProcessorProfile, videos: list[Any], budgets: Sequence[int | None], index: int
-) -> list[Any]:
+    profile: ProcessorProfile,
+    videos: list[Any],
+    budgets: Sequence[int | None],
+    index: int,
+    rates: Sequence[FpsBudget] | None = None,
+) -> tuple[list[Any], list[dict[str, Any] | None]]:
     """``videos`` (loaded: frame arrays or lists, or paths) with each one's frames sampled
-    under its ``max_frames`` (:func:`~vlm_collate.processor.media_tokens.sampled_frames`:
-    the video processor's own uniform sampling); a path under a budget is a MediaError
-    (the processor decodes it; give frames)."""
-    out = []
-    for k, (video, budget) in enumerate(zip(videos, budgets)):
+    under its ``max_frames`` and ``fps`` (``rates``, from :func:`fps_budgets`;
+    :func:`~vlm_collate.processor.media_tokens.sampled_frames`: the video processor's own
+    sampling), and each one's metadata where an fps budget applied (else None); a path
+    under a budget is a MediaError (the processor decodes it; give frames)."""
+    out, metadata = [], []
+    rates = rates or [(None, None)] * len(videos)
+    for k, (video, budget, (fps, rate)) in enumerate(zip(videos, budgets, rates)):
         total = frames_count(video)
-        if budget is not None and total is None:
+        where = f"sample {index}, video {k}"
+        if (budget is not None or fps is not None) and total is None:
+            named = f"max_frames={budget}" if budget is not None else f"fps={fps}"
             raise MediaError(
-                f"sample {index}, video {k}: max_frames={budget} applies to videos given as "
-                "frames (an array or a list of images); this one is a path the processor "
-                "decodes: decode it to frames, or drop max_frames"
+                f"{where}: {named} applies to videos given as frames (an array or a list "
+                "of images); this one is a path the processor decodes: decode it to "
+                "frames, or drop the budget"
             )
-        kept = sampled_frames(profile, total, budget) if budget is not None else None
+        kept = None
+        if budget is not None or fps is not None:
+            try:
+                kept = sampled_frames(profile, total, budget, fps, rate)
+            except SampleError as error:  # no rate, or none it can sample: name the video
+                raise SampleError(f"{where}: {error}") from None
+        metadata.append(video_metadata(total, rate, kept) if fps is not None else None)
         if kept is None:
             out.append(video)
         elif isinstance(video, (list, tuple)):
             out.append([video[i] for i in kept])
         else:
             out.append(video[np.asarray(kept)])
-    return out
+    return out, metadata
+
+
+def batch_metadata(
+    videos: Sequence[Sequence[Any]], metadata: Sequence[Sequence[dict[str, Any] | None]]
+) -> list[list[dict[str, Any]]] | None:
+    """Each sample's videos' metadata for the processor call where one video of the batch
+    has some (the others get the metadata the processor makes itself for frames given
+    without it: every frame, no rate), else None."""
+    if not any(m is not None for sample in metadata for m in sample):
+        return None
+    return [
+        [
+            m
+            if m is not None
+            else {"total_num_frames": len(v), "fps": None, "frames_indices": list(range(len(v)))}
+            for v, m in zip(sample_videos, sample_metadata)
+        ]
+        for sample_videos, sample_metadata in zip(videos, metadata)
+    ]
 
 
 def processor_inputs(collected: Collected) -> dict[str, Any]:
@@ -267,23 +365,34 @@ def encoder(
     load = quirks.load or _placed_media
     access = media_access(options.base_dir, options.allow_absolute_paths)
     pixel_budget(profile, options.min_pixels, options.max_pixels)  # refused early if unusable
-    if getattr(options, "max_frames", None) is not None and "video" not in profile.media:
-        raise OptionError(
-            f"max_frames={options.max_frames}: {profile.processor_class} takes no videos; "
-            "drop max_frames"
-        )
+    for name in ("max_frames", "fps"):
+        if getattr(options, name, None) is not None and "video" not in profile.media:
+            raise OptionError(
+                f"{name}={getattr(options, name)}: {profile.processor_class} takes no videos; "
+                f"drop {name}"
+            )
 
     def encode(examples: list, conversations: list, indices: list[int]) -> dict[str, Any]:
         texts = render(conversations)
         if quirks.texts is not None:
             texts = quirks.texts(texts)
         media = loaded_batch(load, examples, conversations, indices, profile, access)
-        if "video" in profile.media:  # frame budgets (max_frames), before either path
+        metadata: list[list[dict[str, Any] | None]] = []
+        if "video" in profile.media:  # frame budgets (max_frames, fps), before either path
             for example, conv, index, sample in zip(examples, conversations, indices, media):
                 budgets = frame_budgets(options, example, conv, index)
-                if sample.videos and any(b is not None for b in budgets):
-                    sample.videos = sampled_videos(profile, sample.videos, budgets, index)
+                rates = fps_budgets(options, example, conv, index) if sample.videos else []
+                found: list[dict[str, Any] | None] = [None] * len(sample.videos)
+                if sample.videos and any(
+                    b is not None or r[0] is not None for b, r in zip(budgets, rates)
+                ):
+                    sample.videos, found = sampled_videos(
+                        profile, sample.videos, budgets, index, rates
+                    )
+                metadata.append(found)
         collected = Collected(list(examples), list(conversations), list(indices), texts, media)
+        if metadata:
+            collected.video_metadata = batch_metadata(collected.per_sample("video"), metadata)
         check_placeholders(profile, collected)
         shrunk: list = []
         if "image" in profile.media and any(collected.counts("image")):
@@ -299,6 +408,9 @@ def encoder(
             if quirks.inputs is not None:
                 inputs.update(quirks.inputs(collected))
             budget = budget_kwargs(collected.budget)
+            if collected.video_metadata is not None:  # fps budgets: the processor's metadata
+                inputs["video_metadata"] = collected.video_metadata
+                inputs["do_sample_frames"] = False  # sampled above, by its own rule
             encoded = processor_call(profile, inputs, **quirks.processor_kwargs, **budget)
         counts = {kind: collected.counts(kind) for kind in profile.media}
         check_expanded_media(profile, encoded, counts, collected.indices)

@@ -321,18 +321,22 @@ def video_pixel_values(
     return out, torch.from_numpy(grids)
 
 
-def seconds_per_grid(videos: Sequence[np.ndarray], plan: VideoPlan) -> torch.Tensor:
+def seconds_per_grid(
+    videos: Sequence[np.ndarray], plan: VideoPlan, metadata: Sequence[Any] | None = None
+) -> torch.Tensor:
     """``second_per_grid_ts`` as Qwen2.5-VL's processor computes it: the temporal patch
-    size over each video's sampled fps, from the metadata it makes for frames given
-    without metadata (all frames kept, no fps: ``VideoMetadata.sampled_fps``)."""
+    size over each video's sampled fps (``VideoMetadata.sampled_fps``), from its
+    ``metadata`` (flat, one per video, as the encode step passes the processor under an
+    fps budget) or the metadata the processor makes for frames given without metadata
+    (all frames kept, no fps)."""
     from transformers.video_utils import VideoMetadata
 
-    fps = [
-        VideoMetadata(
-            total_num_frames=len(v), fps=None, frames_indices=list(range(len(v)))
-        ).sampled_fps
-        for v in videos
-    ]
+    if metadata is None:
+        metadata = [
+            {"total_num_frames": len(v), "fps": None, "frames_indices": list(range(len(v)))}
+            for v in videos
+        ]
+    fps = [VideoMetadata(**m).sampled_fps for m in metadata]
     return torch.tensor([plan.temporal_patch_size / f for f in fps])
 
 
@@ -343,6 +347,7 @@ def _videos(
     mask: np.ndarray,
     plan: FastPlan,
     dtype: torch.dtype,
+    metadata: Sequence[Any] | None = None,
 ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
     """The video keys of the encoding, and ``ids``/``mask`` with every video placeholder
     expanded to ``t·h·w / merge²`` tokens."""
@@ -356,7 +361,7 @@ def _videos(
     )
     encoded = {"pixel_values_videos": pixels, "video_grid_thw": grids}
     if video.second_per_grid_ts:
-        encoded["second_per_grid_ts"] = seconds_per_grid(clips, video)
+        encoded["second_per_grid_ts"] = seconds_per_grid(clips, video, metadata)
     return encoded, ids, mask
 
 
@@ -381,6 +386,7 @@ def fast_encoding(
     pixel_dtype: torch.dtype = torch.float32,
     add_special_tokens: bool = True,
     budget: tuple[int, int] | None = None,
+    video_metadata: Sequence[Sequence[Any]] | None = None,
 ) -> dict[str, torch.Tensor] | None:
     """What ``processor(text=texts, images=<images flattened>, videos=<videos flattened>,
     padding=True, padding_side="right", return_tensors="pt")`` returns, built in one
@@ -390,7 +396,8 @@ def fast_encoding(
     its profile; ``images``, ``videos``: each sample's RGB images and videos; placeholder
     counts are the caller's to check beforehand. ``budget``: ``(min_pixels, max_pixels)``
     of the images' resize rule instead of the processor's own
-    (:func:`~vlm_collate.processor.media_tokens.pixel_budget`)."""
+    (:func:`~vlm_collate.processor.media_tokens.pixel_budget`). ``video_metadata``: each
+    sample's videos' metadata as the processor would be given it (fps budgets)."""
     profile = profile_of(processor)
     plan = fast_plan(profile)
     if plan is None:
@@ -423,7 +430,12 @@ def fast_encoding(
         order = _write_order(packing, mask, images) if packing is not None else None
         pixels, grids = pixel_values(flat, plan, pixel_dtype, order)
     if clips:
-        videos_encoded, ids, mask = _videos(clips, videos, ids, mask, plan, pixel_dtype)
+        flat_metadata = (
+            None if video_metadata is None else [m for sample in video_metadata for m in sample]
+        )
+        videos_encoded, ids, mask = _videos(
+            clips, videos, ids, mask, plan, pixel_dtype, flat_metadata
+        )
     encoded["input_ids"] = torch.from_numpy(ids)
     encoded["attention_mask"] = torch.from_numpy(mask)
     types = torch.from_numpy(_token_types(ids, plan)) if plan.mm_token_type_ids else None
@@ -458,6 +470,7 @@ def fast_call(profile: ProcessorProfile, options: Any) -> Any:
             collected.per_sample("video"),
             add_special_tokens=False,
             budget=getattr(collected, "budget", budget),  # per-row/shrunk budgets applied
+            video_metadata=getattr(collected, "video_metadata", None),  # fps budgets
         )
 
     return call

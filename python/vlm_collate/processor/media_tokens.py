@@ -3,10 +3,11 @@ from its size alone (no pixels processed): what length estimation and packing ne
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
-from ..errors import OptionError
+from ..errors import OptionError, SampleError
 from .profile import profile_of
 
 PixelBudget = tuple[int, int]
@@ -101,27 +102,79 @@ def image_tokens(processor: Any, height: int, width: int, budget: PixelBudget | 
     return patches // (merge[0] * merge[1])
 
 
-def sampled_frames(processor: Any, total: int, max_frames: int | None) -> list[int] | None:
-    """The indices of the frames a video of ``total`` frames keeps under ``max_frames``,
-    or None when it keeps them all (no budget, or no more frames than it allows).
-
-    What is done: ``num_frames`` = ``max_frames`` rounded down to a multiple of the video
-    processor's ``temporal_patch_size`` (at least one such multiple), and the indices are
-    those of the video processor's own ``sample_frames`` with ``num_frames`` on metadata
-    without a frame rate (``VideoMetadata(total_num_frames=total)``): the frames a call
-    ``processor(videos=..., do_sample_frames=True, num_frames=num_frames)`` keeps, uniform
-    over the video (``arange(0, total, total / num_frames)``, truncated). A processor
-    without a video processor is an OptionError."""
-    if max_frames is None or total <= max_frames:
-        return None
-    from transformers.video_utils import VideoMetadata
-
+def _video_processor(processor: Any, budget: str) -> Any:
     vp = getattr(profile_of(processor).processor, "video_processor", None)
     if vp is None or not hasattr(vp, "sample_frames"):
         raise OptionError(
-            f"max_frames: {profile_of(processor).processor_class} has no video processor "
-            "that samples frames; drop the max_frames budget"
+            f"{budget}: {profile_of(processor).processor_class} has no video processor "
+            f"that samples frames; drop the {budget} budget"
         )
+    return vp
+
+
+def sampled_frames(
+    processor: Any,
+    total: int,
+    max_frames: int | None,
+    fps: float | None = None,
+    source_fps: float | None = None,
+) -> list[int] | None:
+    """The indices of the frames a video of ``total`` frames keeps under ``max_frames``
+    and ``fps``, or None when it keeps them all (no budget, or no more frames than it
+    allows).
+
+    Under ``fps`` (frames per second kept; the video's own rate ``source_fps`` must be
+    known, else a SampleError, as for a video it cannot sample): the indices of the
+    video processor's own
+    ``sample_frames(VideoMetadata(total_num_frames=total, fps=source_fps), fps=fps)``,
+    with ``max_frames`` passed to it as its cap where its ``sample_frames`` takes one
+    (the Qwen2-VL family's, which also applies its ``min_frames`` and rounds to its
+    ``temporal_patch_size``), else applied to the frames it kept as below: the frames
+    ``processor(videos=..., do_sample_frames=True, fps=fps, video_metadata=...)`` keeps.
+
+    Under ``max_frames`` alone: ``num_frames`` = ``max_frames`` rounded down to a multiple
+    of the video processor's ``temporal_patch_size`` (at least one such multiple), and the
+    indices are those of the video processor's own ``sample_frames`` with ``num_frames`` on
+    metadata without a frame rate (``VideoMetadata(total_num_frames=total)``): the frames
+    a call ``processor(videos=..., do_sample_frames=True, num_frames=num_frames)`` keeps,
+    uniform over the video (``arange(0, total, total / num_frames)``, truncated). A
+    processor without a video processor is an OptionError."""
+    from transformers.video_utils import VideoMetadata
+
+    if fps is not None:
+        vp = _video_processor(processor, "fps")
+        if source_fps is None:
+            raise SampleError(
+                "fps: the video's source frame rate is unknown; give the video item's "
+                "video_fps (or metadata={'fps': ...})"
+            )
+        metadata = VideoMetadata(total_num_frames=total, fps=float(source_fps))
+        kwargs: dict[str, Any] = {"fps": fps}
+        capped = (
+            max_frames is not None
+            and "max_frames" in inspect.signature(vp.sample_frames).parameters
+        )
+        if capped:
+            kwargs["max_frames"] = max_frames
+        try:
+            indices = [int(i) for i in vp.sample_frames(metadata, **kwargs)]
+        except (ValueError, ZeroDivisionError) as error:
+            raise SampleError(
+                f"fps={fps}: the video processor cannot sample this video of {total} frames "
+                f"at {source_fps} fps ({error}); give more frames or a higher fps"
+            ) from None
+        if not indices:
+            raise SampleError(
+                f"fps={fps}: the video processor keeps no frame of this video of {total} "
+                f"frames at {source_fps} fps; give more frames or a higher fps"
+            )
+        if max_frames is not None and not capped:
+            inner = sampled_frames(processor, len(indices), max_frames)
+            indices = indices if inner is None else [indices[i] for i in inner]
+        return None if indices == list(range(total)) else indices
+    if max_frames is None or total <= max_frames:
+        return None
+    vp = _video_processor(processor, "max_frames")
     temporal = int(getattr(vp, "temporal_patch_size", 1) or 1)
     num_frames = max(temporal, max_frames // temporal * temporal)
     if num_frames >= total:
@@ -130,14 +183,32 @@ def sampled_frames(processor: Any, total: int, max_frames: int | None) -> list[i
     return [int(i) for i in indices]
 
 
+def video_metadata(total: int, source_fps: float, kept: list[int] | None) -> dict[str, Any]:
+    """The metadata of a video of ``total`` frames at ``source_fps`` of which the frames
+    ``kept`` (all when None) are given, in ``VideoMetadata``'s names: what the processor
+    reads ``second_per_grid_ts`` (and Qwen3-VL its timestamps) from."""
+    return {
+        "total_num_frames": int(total),
+        "fps": float(source_fps),
+        "frames_indices": list(range(total)) if kept is None else list(kept),
+    }
+
+
 def video_tokens(
-    processor: Any, frames: int, height: int, width: int, max_frames: int | None = None
+    processor: Any,
+    frames: int,
+    height: int,
+    width: int,
+    max_frames: int | None = None,
+    fps: float | None = None,
+    source_fps: float | None = None,
 ) -> int:
     """Tokens of one video of ``frames`` frames of ``height`` x ``width`` pixels (the Qwen
-    video processor's rule), after sampling under ``max_frames`` (:func:`sampled_frames`)."""
+    video processor's rule), after sampling under ``max_frames`` and ``fps`` (a video at
+    ``source_fps`` frames per second; :func:`sampled_frames`)."""
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-    kept = sampled_frames(processor, frames, max_frames)
+    kept = sampled_frames(processor, frames, max_frames, fps, source_fps)
     if kept is not None:
         frames = len(kept)
     vp = profile_of(processor).processor.video_processor
