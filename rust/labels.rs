@@ -74,15 +74,55 @@ impl MarkerSets {
     }
 }
 
-/// Labels one row by markers, writing into `out` (already `-100`).
+/// Length of the longest assistant-start marker beginning at the attended
+/// position `at`, if any.
+fn header_at(
+    row: &[i64],
+    mask: &[i64],
+    markers: &Markers,
+    sets: &MarkerSets,
+    at: usize,
+) -> Option<usize> {
+    if mask[at] == 0 || !sets.start_first.contains(row[at]) {
+        return None;
+    }
+    longest_match(row, &markers.starts, at)
+}
+
+/// Number of attended positions of `span` where an assistant-start marker begins.
+fn headers_in(
+    row: &[i64],
+    mask: &[i64],
+    markers: &Markers,
+    sets: &MarkerSets,
+    span: std::ops::Range<usize>,
+) -> usize {
+    span.filter(|&j| header_at(row, mask, markers, sets, j).is_some())
+        .count()
+}
+
+/// What one row's marker scan found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct RowScan {
+    /// Replies opened (non-overlapping starts outside replies).
+    replies: usize,
+    /// Attended positions where any assistant-start marker begins, inside a
+    /// reply or overlapping another marker included.
+    headers: usize,
+}
+
+/// Labels one row by markers, writing into `out` (already `-100`). Every
+/// position is examined once: the scan looks at each token outside the spans
+/// of the markers it matched, and the tokens inside those spans are checked
+/// for a header separately, so `headers` counts every header position.
 fn label_row_by_markers(
     row: &[i64],
     mask: &[i64],
     markers: &Markers,
     sets: &MarkerSets,
     out: &mut [i64],
-) -> usize {
-    let mut replies = 0usize;
+) -> RowScan {
+    let mut scan = RowScan::default();
     let mut inside = false;
     let mut i = 0usize;
     while i < row.len() {
@@ -95,7 +135,8 @@ fn label_row_by_markers(
             match longest_match(row, &markers.starts, i) {
                 Some(n) => {
                     inside = true;
-                    replies += 1;
+                    scan.replies += 1;
+                    scan.headers += 1 + headers_in(row, mask, markers, sets, i + 1..i + n);
                     i += n;
                 }
                 None => i += 1,
@@ -106,7 +147,13 @@ fn label_row_by_markers(
         if mask[i] == 0 {
             // Padding ends any reply and is never a target.
             inside = false;
-        } else if let Some(n) = sets
+            i += 1;
+            continue;
+        }
+        if header_at(row, mask, markers, sets, i).is_some() {
+            scan.headers += 1;
+        }
+        if let Some(n) = sets
             .end_first
             .contains(token)
             .then(|| longest_match(row, &markers.ends, i))
@@ -117,15 +164,66 @@ fn label_row_by_markers(
                     out[j] = row[j];
                 }
             }
+            scan.headers += headers_in(row, mask, markers, sets, i + 1..i + n);
             inside = false;
             i += n;
             continue;
-        } else if !sets.ignore.contains(token) {
+        }
+        if !sets.ignore.contains(token) {
             out[i] = token;
         }
         i += 1;
     }
-    replies
+    scan
+}
+
+/// A marker scan of a padded batch: the labels and two counts per row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MarkerLabels {
+    /// The `rows × len` labels.
+    pub labels: Vec<i64>,
+    /// Per row, the number of assistant replies found.
+    pub found: Vec<usize>,
+    /// Per row, the number of attended positions where an assistant-start
+    /// marker (any of them, whole inside the row) begins, overlapping ones and
+    /// ones inside replies included: a row whose count differs from its
+    /// number of assistant messages holds header text a user typed, or lost a
+    /// reply.
+    pub headers: Vec<usize>,
+}
+
+/// Labels a padded `rows × len` batch by markers, counting per row the
+/// replies found and the header positions, in one pass.
+pub fn scan_markers(
+    ids: &[i64],
+    mask: &[i64],
+    rows: usize,
+    len: usize,
+    markers: &Markers,
+) -> Result<MarkerLabels> {
+    check_batch_shape(ids, mask, rows, len)?;
+    markers.validate()?;
+    let sets = MarkerSets::new(markers);
+    let mut labels = filled(IGNORE_INDEX, ids.len(), "the labels")?;
+    let mut found = with_capacity(rows, "the replies found per row")?;
+    let mut headers = with_capacity(rows, "the headers counted per row")?;
+    for r in 0..rows {
+        let span = r * len..(r + 1) * len;
+        let scan = label_row_by_markers(
+            &ids[span.clone()],
+            &mask[span.clone()],
+            markers,
+            &sets,
+            &mut labels[span],
+        );
+        found.push(scan.replies);
+        headers.push(scan.headers);
+    }
+    Ok(MarkerLabels {
+        labels,
+        found,
+        headers,
+    })
 }
 
 /// Labels a padded `rows × len` batch by markers. Returns the labels and, per
@@ -137,22 +235,8 @@ pub fn labels_from_markers(
     len: usize,
     markers: &Markers,
 ) -> Result<(Vec<i64>, Vec<usize>)> {
-    check_batch_shape(ids, mask, rows, len)?;
-    markers.validate()?;
-    let sets = MarkerSets::new(markers);
-    let mut labels = filled(IGNORE_INDEX, ids.len(), "the labels")?;
-    let mut found = with_capacity(rows, "the replies found per row")?;
-    for r in 0..rows {
-        let span = r * len..(r + 1) * len;
-        found.push(label_row_by_markers(
-            &ids[span.clone()],
-            &mask[span.clone()],
-            markers,
-            &sets,
-            &mut labels[span],
-        ));
-    }
-    Ok((labels, found))
+    let scan = scan_markers(ids, mask, rows, len, markers)?;
+    Ok((scan.labels, scan.found))
 }
 
 /// What the content search needs besides the batch.
@@ -341,6 +425,32 @@ mod tests {
             .collect();
         assert_eq!(targets, vec![10, 11, 12, 23]);
         assert_eq!(found, vec![2]);
+    }
+
+    #[test]
+    fn headers_are_counted_everywhere_replies_only_outside_replies() {
+        // A user typing the header, a reply quoting it, an overlapping
+        // variant header (A NL) inside the matched header, padding ignored.
+        let m = Markers {
+            starts: vec![vec![H, A, NL], vec![A, NL]],
+            ends: vec![vec![E, A, NL]],
+            ignore: vec![],
+        };
+        let row = [
+            H, U, NL, H, A, NL, 7, E, NL, H, A, NL, 8, H, A, 9, E, A, NL, 5, H, A, NL,
+        ];
+        let mut mask = [1; 23];
+        mask[20] = 0; // a header whose first token is padding is not counted
+        let scan = scan_markers(&row, &mask, 1, row.len(), &m).unwrap();
+        // Header starts at 3, 4, 9, 10, 17, 21 (21 attended, 20 not).
+        assert_eq!(scan.headers, vec![6]);
+        assert_eq!(scan.found, vec![2]);
+        // A header cut by the end of the row is not counted.
+        let cut = scan_markers(&[H, U, H, A], &[1; 4], 1, 4, &m).unwrap();
+        assert_eq!(cut.headers, vec![0]);
+        // The labels are those of labels_from_markers.
+        let (labels, found) = labels_from_markers(&row, &mask, 1, row.len(), &m).unwrap();
+        assert_eq!((labels, found), (scan.labels, scan.found));
     }
 
     #[test]

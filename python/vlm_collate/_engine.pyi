@@ -12,7 +12,7 @@ hold more than ``MAX_ELEMENTS`` values. The GIL is released while the engine wor
 panic (a bug) is raised as an ``EngineError`` too, never an abort.
 """
 
-from typing import final
+from typing import Literal, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -52,14 +52,30 @@ def find_subsequence(
 ) -> tuple[int, int]:
     """First ``(start, end)`` of ``pattern`` at or after ``start``, or ``(-1, -1)``."""
 
+@overload
 def labels_from_markers(
     input_ids: _I64,
     attention_mask: _I64,
     starts: list[list[int]],
     ends: list[list[int]],
     ignore_ids: list[int] = ...,
+    count_headers: Literal[False] = ...,
 ) -> tuple[_I64, _I64]:
     """``(labels (B, L), replies found per row (B,))`` from assistant-start/end-of-turn markers."""
+
+@overload
+def labels_from_markers(
+    input_ids: _I64,
+    attention_mask: _I64,
+    starts: list[list[int]],
+    ends: list[list[int]],
+    ignore_ids: list[int] = ...,
+    *,
+    count_headers: Literal[True],
+) -> tuple[_I64, _I64, _I64]:
+    """``(labels (B, L), replies found per row (B,), header positions per row (B,))``: the
+    third counts, in the same scan, the attended positions where any start marker begins
+    (whole inside the row), inside replies and overlapping other markers included."""
 
 def labels_from_contents(
     input_ids: _I64,

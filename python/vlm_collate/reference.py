@@ -54,10 +54,14 @@ def _longest_match(row: list[int], patterns: Sequence[Sequence[int]], at: int) -
     return max(lengths, default=0)
 
 
-def labels_from_markers(input_ids, attention_mask, starts, ends, ignore_ids=()):
+def labels_from_markers(
+    input_ids, attention_mask, starts, ends, ignore_ids=(), count_headers=False
+):
     """Labels by markers: after an assistant-start marker (the longest that matches),
-    every attended token up to and including the end-of-turn marker is a target."""
-    labels, found = [], []
+    every attended token up to and including the end-of-turn marker is a target.
+    With ``count_headers`` also, per row, the attended positions where any start marker
+    begins (whole inside the row), wherever they are."""
+    labels, found, headers = [], [], []
     for row, mask in zip(_as_list(input_ids), _as_list(attention_mask)):
         out = [IGNORE_INDEX] * len(row)
         inside, replies, i = False, 0, 0
@@ -81,7 +85,10 @@ def labels_from_markers(input_ids, attention_mask, starts, ends, ignore_ids=()):
                 i += 1
         labels.append(out)
         found.append(replies)
-    return labels, found
+        headers.append(
+            sum(1 for p in range(len(row)) if mask[p] and _longest_match(row, starts, p))
+        )
+    return (labels, found, headers) if count_headers else (labels, found)
 
 
 def _next_header_end(row: list[int], headers, start: int) -> int:

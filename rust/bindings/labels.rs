@@ -4,6 +4,7 @@
 use numpy::ndarray::Array1;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use super::convert::{
     array1, batch_pair, flag, int_list, int_lists, matrix_out, non_negative, run, size, Out1, Out2,
@@ -47,12 +48,15 @@ fn labels_out<'py>(
     Ok((matrix_out(py, shape, labels)?, counts.into_pyarray(py)))
 }
 
-/// Labels of a padded batch by assistant-start and end-of-turn markers.
+/// Labels of a padded batch by assistant-start and end-of-turn markers:
+/// `(labels, replies found per row)`, and with `count_headers` a third array,
+/// per row the attended positions where an assistant-start marker begins.
 #[pyfunction]
 #[pyo3(
-    signature = (input_ids, attention_mask, starts, ends, ignore_ids=None),
-    text_signature = "(input_ids, attention_mask, starts, ends, ignore_ids=[])"
+    signature = (input_ids, attention_mask, starts, ends, ignore_ids=None, count_headers=None),
+    text_signature = "(input_ids, attention_mask, starts, ends, ignore_ids=[], count_headers=False)"
 )]
+#[allow(clippy::too_many_arguments)]
 pub fn labels_from_markers<'py>(
     py: Python<'py>,
     input_ids: &Bound<'py, PyAny>,
@@ -60,18 +64,33 @@ pub fn labels_from_markers<'py>(
     starts: &Bound<'py, PyAny>,
     ends: &Bound<'py, PyAny>,
     ignore_ids: Option<&Bound<'py, PyAny>>,
-) -> PyResult<(Out2<'py>, Out1<'py>)> {
+    count_headers: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let (ids, mask, shape) = batch_pair(input_ids, attention_mask)?;
     let markers = labels::Markers {
         starts: int_lists(starts, "starts")?,
         ends: int_lists(ends, "ends")?,
         ignore: ignore_ids.map_or(Ok(Vec::new()), |i| int_list(i, "ignore_ids"))?,
     };
+    let count_headers = count_headers.map_or(Ok(false), |f| flag(f, "count_headers"))?;
     let (i, m) = (ids.as_slice()?, mask.as_slice()?);
-    let (labels, found) = run(py, || {
-        labels::labels_from_markers(i, m, shape.0, shape.1, &markers)
+    let scan = run(py, || {
+        labels::scan_markers(i, m, shape.0, shape.1, &markers)
     })?;
-    labels_out(py, shape, labels, found)
+    let (labels, found) = labels_out(py, shape, scan.labels, scan.found)?;
+    if count_headers {
+        let headers: Array1<i64> = scan.headers.into_iter().map(|c| c as i64).collect();
+        PyTuple::new(
+            py,
+            [
+                labels.into_any(),
+                found.into_any(),
+                headers.into_pyarray(py).into_any(),
+            ],
+        )
+    } else {
+        PyTuple::new(py, [labels.into_any(), found.into_any()])
+    }
 }
 
 /// Labels of a padded batch by searching each reply's tokens in order.

@@ -55,6 +55,20 @@ def test_labels_from_markers(batch, starts, ends, ignore):
     assert found.tolist() == want_found
     # Padding is never a target.
     assert (labels[mask == 0] == -100).all()
+    # Counting headers changes nothing else, and counts what the reference counts.
+    counted = _engine.labels_from_markers(ids, mask, starts, ends, ignore, count_headers=True)
+    want = reference.labels_from_markers(ids, mask, starts, ends, ignore, count_headers=True)
+    assert [a.tolist() for a in counted] == [want_labels, want_found, want[2]]
+    # Every position where a start marker begins, counted by brute force.
+    brute = [
+        sum(
+            1
+            for p in range(ids.shape[1])
+            if mask[r, p] and any(ids[r, p : p + len(s)].tolist() == s for s in starts)
+        )
+        for r in range(ids.shape[0])
+    ]
+    assert counted[2].tolist() == brute
 
 
 @st.composite
