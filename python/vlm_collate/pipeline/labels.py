@@ -197,47 +197,18 @@ def labels_by_contents(
     )
 
 
-def header_counts(ids: np.ndarray, mask: np.ndarray, starts: Sequence[Sequence[int]]) -> np.ndarray:
-    """Per row, the number of attended positions where an assistant header (any of
-    ``starts``) begins."""
-    rows, width = ids.shape
-    flat = np.ascontiguousarray(ids).reshape(-1)
-    firsts: dict[int, np.ndarray] = {}  # first token -> flat positions holding it (few)
-    hits = []
-    for start in starts:
-        m = len(start)
-        if m == 0 or m > width:
-            continue
-        if int(start[0]) not in firsts:
-            firsts[int(start[0])] = np.flatnonzero(flat == start[0])
-        at = firsts[int(start[0])]
-        at = at[at % width <= width - m]  # the whole header inside the row
-        ok = np.ones(len(at), dtype=bool)
-        for j in range(1, m):
-            ok &= flat[at + j] == start[j]
-        hits.append(at[ok])
-    if not hits:
-        return np.zeros(rows, dtype=np.int64)
-    at = np.unique(np.concatenate(hits))
-    at = at[np.asarray(mask).reshape(-1)[at] != 0]
-    return np.bincount(at // width, minlength=rows).astype(np.int64)
-
-
-def unchecked_rows(
-    ids: np.ndarray,
-    mask: np.ndarray,
-    starts: Sequence[Sequence[int]],
-    found: np.ndarray,
-    conversations: Sequence[Sequence[dict[str, Any]]],
-) -> list[int]:
-    """Rows whose marker labels cannot be trusted: header occurrences or replies found
-    differ from the number of assistant messages."""
-    expected = np.array(
-        [sum(1 for m in c if m.get("role") == "assistant") for c in conversations],
-        dtype=np.int64,
+def expected_replies(conversations: Sequence[Sequence[dict[str, Any]]]) -> np.ndarray:
+    """Per conversation, its number of assistant messages (int64)."""
+    return np.array(
+        [[m.get("role") for m in c].count("assistant") for c in conversations], dtype=np.int64
     )
-    counts = header_counts(ids, mask, starts)
-    return np.flatnonzero((counts != expected) | (np.asarray(found) != expected)).tolist()
+
+
+def unchecked_rows(headers: np.ndarray, found: np.ndarray, expected: np.ndarray) -> list[int]:
+    """Rows whose marker labels cannot be trusted: the attended positions where an
+    assistant header begins (``headers``, counted by the engine's marker scan wherever
+    they are) or the replies found differ from the number of assistant messages."""
+    return np.flatnonzero((headers != expected) | (found != expected)).tolist()
 
 
 def _has_reasoning(conversation: Sequence[dict[str, Any]]) -> bool:
@@ -285,15 +256,16 @@ def label_array(
             or (markers is not None and pad in markers.stop_ids)
         )
     mask = _mask_for(ids, attention_mask, profile, keep_first_pad=closes)
+    expected = expected_replies(conversations)
     if markers is None:
         labels, found = exact_labels(
             ids, mask, conversations, profile, None, reasoning, template_kwargs
         )
     else:
-        labels, found = engine.labels_from_markers(
-            ids, mask, markers.starts, markers.ends, markers.ignore_ids
+        labels, found, headers = engine.labels_from_markers(
+            ids, mask, markers.starts, markers.ends, markers.ignore_ids, count_headers=True
         )
-        rows = unchecked_rows(ids, mask, markers.starts, found, conversations)
+        rows = unchecked_rows(headers, found, expected)
         if rows:
             logger.info(
                 "labels: rows %s do not hold one assistant header per assistant message; "
@@ -316,22 +288,20 @@ def label_array(
                 labels,
                 found,
             )
-    _warn_missing_replies(found, conversations)
+    _warn_missing_replies(found, expected)
     return labels, found
 
 
-def _warn_missing_replies(found: np.ndarray, conversations: Sequence[Sequence[dict]]) -> None:
+def _warn_missing_replies(found: np.ndarray, expected: np.ndarray) -> None:
     """Says which samples have fewer located replies than assistant turns."""
-    for i, (n, conversation) in enumerate(zip(found.tolist(), conversations)):
-        expected = sum(1 for m in conversation if m.get("role") == "assistant")
-        if n < expected:
-            logger.warning(
-                "sample %d: %d of its %d assistant replies were located in input_ids "
-                "(cut by the processor or not rendered); the rest are not labelled",
-                i,
-                n,
-                expected,
-            )
+    for i in np.flatnonzero(found < expected).tolist():
+        logger.warning(
+            "sample %d: %d of its %d assistant replies were located in input_ids "
+            "(cut by the processor or not rendered); the rest are not labelled",
+            i,
+            int(found[i]),
+            int(expected[i]),
+        )
 
 
 def build_labels(
