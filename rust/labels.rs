@@ -62,6 +62,9 @@ struct MarkerSets {
     start_first: TokenSet,
     end_first: TokenSet,
     ignore: TokenSet,
+    /// The three sets together: inside a reply, every other attended token is
+    /// a plain target, copied in bulk.
+    notable: TokenSet,
 }
 
 impl MarkerSets {
@@ -70,6 +73,14 @@ impl MarkerSets {
             start_first: TokenSet::new(markers.starts.iter().map(|p| p[0])),
             end_first: TokenSet::new(markers.ends.iter().map(|p| p[0])),
             ignore: TokenSet::new(markers.ignore.iter().copied()),
+            notable: TokenSet::new(
+                markers
+                    .starts
+                    .iter()
+                    .chain(&markers.ends)
+                    .map(|p| p[0])
+                    .chain(markers.ignore.iter().copied()),
+            ),
         }
     }
 }
@@ -111,6 +122,21 @@ struct RowScan {
     headers: usize,
 }
 
+/// First position at or after `from` whose token and mask value satisfy `hit`.
+#[inline]
+fn first_from(
+    row: &[i64],
+    mask: &[i64],
+    from: usize,
+    hit: impl Fn(i64, i64) -> bool,
+) -> Option<usize> {
+    row[from..]
+        .iter()
+        .zip(&mask[from..])
+        .position(|(&t, &m)| hit(t, m))
+        .map(|p| from + p)
+}
+
 /// Labels one row by markers, writing into `out` (already `-100`). Every
 /// position is examined once: the scan looks at each token outside the spans
 /// of the markers it matched, and the tokens inside those spans are checked
@@ -128,7 +154,7 @@ fn label_row_by_markers(
     while i < row.len() {
         if !inside {
             // Skip straight to the next attended token that can open a reply.
-            match (i..row.len()).find(|&j| mask[j] != 0 && sets.start_first.contains(row[j])) {
+            match first_from(row, mask, i, |t, m| m != 0 && sets.start_first.contains(t)) {
                 Some(j) => i = j,
                 None => break,
             }
@@ -142,6 +168,14 @@ fn label_row_by_markers(
                 None => i += 1,
             }
             continue;
+        }
+        // Plain reply tokens up to the next padding or notable token are targets.
+        let stop = first_from(row, mask, i, |t, m| m == 0 || sets.notable.contains(t))
+            .unwrap_or(row.len());
+        out[i..stop].copy_from_slice(&row[i..stop]);
+        i = stop;
+        if i == row.len() {
+            break;
         }
         let token = row[i];
         if mask[i] == 0 {
