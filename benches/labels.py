@@ -298,9 +298,9 @@ def _targets(ctx: Context, results: list[dict[str, Any]]) -> None:
     ctx.targets.append(
         Target(
             f"labels vs seed-style ({where})",
-            "≥ 100×",
+            "≥ 1000×",
             fmt_ratio(vs_seed),
-            None if vs_seed is None else vs_seed >= 100,
+            None if vs_seed is None else vs_seed >= 1000,
         )
     )
     ctx.targets.append(
