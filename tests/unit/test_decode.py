@@ -43,10 +43,20 @@ def test_the_batch_equals_sequential_loading(tmp_path, qwen_processor, monkeypat
 
 
 def _thread_names(examples, threads, monkeypatch) -> set[str]:
+    """Names of the threads that loaded ``examples``; with a pool, the first two loads
+    wait for each other (a barrier), so the test cannot pass or fail by timing: two loads
+    can only meet if two threads run them at once."""
     names = set()
+    meet = threading.Barrier(2, timeout=30) if threads > 1 else None
+    calls = iter(range(len(examples)))
+    lock = threading.Lock()
 
     def load(*args):
         names.add(threading.current_thread().name)
+        with lock:
+            call = next(calls)
+        if meet is not None and call < 2:
+            meet.wait()  # raises BrokenBarrierError if no second thread ever comes
         return loaded_media(*args)
 
     monkeypatch.setattr(decode, "_threads", lambda: threads)
