@@ -3,41 +3,27 @@
 shared encode step (:mod:`vlm_collate.pipeline.encode`). Importing this package
 registers every family."""
 
-from . import (
-    default,
-    gemma3,
-    gemma4,
-    glm4v,
-    idefics3,
-    internvl,
-    kimi_k25,
-    kimi_vl,
-    llama4,
-    llava_onevision,
-    mllama,
-    nemotron_parse,
-    phi4_mm,
-    pixtral,
-    qwen2_5_vl,
-    qwen3_omni,
-)
+import importlib
 
-MODULES = (
-    default,
-    gemma3,
-    gemma4,
-    glm4v,
-    idefics3,
-    internvl,
-    kimi_k25,
-    kimi_vl,
-    llama4,
-    llava_onevision,
-    mllama,
-    nemotron_parse,
-    phi4_mm,
-    pixtral,
-    qwen2_5_vl,
-    qwen3_omni,
+NAMES = (
+    "default",
+    "gemma3",
+    "gemma4",
+    "glm4v",
+    "idefics3",
+    "internvl",
+    "kimi_k25",
+    "kimi_vl",
+    "llama4",
+    "llava_onevision",
+    "mllama",
+    "nemotron_parse",
+    "phi4_mm",
+    "pixtral",
+    "qwen2_5_vl",
+    "qwen3_omni",
 )
 """Every family module, in registration order."""
+
+MODULES = tuple(importlib.import_module(f".{name}", __name__) for name in NAMES)
+"""The family modules themselves (importing them registers each family)."""
