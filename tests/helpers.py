@@ -182,3 +182,36 @@ def run_example(name: str, **names: Any) -> dict[str, Any]:
     namespace = {"__name__": f"readme_{name}", **names}
     exec(compile(code, f"README.md:{name}", "exec"), namespace)
     return namespace
+
+
+def two_ranks(script: str, processor: Any, tmp_path: Path, *args: str, timeout: int = 300) -> Any:
+    """Runs ``script`` on two CPU ranks (torchrun, gloo) with the saved ``processor``:
+    argv is ``processor_dir out_json *args``; returns the JSON the ranks wrote. A rank
+    failure or a hang (``timeout`` seconds) fails the test with the ranks' output."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    processor_dir = tmp_path / "processor"
+    processor.save_pretrained(processor_dir)
+    path = tmp_path / "rank.py"
+    path.write_text(script)
+    out = tmp_path / "ranks.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", str(path), str(processor_dir), str(out), *args]
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as hang:
+        pytest.fail(f"the ranks hung (no result after {hang.timeout} s)")
+    if result.returncode != 0:
+        pytest.fail(f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return json.loads(out.read_text())

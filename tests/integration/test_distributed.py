@@ -4,15 +4,11 @@ on them with the ranks' gradients averaged."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from helpers import TESTS
+from helpers import two_ranks
 
 pytestmark = pytest.mark.slow
 
@@ -63,32 +59,7 @@ RANK_SCRIPT = textwrap.dedent(
 
 
 def test_two_ranks_see_disjoint_samples_and_train(qwen_processor, tmp_path):
-    processor_dir = tmp_path / "processor"
-    qwen_processor.save_pretrained(processor_dir)
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
-    out = tmp_path / "ranks.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(script),
-        str(processor_dir),
-        str(out),
-        str(SAMPLES),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        pytest.fail(f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    ranks = json.loads(out.read_text())
+    ranks = two_ranks(RANK_SCRIPT, qwen_processor, tmp_path, str(SAMPLES))
     assert len(ranks) == 2
     first, second = (set(r["seen"]) for r in ranks)
     assert len(ranks[0]["seen"]) == len(first) == SAMPLES // 2

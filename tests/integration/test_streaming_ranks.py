@@ -7,14 +7,11 @@ DDP step of a tiny Qwen2.5-VL runs on every step, the ranks ending with equal we
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from helpers import TESTS
+from helpers import two_ranks
 
 pytestmark = pytest.mark.slow
 
@@ -88,36 +85,7 @@ RANK_SCRIPT = textwrap.dedent(
 def test_uneven_ranks_take_the_same_steps_and_use_every_row_once(qwen_processor, tmp_path):
     pytest.importorskip("datasets")
     pytest.importorskip("torchdata.stateful_dataloader")
-    processor_dir = tmp_path / "processor"
-    qwen_processor.save_pretrained(processor_dir)
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
-    out = tmp_path / "ranks.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(script),
-        str(processor_dir),
-        str(out),
-        str(ROWS),
-        json.dumps(SHARDS),
-    ]
-    try:
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired as hang:
-        pytest.fail(f"the ranks hung (no result after {hang.timeout} s)")
-    if result.returncode != 0:
-        pytest.fail(f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    ranks = json.loads(out.read_text())
+    ranks = two_ranks(RANK_SCRIPT, qwen_processor, tmp_path, str(ROWS), json.dumps(SHARDS))
     assert len(ranks) == 2
     big, small = ranks
     # The shards are uneven: rank 1 runs out of real batches long before rank 0.
