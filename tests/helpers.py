@@ -215,3 +215,18 @@ def two_ranks(script: str, processor: Any, tmp_path: Path, *args: str, timeout: 
     if result.returncode != 0:
         pytest.fail(f"torchrun failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return json.loads(out.read_text())
+
+
+def assert_same_batch(fast: dict, slow: dict, pixel_tolerance: float = 0.0) -> None:
+    """The fast path's batch equals the processor's: the same keys in the same order, each
+    tensor's dtype and shape, every token-axis and grid value, and pixels within
+    ``pixel_tolerance`` (0: bit for bit)."""
+    assert list(fast) == list(slow)
+    for key in slow:
+        a, b = fast[key], slow[key]
+        assert a.dtype == b.dtype and a.shape == b.shape, key
+        if key.startswith("pixel_values"):
+            difference = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+            assert difference <= pixel_tolerance, (key, difference)
+        else:
+            assert torch.equal(a, b), key

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from transformers import Qwen2VLImageProcessor
 
+from helpers import assert_same_batch
 from vlm_collate import engine, qwen2_5_collate_fn
 from vlm_collate.pipeline.fast_path import fast_encoding, fast_plan, pixel_values
 from vlm_collate.testing.builders import qwen2_5_vl_processor
@@ -68,15 +69,7 @@ def _examples(seed: int) -> list[dict]:
 
 
 def _assert_same(fast: dict, slow: dict) -> None:
-    assert list(fast) == list(slow)
-    for key in slow:
-        a, b = fast[key], slow[key]
-        assert a.dtype == b.dtype and a.shape == b.shape, key
-        if key.startswith("pixel_values"):
-            difference = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-            assert difference <= PIXEL_TOLERANCE, (key, difference)
-        else:
-            assert torch.equal(a, b), key
+    assert_same_batch(fast, slow, PIXEL_TOLERANCE)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

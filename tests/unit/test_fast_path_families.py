@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.helpers import assistant, user
 
+from helpers import assert_same_batch, assistant, user
 from vlm_collate import engine, qwen2_5_collate_fn
 from vlm_collate.errors import EngineError
 from vlm_collate.pipeline.fast_path import fast_encoding, fast_plan
@@ -48,15 +48,7 @@ def _as_pil(video: np.ndarray) -> list[Image.Image]:
 
 
 def _assert_same(fast: dict, slow: dict) -> None:
-    assert list(fast) == list(slow)
-    for key in slow:
-        a, b = fast[key], slow[key]
-        assert a.dtype == b.dtype and a.shape == b.shape, key
-        if key.startswith("pixel_values"):
-            difference = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-            assert difference <= PIXEL_TOLERANCE, (key, difference)
-        else:
-            assert torch.equal(a, b), key
+    assert_same_batch(fast, slow, PIXEL_TOLERANCE)
 
 
 def _call(processor, texts, images, videos) -> dict:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.helpers import assistant, user
 
+from helpers import assert_same_batch, assistant, user
 from vlm_collate import engine
 from vlm_collate.errors import EngineError
 from vlm_collate.families.gemma3 import gemma3_collate_fn
@@ -64,15 +64,7 @@ def _call(name: str, processor, texts, images) -> dict:
 
 
 def _assert_same(fast: dict, slow: dict) -> None:
-    assert list(fast) == list(slow)
-    for key in slow:
-        a, b = fast[key], slow[key]
-        assert a.dtype == b.dtype and a.shape == b.shape, key
-        if key.startswith("pixel_values"):
-            difference = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-            assert difference <= PIXEL_TOLERANCE, (key, difference)
-        else:
-            assert torch.equal(a, b), key
+    assert_same_batch(fast, slow, PIXEL_TOLERANCE)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
