@@ -17,6 +17,7 @@ pub mod pattern;
 pub mod pixels;
 pub mod positions;
 pub mod resize;
+pub mod tiles;
 pub mod token_set;
 pub mod truncate;
 

@@ -21,7 +21,13 @@ use crate::resize::{resized, Filter};
 /// Colour channels of every picture and of every output row.
 pub const CHANNELS: usize = 3;
 
-/// One decoded picture: `height × width × 3` uint8 values (HWC, RGB).
+/// Bytes per pixel of an RGBX picture (Pillow's storage of an RGB image: the
+/// fourth byte of each pixel is padding, never read).
+pub const RGBX: usize = 4;
+
+/// One decoded picture: `height × width × 3` uint8 values (HWC, RGB), or
+/// `height × width × 4` (RGBX, the fourth byte ignored: Pillow's own buffer of
+/// an RGB image, read without a copy). The length tells which ([`Picture::step`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Picture<'a> {
     pub pixels: &'a [u8],
@@ -29,8 +35,36 @@ pub struct Picture<'a> {
     pub width: usize,
 }
 
-/// One decoded clip: `frames × height × width × 3` uint8 values (THWC, RGB).
-/// An image is a clip of one frame.
+impl Picture<'_> {
+    /// Bytes per pixel in `pixels`: 4 when it holds `height × width × 4`
+    /// bytes (RGBX), else 3.
+    pub fn step(&self) -> usize {
+        if self
+            .height
+            .checked_mul(self.width)
+            .and_then(|n| n.checked_mul(RGBX))
+            == Some(self.pixels.len())
+        {
+            RGBX
+        } else {
+            CHANNELS
+        }
+    }
+}
+
+/// Whether `len` bytes are `frames × height × width` pixels of 3 (RGB) or 4
+/// (RGBX) bytes.
+fn holds_pixels(len: usize, frames: usize, height: usize, width: usize) -> bool {
+    let pixels = height
+        .checked_mul(width)
+        .and_then(|n| n.checked_mul(frames));
+    [CHANNELS, RGBX]
+        .iter()
+        .any(|&step| pixels.and_then(|n| n.checked_mul(step)) == Some(len))
+}
+
+/// One decoded clip: `frames × height × width × 3` uint8 values (THWC, RGB),
+/// or × 4 (RGBX). An image is a clip of one frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Clip<'a> {
     pub pixels: &'a [u8],
@@ -42,7 +76,7 @@ pub struct Clip<'a> {
 impl<'a> Clip<'a> {
     /// Frame `k` (checked sizes assumed).
     fn frame(&self, k: usize) -> Picture<'a> {
-        let n = self.height * self.width * CHANNELS;
+        let n = self.pixels.len() / self.frames;
         Picture {
             pixels: &self.pixels[k * n..(k + 1) * n],
             height: self.height,
@@ -279,15 +313,10 @@ fn write_clips<T: Copy + Send + Sync>(
         )));
     }
     for (i, clip) in clips.iter().enumerate() {
-        let expected = clip
-            .height
-            .checked_mul(clip.width)
-            .and_then(|n| n.checked_mul(CHANNELS))
-            .and_then(|n| n.checked_mul(clip.frames));
         if clip.frames == 0
             || clip.height == 0
             || clip.width == 0
-            || expected != Some(clip.pixels.len())
+            || !holds_pixels(clip.pixels.len(), clip.frames, clip.height, clip.width)
         {
             let shape = if what == "images" {
                 "(height, width, 3)"
@@ -296,7 +325,7 @@ fn write_clips<T: Copy + Send + Sync>(
             };
             return Err(EngineError::new(format!(
                 "{what}[{i}] holds {} bytes for frames={} height={} width={}; each item must be \
-                 a non-empty {shape} uint8 array",
+                 a non-empty {shape} uint8 array (or 4 bytes a pixel, RGBX)",
                 clip.pixels.len(),
                 clip.frames,
                 clip.height,
@@ -381,14 +410,13 @@ pub fn write_planes<T: Copy + Send + Sync>(
     let mut sizes = Vec::with_capacity(pictures.len());
     let mut total = 0usize;
     for (i, (picture, &(h, w))) in pictures.iter().zip(targets).enumerate() {
-        let expected = picture
-            .height
-            .checked_mul(picture.width)
-            .and_then(|n| n.checked_mul(CHANNELS));
-        if picture.height == 0 || picture.width == 0 || expected != Some(picture.pixels.len()) {
+        if picture.height == 0
+            || picture.width == 0
+            || !holds_pixels(picture.pixels.len(), 1, picture.height, picture.width)
+        {
             return Err(EngineError::new(format!(
                 "images[{i}] holds {} bytes for height={} width={}; each item must be a \
-                 non-empty (height, width, 3) uint8 array",
+                 non-empty (height, width, 3) uint8 array (or (height, width, 4), RGBX)",
                 picture.pixels.len(),
                 picture.height,
                 picture.width
@@ -452,7 +480,7 @@ fn n_plane((h, w): (usize, usize)) -> usize {
 
 /// Whether rayon's pool belongs to this process: a pool started before a `fork`
 /// has no threads in the child, so a forked child runs its images serially.
-fn pool_is_ours() -> bool {
+pub(crate) fn pool_is_ours() -> bool {
     static POOL_PROCESS: OnceLock<u32> = OnceLock::new();
     *POOL_PROCESS.get_or_init(std::process::id) == std::process::id()
 }
@@ -502,6 +530,80 @@ mod tests {
         // Row 2 is patch (1, 0): pixels (2..4, 0..2) -> 8, 9, 12, 13.
         assert_eq!(&row(2)[..4], &[8.0, 9.0, 12.0, 13.0]);
         assert_eq!(&row(3)[16..20], &[2210.0, 2211.0, 2214.0, 2215.0]);
+    }
+
+    #[test]
+    fn rgbx_pictures_equal_their_rgb_pixels() {
+        // The fourth byte of each RGBX pixel is never read: junk there changes nothing.
+        let (h, w) = (30, 50);
+        let rgb: Vec<u8> = (0..h * w * 3).map(|k| (k * 7 % 251) as u8).collect();
+        let rgbx: Vec<u8> = rgb
+            .chunks_exact(3)
+            .enumerate()
+            .flat_map(|(k, px)| [px[0], px[1], px[2], (k * 31 % 256) as u8])
+            .collect();
+        fn of(pixels: &[u8], height: usize, width: usize) -> [Picture<'_>; 1] {
+            [Picture {
+                pixels,
+                height,
+                width,
+            }]
+        }
+        let table = identity_table();
+        // Resized down in height and up in width, the reverse, and down in both.
+        for targets in [[(28, 56)], [(56, 28)], [(28, 28)]] {
+            let n: usize = rows_per_image(&targets, LAYOUT).unwrap().iter().sum();
+            let mut from_rgb = vec![0f32; n * LAYOUT.row_width()];
+            let mut from_rgbx = from_rgb.clone();
+            write_pixel_values(&of(&rgb, h, w), &targets, LAYOUT, &table, &mut from_rgb, 1)
+                .unwrap();
+            write_pixel_values(
+                &of(&rgbx, h, w),
+                &targets,
+                LAYOUT,
+                &table,
+                &mut from_rgbx,
+                1,
+            )
+            .unwrap();
+            assert_eq!(from_rgb, from_rgbx);
+        }
+        for (targets, filter) in [((h, w), Filter::Bilinear), ((17, 64), Filter::Bicubic)] {
+            let mut from_rgb = vec![0f32; 3 * targets.0 * targets.1];
+            let mut from_rgbx = from_rgb.clone();
+            write_planes(
+                &of(&rgb, h, w),
+                &[targets],
+                filter,
+                &table,
+                &mut from_rgb,
+                1,
+            )
+            .unwrap();
+            write_planes(
+                &of(&rgbx, h, w),
+                &[targets],
+                filter,
+                &table,
+                &mut from_rgbx,
+                1,
+            )
+            .unwrap();
+            assert_eq!(from_rgb, from_rgbx);
+        }
+        // Neither 3 nor 4 bytes a pixel: an error naming the image.
+        let short = &rgbx[..h * w * 4 - 1];
+        let mut out = vec![0f32; 3 * h * w];
+        let err = write_planes(
+            &of(short, h, w),
+            &[(h, w)],
+            Filter::Bilinear,
+            &table,
+            &mut out,
+            1,
+        )
+        .unwrap_err();
+        assert!(err.0.starts_with("images[0] holds"), "{err}");
     }
 
     #[test]

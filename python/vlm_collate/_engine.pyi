@@ -42,6 +42,7 @@ __all__ = [
     "pixel_rows",
     "write_pixel_values",
     "write_planes",
+    "write_tiles",
     "write_video_pixel_values",
 ]
 
@@ -267,3 +268,20 @@ def write_planes(
     patches), each resized to its target by antialiased ``interpolation`` (``"bilinear"`` or
     ``"bicubic"``, torch's uint8 arithmetic), one after another into the 2-D ``out`` through
     the 3 x 256 ``table``."""
+
+def write_tiles(
+    images: list[npt.NDArray[np.uint8]],
+    resizes: _I64,
+    tiles: _I64,
+    out: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    table: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    fills: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    interpolation: str,
+    threads: int = 1,
+) -> None:
+    """Writes tiles of resized ``(H, W, 3)`` uint8 ``images`` into the ``(slots, 3, height,
+    width)`` ``out``. ``resizes`` ``(R, 4)``: ``(image, source, height, width)``, ``source``
+    -1 for the image itself or an earlier resize of the same image. ``tiles`` ``(K, 5)``:
+    ``(resize, top, left, slot, fill)``, the window of that resize at (top, left), values
+    outside it from ``fills`` (3 values each, out's dtype). ``table``: 3 x 256 values of
+    out's dtype. Slots no tile names are left as they are."""

@@ -29,6 +29,7 @@ from ._engine import (
     unpad,
     write_pixel_values,
     write_planes,
+    write_tiles,
     write_video_pixel_values,
 )
 from .errors import EngineError
@@ -54,6 +55,7 @@ __all__ = [
     "unpad",
     "write_pixel_values",
     "write_planes",
+    "write_tiles",
     "write_video_pixel_values",
 ]
 

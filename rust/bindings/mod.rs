@@ -11,6 +11,7 @@ mod layout;
 mod packing;
 mod pixels;
 mod positions;
+mod tiles;
 
 use pyo3::prelude::*;
 
@@ -40,6 +41,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pixels::write_video_pixel_values, m)?)?;
     m.add_function(wrap_pyfunction!(pixels::pixel_rows, m)?)?;
     m.add_function(wrap_pyfunction!(pixels::write_planes, m)?)?;
+    m.add_function(wrap_pyfunction!(tiles::write_tiles, m)?)?;
     m.add("MAX_ELEMENTS", crate::limits::MAX_ELEMENTS)?;
     m.add("IGNORE_INDEX", crate::IGNORE_INDEX)?;
     Ok(())

@@ -11,7 +11,7 @@ use super::convert::{
     array1, array_rows, describe, items, non_negative, require_contiguous, run, size, text, Out1,
 };
 use super::error::engine_error;
-use crate::pixels::{self, Clip, PatchLayout, Picture, CHANNELS};
+use crate::pixels::{self, Clip, PatchLayout, Picture, CHANNELS, RGBX};
 use crate::resize::Filter;
 
 /// `(N, 2)` int64 targets as (height, width) pairs.
@@ -41,8 +41,13 @@ fn patch_layout(
     })
 }
 
-/// A `(H, W, 3)` uint8 C-contiguous array, or an error naming `images[i]`.
-fn picture_array<'py>(obj: &Bound<'py, PyAny>, i: usize) -> PyResult<PyReadonlyArray3<'py, u8>> {
+/// A `(H, W, 3)` uint8 C-contiguous array (or `(H, W, 4)`, RGBX, when `rgbx`),
+/// or an error naming `images[i]`.
+fn picture_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    i: usize,
+    rgbx: bool,
+) -> PyResult<PyReadonlyArray3<'py, u8>> {
     let name = format!("images[{i}]");
     let array = obj.extract::<PyReadonlyArray3<'py, u8>>().map_err(|_| {
         engine_error(format!(
@@ -51,9 +56,15 @@ fn picture_array<'py>(obj: &Bound<'py, PyAny>, i: usize) -> PyResult<PyReadonlyA
         ))
     })?;
     require_contiguous(array.is_c_contiguous(), &name)?;
-    if array.shape()[2] != CHANNELS {
+    let channels = array.shape()[2];
+    if channels != CHANNELS && !(rgbx && channels == RGBX) {
+        let also = if rgbx {
+            " (or (height, width, 4) RGBX)"
+        } else {
+            ""
+        };
         return Err(engine_error(format!(
-            "{name} has shape {:?}; it must be (height, width, 3) RGB",
+            "{name} has shape {:?}; it must be (height, width, 3) RGB{also}",
             array.shape()
         )));
     }
@@ -61,16 +72,33 @@ fn picture_array<'py>(obj: &Bound<'py, PyAny>, i: usize) -> PyResult<PyReadonlyA
 }
 
 /// Every item of `images` as a `(H, W, 3)` uint8 array ([`picture_array`]).
-fn picture_arrays<'py>(images: &[Bound<'py, PyAny>]) -> PyResult<Vec<PyReadonlyArray3<'py, u8>>> {
+pub(super) fn picture_arrays<'py>(
+    images: &[Bound<'py, PyAny>],
+) -> PyResult<Vec<PyReadonlyArray3<'py, u8>>> {
     images
         .iter()
         .enumerate()
-        .map(|(i, obj)| picture_array(obj, i))
+        .map(|(i, obj)| picture_array(obj, i, false))
+        .collect()
+}
+
+/// Every item of `images` as a `(H, W, 3)` RGB or `(H, W, 4)` RGBX uint8 array
+/// (the fourth byte of each RGBX pixel is not read: Pillow's buffer of an RGB
+/// image, passed without a copy).
+fn rgb_or_rgbx_arrays<'py>(
+    images: &[Bound<'py, PyAny>],
+) -> PyResult<Vec<PyReadonlyArray3<'py, u8>>> {
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, obj)| picture_array(obj, i, true))
         .collect()
 }
 
 /// The pictures the arrays hold.
-fn pictures_of<'a>(arrays: &'a [PyReadonlyArray3<'_, u8>]) -> PyResult<Vec<Picture<'a>>> {
+pub(super) fn pictures_of<'a>(
+    arrays: &'a [PyReadonlyArray3<'_, u8>],
+) -> PyResult<Vec<Picture<'a>>> {
     arrays
         .iter()
         .map(|a| {
@@ -154,7 +182,8 @@ fn pixel_values_typed(
     }
 }
 
-/// Writes the `pixel_values` rows of `images` (`(H, W, 3)` uint8 arrays), image
+/// Writes the `pixel_values` rows of `images` (`(H, W, 3)` uint8 arrays, or
+/// `(H, W, 4)` RGBX whose fourth byte is not read), image
 /// `i` resized to `targets[i]` = (height, width) by antialiased bicubic, into
 /// `out`: a C-contiguous `(rows, 3·temporal·patch²)` array of float32, or of
 /// uint16 holding 16-bit floats (bfloat16 or float16 bits). `table` (1-D, 3 × 256
@@ -182,7 +211,7 @@ pub fn write_pixel_values(
         "images",
         "a list of (height, width, 3) uint8 arrays",
     )?;
-    let arrays = picture_arrays(&images)?;
+    let arrays = rgb_or_rgbx_arrays(&images)?;
     let pictures = pictures_of(&arrays)?;
     let targets = target_pairs(targets)?;
     let layout = patch_layout(patch_size, merge_size, temporal_patch_size)?;
@@ -289,8 +318,8 @@ pub fn pixel_rows<'py>(
 }
 
 /// Writes the channels-first `pixel_values` of `images` (`(H, W, 3)` uint8
-/// arrays), not cut into patches: image `i` resized to `targets[i]` = (height,
-/// width) by antialiased `interpolation` ("bilinear" or "bicubic", torch's uint8
+/// arrays, or `(H, W, 4)` RGBX), not cut into patches: image `i` resized to
+/// `targets[i]` = (height, width) by antialiased `interpolation` ("bilinear" or "bicubic", torch's uint8
 /// arithmetic), its `3·height·width` values (channel, row, column) after those of
 /// the images before it, into `out`: a C-contiguous 2-D array (any split of the
 /// total, e.g. one row per image) of float32, or of uint16 holding 16-bit float
@@ -323,7 +352,7 @@ pub fn write_planes(
         "images",
         "a list of (height, width, 3) uint8 arrays",
     )?;
-    let arrays = picture_arrays(&images)?;
+    let arrays = rgb_or_rgbx_arrays(&images)?;
     let pictures = pictures_of(&arrays)?;
     let targets = target_pairs(targets)?;
     let threads = threads.map_or(Ok(1), |t| size(t, "threads"))?;

@@ -1,0 +1,84 @@
+"""What a tiled family declares: :class:`TilePlan` (read once from the processor) and
+:class:`ImageTiles` (one image's resizes, windows and text)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class ImageTiles:
+    """One image's part of a batch, in the processor's order.
+
+    ``resizes``: ``(source, height, width)``; ``source`` -1 resizes the image itself, ``k``
+    the image's ``k``-th resize (a resize of a resize, as some processors chain them).
+    ``windows``: ``(resize, top, left)``, one per tile: the tile is the window of that
+    resize at (top, left), the output's tile size; where it reaches past the resized image
+    (the processor pads) the values are ``fill``: a byte (black is 0) mapped through the
+    processor's rescale and normalise like any pixel, or None for 0.0 written after
+    normalising. ``text``: what replaces the image's placeholder in the rendered text.
+    ``info``: the family's own facts for its output keys (grid, aspect ratio, size)."""
+
+    resizes: tuple[tuple[int, int, int], ...]
+    windows: tuple[tuple[int, int, int], ...]
+    text: str
+    fill: int | None = 0
+    info: Any = None
+
+
+@dataclass(frozen=True)
+class TilePlan(ABC):
+    """A tiled family's fast path, read once from its processor: the byte ``table`` of the
+    processor's own rescale and normalise (``3 x 256`` float32), the resize
+    ``interpolation`` (``"bicubic"`` or ``"bilinear"``, torch's antialiased uint8
+    arithmetic), the ``placeholder`` each image has in the rendered text, the tokenizer's
+    ``pad_id`` and the ``tile`` size (height, width). A family overrides
+    :meth:`image_tiles` and :meth:`outputs`, and where its output is padded or its tiles
+    vary in size, :meth:`tile_size` and :meth:`slots`."""
+
+    table: torch.Tensor
+    interpolation: str
+    placeholder: str
+    pad_id: int
+    tile: tuple[int, int]
+
+    @abstractmethod
+    def image_tiles(self, height: int, width: int) -> ImageTiles:
+        """The resizes, windows and text of an image of ``height`` x ``width`` pixels."""
+
+    def expanded_text(self, text: str, images: Sequence[ImageTiles]) -> str | None:
+        """``text`` with its image placeholders replaced, in order, by ``images``' texts;
+        None when the counts differ (the processor path then reports it)."""
+        parts = text.split(self.placeholder)
+        if len(parts) != len(images) + 1:
+            return None
+        out = [parts[0]]
+        for image, part in zip(images, parts[1:], strict=True):
+            out += [image.text, part]
+        return "".join(out)
+
+    def tile_size(self, images: Sequence[Sequence[ImageTiles]]) -> tuple[int, int]:
+        """The batch's tile (height, width); ``images``: each sample's images."""
+        return self.tile
+
+    def slots(self, images: Sequence[Sequence[ImageTiles]]) -> tuple[int, list[int] | None]:
+        """How many tiles the output holds, and each window's slot in the order the
+        images and windows are given (None: one after another, no padding slots). Slots
+        no window writes are zeros."""
+        return sum(len(t.windows) for sample in images for t in sample), None
+
+    @abstractmethod
+    def outputs(
+        self,
+        pixel_values: torch.Tensor,
+        images: Sequence[Sequence[ImageTiles]],
+        encoded: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """The batch as the processor returns it (its keys, in its order), from the
+        ``(slots, 3, height, width)`` tiles, each sample's images, and ``encoded``'s
+        ``input_ids`` and ``attention_mask``."""
