@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from vlm_collate import VLMCollator, build_labels
 from vlm_collate.formats.conversation import with_list_content
 from vlm_collate.processor.fast_plan import fast_plan
+from vlm_collate.processor.tiles import tile_plan
 from vlm_collate.testing import families, qwen2_5_vl_processor
 
 from . import data, dataloader
@@ -202,7 +203,9 @@ def _family_rows(ctx: Context, names: list[str], folder: Path) -> tuple[Table, T
             [
                 name,
                 sizes + (f" ({note})" if note else ""),
-                "yes" if fast_plan(processor) is not None else "no (processor call)",
+                "yes"
+                if fast_plan(processor) is not None or tile_plan(processor) is not None
+                else "no (processor call)",
                 fmt_time(single["collate, decoded"]),
                 *[fmt_ratio(c) for c in cells],
             ]
