@@ -14,6 +14,7 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyString};
 use super::error::engine_error;
 use crate::batch::Rows;
 use crate::error::EngineError;
+use crate::resize::Filter;
 
 pub type Out1<'py> = Bound<'py, PyArray1<i64>>;
 pub type Out2<'py> = Bound<'py, PyArray2<i64>>;
@@ -124,6 +125,39 @@ pub fn text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
     obj.cast::<PyString>()
         .map(|s| s.to_string())
         .map_err(|_| engine_error(format!("{name} must be a string, got {}", shown(obj))))
+}
+
+/// The resize filter an `interpolation` argument names (`"bilinear"` or `"bicubic"`).
+pub fn filter(obj: &Bound<'_, PyAny>) -> PyResult<Filter> {
+    match text(obj, "interpolation")?.as_str() {
+        "bilinear" => Ok(Filter::Bilinear),
+        "bicubic" => Ok(Filter::Bicubic),
+        other => Err(engine_error(format!(
+            "interpolation must be 'bilinear' or 'bicubic', got {other:?}"
+        ))),
+    }
+}
+
+/// The element type of a pixel output: float32, or uint16 holding 16-bit floats.
+pub enum PixelType {
+    F32,
+    U16,
+}
+
+/// `out`'s pixel element type, or an error saying what it must be.
+pub fn pixel_type(out: &Bound<'_, PyAny>) -> PyResult<PixelType> {
+    let dtype = out
+        .getattr("dtype")
+        .and_then(|d| d.str().map(|s| s.to_string()))
+        .unwrap_or_default();
+    match dtype.as_str() {
+        "float32" => Ok(PixelType::F32),
+        "uint16" => Ok(PixelType::U16),
+        _ => Err(engine_error(format!(
+            "out must be a float32 array, or a uint16 view of bfloat16/float16 values, got {}",
+            describe(out)
+        ))),
+    }
 }
 
 /// The items of a list (or tuple, or other iterable) argument; `what` says what

@@ -5,7 +5,8 @@ use numpy::{PyReadonlyArray1, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use super::convert::{
-    array_rows, describe, items, non_negative, require_contiguous, run, size, text,
+    array_rows, describe, filter, items, non_negative, pixel_type, require_contiguous, run, size,
+    PixelType,
 };
 use super::error::engine_error;
 use super::pixels::{picture_arrays, pictures_of};
@@ -142,15 +143,7 @@ pub fn write_tiles(
     interpolation: &Bound<'_, PyAny>,
     threads: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
-    let filter = match text(interpolation, "interpolation")?.as_str() {
-        "bilinear" => Filter::Bilinear,
-        "bicubic" => Filter::Bicubic,
-        other => {
-            return Err(engine_error(format!(
-                "interpolation must be 'bilinear' or 'bicubic', got {other:?}"
-            )))
-        }
-    };
+    let filter = filter(interpolation)?;
     let images = items(
         images,
         "images",
@@ -168,16 +161,8 @@ pub fn write_tiles(
         filter,
         threads,
     };
-    let dtype = out
-        .getattr("dtype")
-        .and_then(|d| d.str().map(|s| s.to_string()))
-        .unwrap_or_default();
-    match dtype.as_str() {
-        "float32" => tiles_into::<f32>(py, job, out, table, fills),
-        "uint16" => tiles_into::<u16>(py, job, out, table, fills),
-        _ => Err(engine_error(format!(
-            "out must be a float32 array, or a uint16 view of bfloat16/float16 values, got {}",
-            describe(out)
-        ))),
+    match pixel_type(out)? {
+        PixelType::F32 => tiles_into::<f32>(py, job, out, table, fills),
+        PixelType::U16 => tiles_into::<u16>(py, job, out, table, fills),
     }
 }
