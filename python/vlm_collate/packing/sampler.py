@@ -25,16 +25,27 @@ from ..processor.media_tokens import image_tokens, pixel_budget, video_tokens
 from ..processor.profile import profile_of
 from ..processor.render import renderer_for
 from .collator import STRATEGIES
+from .headers import file_header_size, header_size
 
 
 def _image_size(value: Any, where: str) -> tuple[int, int]:
     """``(height, width)`` of an image item, reading only the header of a file or bytes."""
     if isinstance(value, Image.Image):
         return value.height, value.width
-    if isinstance(value, (str, os.PathLike)) and os.path.exists(value):
-        with Image.open(value) as image:
-            return image.height, image.width
+    if isinstance(value, (str, os.PathLike)):
+        try:  # JPEG and PNG headers parsed directly (PIL's size, a few µs)
+            size = file_header_size(value)
+        except OSError:  # not a local file (a URL, base64...): load_image below
+            pass
+        else:
+            if size is not None:
+                return size
+            with Image.open(value) as image:
+                return image.height, image.width
     if isinstance(value, (bytes, bytearray)):
+        size = header_size(value)
+        if size is not None:
+            return size
         with Image.open(io.BytesIO(value)) as image:
             return image.height, image.width
     if hasattr(value, "shape") and len(value.shape) in (2, 3):
@@ -114,12 +125,29 @@ class LengthEstimator:
         """``[self(e, i) for e, i in zip(examples, indices)]``, equal row by row, with every
         rendered text tokenized in one call of the fast tokenizer (the Rust backend's
         batch encode, without offsets), not one call per row."""
+        return self.measure_batch(examples, indices)[0]
+
+    def measure_batch(
+        self, examples: Sequence[Any], indices: Sequence[int]
+    ) -> tuple[list[int], list[int]]:
+        """``(lengths, vision)``: :meth:`batch`'s lengths and each example's vision tokens
+        (:meth:`vision`), from one rendering of each example."""
         rendered = [self._rendered(e, i) for e, i in zip(examples, indices)]
         counts = text_token_counts(profile_of(self.processor).tokenizer, [t for _, t in rendered])
-        return [
-            self._total(e, i, conversation, n)
+        measured = [
+            self._measure(e, i, conversation, n)
             for e, i, (conversation, _), n in zip(examples, indices, rendered, counts)
         ]
+        return [m[0] for m in measured], [m[1] for m in measured]
+
+    def vision(self, example: Any, index: int = 0) -> int:
+        """The tokens the example's images and videos become in the sequence (budgets and
+        shrinking applied as for its length): the vision tower's cost, in tokens (the
+        tower sees the merge kernel's patches per token, e.g. 4 for Qwen2.5-VL), for
+        ``PackedBatchSampler(..., balance="vision")``."""
+        conversation, text = self._rendered(example, index)
+        tokens = len(profile_of(self.processor).tokenizer(text)["input_ids"])
+        return self._measure(example, index, conversation, tokens)[1]
 
     def _rendered(self, example: Any, index: int) -> tuple[list[dict[str, Any]], str]:
         """The row's conversation and the text the chat template renders for it."""
@@ -127,8 +155,15 @@ class LengthEstimator:
         return conversation, renderer_for(profile_of(self.processor))(conversation)
 
     def _total(self, example: Any, index: int, conversation: Any, text_tokens: int) -> int:
-        """The sample's length from its rendered text's ``text_tokens``: the appended stop
-        token, each image's tokens (header sizes, budgets, shrinking) and each video's."""
+        """The sample's length from its rendered text's ``text_tokens``."""
+        return self._measure(example, index, conversation, text_tokens)[0]
+
+    def _measure(
+        self, example: Any, index: int, conversation: Any, text_tokens: int
+    ) -> tuple[int, int]:
+        """``(length, vision tokens)`` from the rendered text's ``text_tokens``: the
+        appended stop token, each image's tokens (header sizes, budgets, shrinking) and
+        each video's; vision tokens are the images' and videos' tokens alone."""
         profile = profile_of(self.processor)
         tokens = text_tokens
         tokens += appended_stop(profile, conversation, getattr(self, "close_last_reply", "auto"))
@@ -141,14 +176,19 @@ class LengthEstimator:
         if options.shrink_media and options.max_length is not None:
             shrunk = shrunk_budgets(profile, tokens, sizes, budgets, options.max_length)
             budgets = shrunk[0] if shrunk is not None else budgets
-        tokens = sample_tokens(profile, tokens, sizes, budgets)
+        with_images = sample_tokens(profile, tokens, sizes, budgets)
+        # each image's placeholder was one of the text tokens: it becomes the image's tokens
+        vision = with_images - tokens + len(sizes)
+        tokens = with_images
         frames = frame_budgets(options, example, conversation, index) if media.videos else []
         rates = fps_budgets(options, example, conversation, index) if media.videos else []
         for value, max_frames, (fps, rate) in zip(media.videos, frames, rates):
             # frames sampled as the collator does (max_frames, fps at the source rate)
             shape = _video_shape(value)
-            tokens += video_tokens(self.processor, *shape, max_frames, fps, rate) - 1
-        return tokens
+            count = video_tokens(self.processor, *shape, max_frames, fps, rate)
+            tokens += count - 1
+            vision += count
+        return tokens, vision
 
 
 def text_token_counts(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -178,11 +218,13 @@ class PackedBatchSampler:
     batches of similar token counts, with ``balance="vision"`` of similar vision patches
     (``vision``: patches or vision tokens per sample, e.g. the ``vision_length`` column of
     :func:`~vlm_collate.packing.add_lengths`), with ``balance=None`` consecutive ones;
-    rounds are shuffled. Ranks get disjoint samples and the same number of batches (the
-    last incomplete round is dropped with ``drop_last=True``; otherwise its missing
-    batches repeat the epoch's first ones, as ``DistributedSampler`` repeats samples). A
-    sample longer than ``max_length`` is its own batch (the collator's ``on_overflow``
-    decides).
+    rounds are shuffled. ``lengths`` may be the ``datasets.Dataset`` that ``add_lengths``
+    returned: its ``length`` column is read, and with ``balance="vision"`` its
+    ``vision_length`` column (as numpy arrays). Ranks get disjoint samples and the same
+    number of batches (the last incomplete round is dropped with ``drop_last=True``;
+    otherwise its missing batches repeat the epoch's first ones, as
+    ``DistributedSampler`` repeats samples). A sample longer than ``max_length`` is its
+    own batch (the collator's ``on_overflow`` decides).
 
     Holds numbers only (numpy arrays): each rank keeps only its share of an epoch's plan,
     built once per epoch (``len()`` is then O(1)). ``state_dict()`` /
@@ -206,6 +248,8 @@ class PackedBatchSampler:
         balance: str | None = "tokens",
         vision: Sequence[int] | np.ndarray | None = None,
     ):
+        if hasattr(lengths, "column_names"):  # a datasets.Dataset from add_lengths
+            lengths, vision = _dataset_columns(lengths, vision, balance)
         self.lengths = _column(lengths, "lengths")
         for name, value in (("max_length", max_length), ("rows_per_batch", rows_per_batch)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -365,6 +409,26 @@ def _column(values: Any, name: str) -> np.ndarray:
     if len(array) and array.min() < 0:
         raise OptionError(f"{name} must be >= 0")
     return array
+
+
+def _dataset_columns(dataset: Any, vision: Any, balance: str | None) -> tuple[Any, Any]:
+    """The ``length`` column of a dataset :func:`~vlm_collate.packing.add_lengths` gave,
+    and (when ``vision`` is not given and ``balance="vision"``) its ``vision_length``."""
+    names = dataset.column_names
+    if "length" not in names:
+        raise OptionError(
+            f"the dataset has no 'length' column (its columns: {names}); add it with "
+            "vlm_collate.packing.add_lengths(dataset, processor) or pass the lengths"
+        )
+    numbers = dataset.with_format("numpy")
+    if vision is None and balance == "vision":
+        if "vision_length" not in names:
+            raise OptionError(
+                "balance='vision' needs the dataset's 'vision_length' column (add_lengths "
+                "adds it unless vision_column=None) or vision=..."
+            )
+        vision = numbers["vision_length"]
+    return numbers["length"], vision
 
 
 def _segments_in_order(
