@@ -202,13 +202,41 @@ pub fn rows_per_clip(
         .collect()
 }
 
-/// Writes the planar `3 × height × width` frames `planes` (one per temporal
-/// position; a repeated frame is the same slice) into their rows `out`: row
+/// Where a frame's bytes are read from: planar `3 × height × width` (resized),
+/// or the source picture's own interleaved pixels of `step` bytes (kept at its
+/// size, read in place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Planar,
+    Interleaved(usize),
+}
+
+/// Writes the `frames` (one per temporal position; a repeated frame is the same
+/// slice), each `height × width` in `layout`, into their rows `out`: row
 /// `((by·(gw/m) + bx)·m + my)·m + mx` holds patch `(by·m + my, bx·m + mx)`,
 /// its columns `[channel][temporal position][py][px]`, each byte mapped
 /// through `table[channel·256 + byte]`.
 fn patchify<T: Copy>(
-    planes: &[&[u8]],
+    frames: &[&[u8]],
+    layout: Layout,
+    size: (usize, usize),
+    patches: PatchLayout,
+    table: &[T],
+    out: &mut [T],
+) {
+    match layout {
+        Layout::Planar => patchify_strided::<T, 1>(frames, size, patches, table, out),
+        Layout::Interleaved(CHANNELS) => {
+            patchify_strided::<T, CHANNELS>(frames, size, patches, table, out)
+        }
+        Layout::Interleaved(_) => patchify_strided::<T, RGBX>(frames, size, patches, table, out),
+    }
+}
+
+/// [`patchify`] with a byte's neighbour along x `STEP` bytes on (1: planar,
+/// channel `c` at `c·height·width`; 3 or 4: interleaved, channel `c` at `c`).
+fn patchify_strided<T: Copy, const STEP: usize>(
+    frames: &[&[u8]],
     (height, width): (usize, usize),
     layout: PatchLayout,
     table: &[T],
@@ -220,8 +248,15 @@ fn patchify<T: Copy>(
         temporal,
     } = layout;
     let (gh, gw) = (height / p, width / p);
-    let plane = height * width;
+    let channel_offset = if STEP == 1 { height * width } else { 1 };
     let block = p * p;
+    let luts: Vec<&[T; 256]> = (0..CHANNELS)
+        .map(|c| {
+            table[c * 256..(c + 1) * 256]
+                .try_into()
+                .expect("table holds 3 × 256 values (checked by the caller)")
+        })
+        .collect();
     let mut rows = out.chunks_exact_mut(layout.row_width());
     for by in 0..gh / m {
         for bx in 0..gw / m {
@@ -229,22 +264,19 @@ fn patchify<T: Copy>(
                 for mx in 0..m {
                     let Some(row) = rows.next() else { return };
                     let (y0, x0) = ((by * m + my) * p, (bx * m + mx) * p);
-                    for c in 0..CHANNELS {
-                        let lut = &table[c * 256..(c + 1) * 256];
+                    for (c, lut) in luts.iter().enumerate() {
                         let channel = &mut row[c * temporal * block..(c + 1) * temporal * block];
                         for t in 0..temporal {
                             let (done, rest) = channel.split_at_mut(t * block);
                             let dst = &mut rest[..block];
-                            if t > 0 && std::ptr::eq(planes[t], planes[t - 1]) {
+                            if t > 0 && std::ptr::eq(frames[t], frames[t - 1]) {
                                 dst.copy_from_slice(&done[(t - 1) * block..]);
                                 continue;
                             }
-                            for py in 0..p {
-                                let start = c * plane + (y0 + py) * width + x0;
-                                for (d, &v) in dst[py * p..(py + 1) * p]
-                                    .iter_mut()
-                                    .zip(&planes[t][start..start + p])
-                                {
+                            for (py, line) in dst.chunks_exact_mut(p).enumerate() {
+                                let start = c * channel_offset + ((y0 + py) * width + x0) * STEP;
+                                let src = &frames[t][start..start + (p - 1) * STEP + 1];
+                                for (d, &v) in line.iter_mut().zip(src.iter().step_by(STEP)) {
                                     *d = lut[usize::from(v)];
                                 }
                             }
@@ -363,14 +395,33 @@ fn write_clips<T: Copy + Send + Sync>(
     let run = |job: Job<T>| {
         let first = job.group * layout.temporal;
         let last = (first + layout.temporal).min(job.clip.frames);
-        let resized_frames = (first..last)
-            .map(|k| resized(&job.clip.frame(k), job.target, Filter::Bicubic, job.image))
-            .collect::<Result<Vec<_>>>()?;
+        // A frame kept at its size is read in place (no planar copy); a resized one
+        // from its planar resize.
+        let kept = job.target == (job.clip.height, job.clip.width);
+        let resized_frames = if kept {
+            Vec::new()
+        } else {
+            (first..last)
+                .map(|k| resized(&job.clip.frame(k), job.target, Filter::Bicubic, job.image))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let frame = |k: usize| -> &[u8] {
+            if kept {
+                job.clip.frame(first + k).pixels
+            } else {
+                resized_frames[k].as_slice()
+            }
+        };
         // Positions past the clip's last frame repeat it (the same slice).
-        let planes: Vec<&[u8]> = (0..layout.temporal)
-            .map(|t| resized_frames[t.min(resized_frames.len() - 1)].as_slice())
+        let frames: Vec<&[u8]> = (0..layout.temporal)
+            .map(|t| frame(t.min(last - first - 1)))
             .collect();
-        patchify(&planes, job.target, layout, table, job.out);
+        let source = if kept {
+            Layout::Interleaved(job.clip.frame(first).step())
+        } else {
+            Layout::Planar
+        };
+        patchify(&frames, source, job.target, layout, table, job.out);
         Ok(())
     };
     if threads > 1 && jobs.len() > 1 && pool_is_ours() {

@@ -10,7 +10,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::limits::{too_large, MAX_ELEMENTS};
-use crate::pixels::{Picture, CHANNELS};
+use crate::pixels::{Picture, CHANNELS, RGBX};
 
 /// The interpolation of an antialiased resize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,8 +178,23 @@ fn resample_rows(src: &[u8], width: usize, taps: &Taps, out: &mut [u8], sums: &m
 }
 
 /// Planar `3 × height × out_width` bytes: each row of the HWC `picture`
-/// resampled along x (or only de-interleaved when the width is kept).
+/// resampled along x (or only de-interleaved when the width is kept). The
+/// picture's pixels are 3 bytes (RGB) or 4 (RGBX, the fourth not read).
 fn horizontal(
+    picture: &Picture,
+    out_width: usize,
+    filter: Filter,
+    image: usize,
+) -> Result<Vec<u8>> {
+    if picture.step() == RGBX {
+        horizontal_step::<RGBX>(picture, out_width, filter, image)
+    } else {
+        horizontal_step::<CHANNELS>(picture, out_width, filter, image)
+    }
+}
+
+/// [`horizontal`] for pixels of `STEP` bytes.
+fn horizontal_step<const STEP: usize>(
     picture: &Picture,
     out_width: usize,
     filter: Filter,
@@ -188,19 +203,21 @@ fn horizontal(
     let (h, w) = (picture.height, picture.width);
     let plane = h * out_width;
     let mut out = scratch(CHANNELS * plane, image)?;
+    let (r_plane, rest) = out.split_at_mut(plane);
+    let (g_plane, b_plane) = rest.split_at_mut(plane);
     if out_width == w {
-        for (k, px) in picture.pixels.chunks_exact(CHANNELS).enumerate() {
-            for c in 0..CHANNELS {
-                out[c * plane + k] = px[c];
-            }
+        let planes = r_plane
+            .iter_mut()
+            .zip(g_plane.iter_mut())
+            .zip(b_plane.iter_mut());
+        for (px, ((r, g), b)) in picture.pixels.chunks_exact(STEP).zip(planes) {
+            (*r, *g, *b) = (px[0], px[1], px[2]);
         }
         return Ok(out);
     }
     let taps = taps(w, out_width, filter);
     let half = 1i32 << (taps.precision - 1);
-    let (r_plane, rest) = out.split_at_mut(plane);
-    let (g_plane, b_plane) = rest.split_at_mut(plane);
-    for (y, src) in picture.pixels.chunks_exact(w * CHANNELS).enumerate() {
+    for (y, src) in picture.pixels.chunks_exact(w * STEP).enumerate() {
         let rows = y * out_width..(y + 1) * out_width;
         let outs = r_plane[rows.clone()]
             .iter_mut()
@@ -208,10 +225,10 @@ fn horizontal(
             .zip(b_plane[rows].iter_mut());
         for (x, ((r, g), b)) in outs.enumerate() {
             let weights = &taps.weights[x * taps.stride..x * taps.stride + taps.count[x]];
-            let base = taps.first[x] * CHANNELS;
-            let run = &src[base..base + weights.len() * CHANNELS];
+            let base = taps.first[x] * STEP;
+            let run = &src[base..base + weights.len() * STEP];
             let (mut sr, mut sg, mut sb) = (half, half, half);
-            for (px, &k) in run.chunks_exact(CHANNELS).zip(weights) {
+            for (px, &k) in run.chunks_exact(STEP).zip(weights) {
                 sr += i32::from(px[0]) * k;
                 sg += i32::from(px[1]) * k;
                 sb += i32::from(px[2]) * k;

@@ -237,7 +237,7 @@ def test_bad_engine_arguments_are_errors_naming_them():
     with pytest.raises(ValueError, match=r"images\[0\] must be a \(height, width, 3\) uint8"):
         engine.write_pixel_values([image.astype(np.float32)], targets, out, table, 14, 2, 2)
     with pytest.raises(ValueError, match=r"images\[0\] has shape"):
-        engine.write_pixel_values([np.zeros((10, 10, 4), np.uint8)], targets, out, table, 14, 2, 2)
+        engine.write_pixel_values([np.zeros((10, 10, 5), np.uint8)], targets, out, table, 14, 2, 2)
     with pytest.raises(ValueError, match="out must be a float32 array"):
         engine.write_pixel_values([image], targets, out.astype(np.float64), table, 14, 2, 2)
     with pytest.raises(ValueError, match="table must be a 1-D array"):

@@ -37,6 +37,7 @@ from ..engine import as_int64
 from ..processor.fast_plan import FastPlan, VideoPlan, budgeted, fast_plan
 from ..processor.media_tokens import pixel_budget
 from ..processor.profile import ProcessorProfile, profile_of
+from .pil_buffer import rgbx_view
 
 logger = logging.getLogger("vlm_collate")
 
@@ -163,6 +164,17 @@ def output_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
+def engine_pixels(image: Any) -> np.ndarray:
+    """What the engine reads of an RGB ``image``: a PIL image's own buffer (an
+    ``(H, W, 4)`` RGBX view, no copy: :func:`.pil_buffer.rgbx_view`) where Pillow
+    exports it, else a C-contiguous ``(H, W, 3)`` uint8 array (a copy only when the
+    image is not one already)."""
+    view = rgbx_view(image)
+    if view is not None:
+        return view
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
 def pixel_values(
     images: Sequence[Any],
     plan: FastPlan,
@@ -173,7 +185,7 @@ def pixel_values(
     of ``dtype`` (float32, bfloat16 or float16). ``order``: the order the images' rows
     are written in (a permutation of their indices; default as given); the grids stay
     in the given order."""
-    arrays = [np.ascontiguousarray(np.asarray(image, dtype=np.uint8)) for image in images]
+    arrays = [engine_pixels(image) for image in images]
     given = target_sizes(arrays, plan)
     targets = given
     if order is not None:

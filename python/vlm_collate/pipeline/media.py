@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import MediaError
 
@@ -286,7 +286,11 @@ def _opened(
             if limits:
                 check_image_limits(image, limits, where)
             image.load()
-            return image.copy() if isinstance(source, str) else image
+            # A decoded image owns its pixels once loaded (leaving the block closes only
+            # the file); one memory-mapped from its file (uncompressed formats) is copied
+            # so that it does not change with the file.
+            mapped = image.readonly or getattr(image, "map", None) is not None
+            return image.copy() if isinstance(source, str) and mapped else image
     except Image.DecompressionBombError as err:
         raise MediaError(f"{where}: {err}") from err
     except MediaError:
@@ -386,6 +390,20 @@ def _as_rgb(image: Image.Image, where: str) -> Image.Image:
     return image.convert("RGB")
 
 
+_TRANSPOSED = range(2, 9)
+"""EXIF orientations other than upright (1): the ones ``exif_transpose`` turns."""
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned upright by its EXIF orientation: ``ImageOps.exif_transpose``
+    where it has one other than 1, else the image itself (``exif_transpose`` would
+    return a copy of every pixel, about 0.15 ms for a 448² image; nothing downstream
+    modifies the image in place)."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) not in _TRANSPOSED:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def _is_source(value: Any) -> bool:
     """Whether ``value`` is file data or a reference to it (not pixels)."""
     if isinstance(value, Mapping):
@@ -420,7 +438,7 @@ def load_image(
             raise MediaError(f"{where}: unsupported image type {type(value).__name__}")
         if image.width == 0 or image.height == 0:
             raise MediaError(f"{where}: the image is empty ({image.width}x{image.height})")
-        return _as_rgb(ImageOps.exif_transpose(image), where)
+        return _as_rgb(_upright(image), where)
     except MediaError:
         raise
     except Image.DecompressionBombError as err:
