@@ -83,7 +83,10 @@ def tiled_encoding(
     flat = [image for sample in images for image in sample]
     if any(getattr(image, "mode", "RGB") != "RGB" for image in flat):
         return None
-    per_image = [plan.image_tiles(*_size(image)) for image in flat]
+    found = [plan.image_tiles(*_size(image)) for image in flat]
+    per_image = [tiles for tiles in found if tiles is not None]
+    if len(per_image) != len(found):  # an image the processor refuses: it reports it
+        return None
     per_sample: list[list[ImageTiles]] = []
     expanded = []
     start = 0

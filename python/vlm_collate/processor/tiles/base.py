@@ -48,8 +48,10 @@ class TilePlan(ABC):
     tile: tuple[int, int]
 
     @abstractmethod
-    def image_tiles(self, height: int, width: int) -> ImageTiles:
-        """The resizes, windows and text of an image of ``height`` x ``width`` pixels."""
+    def image_tiles(self, height: int, width: int) -> ImageTiles | None:
+        """The resizes, windows and text of an image of ``height`` x ``width`` pixels, or
+        None for an image the processor refuses (the batch then calls it, and the error
+        names the sample)."""
 
     def expanded_text(self, text: str, images: Sequence[ImageTiles]) -> str | None:
         """``text`` with its image placeholders replaced, in order, by ``images``' texts;
