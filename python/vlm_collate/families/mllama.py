@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..options import seed_options
-from ..pipeline.encode import collate
+from ..pipeline.encode import Quirks, collate
+from ..pipeline.fast_tiles import tiled_call
 from ..processor.family import family
+from ..processor.profile import profile_of
 from ..report import Batch
 
 
@@ -22,5 +24,8 @@ def mllama_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
     when the batch holds images ``pixel_values``, ``aspect_ratio_ids``,
     ``aspect_ratio_mask`` and ``cross_attention_mask`` ``(B, L, images, tiles)``, cut,
     shifted and padded along L with the ids. Options: see
-    :class:`~vlm_collate.CollateOptions`."""
-    return collate(examples, processor, seed_options(**options))
+    :class:`~vlm_collate.CollateOptions`. The tiled fast path
+    (:mod:`vlm_collate.processor.tiles.mllama`) builds the batch without the processor
+    call where it reproduces it."""
+    opts = seed_options(**options)
+    return collate(examples, processor, opts, Quirks(call=tiled_call(profile_of(processor), opts)))
