@@ -7,6 +7,7 @@ processor, the reason logged once."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 
@@ -19,7 +20,9 @@ from helpers import assert_same_batch, assistant, user
 from vlm_collate import VLMCollator
 from vlm_collate.families.internvl import internvl_collate_fn
 from vlm_collate.pipeline.fast_tiles import tiled_encoding
+from vlm_collate.processor.profile import profile_of
 from vlm_collate.processor.tiles import tile_plan
+from vlm_collate.processor.tiles.internvl import alone_id
 from vlm_collate.testing.families import internvl_processor
 
 PIXEL_TOLERANCE = 0.0
@@ -282,3 +285,34 @@ def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, cap
     assert len(logged) == 1 and reason in logged[0], logged
     slow = VLMCollator(processor, fast_path=False)(examples)
     assert_same_batch(dict(fast), dict(slow))
+
+
+def test_context_runs_written_by_the_engine_or_in_full_are_the_same():
+    processor = _processor()
+    plan = tile_plan(processor)
+    assert plan is not None
+    assert plan.repeated() == processor.tokenizer.convert_tokens_to_ids(PH)
+    rng = np.random.default_rng(7)
+    images = [[_image(rng, 200, 500, True), _image(rng, 50, 50, False)], []]
+    texts = [f"a {PH} b {PH}", "c"]
+    slow = _call(processor, texts, images)
+    assert_same_batch(tiled_encoding(processor, texts, images), slow)
+    # The same plan writing each block's text in full (a tokenizer whose context token
+    # is not a special token would get this plan).
+    profile = profile_of(processor)
+    full = dataclasses.replace(plan, context_id=None)
+    assert full.repeated() is None and full.image_tiles(200, 500).repeats == ()
+    profile._memo["tile_plan"] = full
+    try:
+        assert_same_batch(tiled_encoding(processor, texts, images), slow)
+    finally:
+        profile._memo["tile_plan"] = plan
+
+
+def test_alone_id_refuses_a_token_that_is_not_an_added_token():
+    tokenizer = _processor().tokenizer
+    assert alone_id(tokenizer, "<img>", PH, "</img>") == tokenizer.convert_tokens_to_ids(PH)
+    assert alone_id(tokenizer, "<img>", "a", "</img>") is None  # "aaa" is one token
+    ab = tokenizer.convert_tokens_to_ids("ab")
+    assert tokenizer("ababab", add_special_tokens=False)["input_ids"] == [ab] * 3
+    assert alone_id(tokenizer, "<img>", "ab", "</img>") is None  # alone here, not added

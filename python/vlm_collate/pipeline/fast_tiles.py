@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import engine
+from ..engine import as_int64
 from ..processor.profile import ProcessorProfile, profile_of
 from ..processor.tiles import ImageTiles, has_tile_plan, tile_plan
 from .fast_path import _threads, _typed, output_tensor
@@ -63,6 +64,16 @@ def _fill_values(fills: list[int | None], table: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows).reshape(-1) if rows else torch.zeros(3)
 
 
+def _zero_unwritten(out: torch.Tensor, slots: list[int]) -> None:
+    """Zeroes the slots of ``out`` that no window writes (in runs); the written ones are
+    overwritten whole by the engine, so they are not cleared first."""
+    unwritten = np.ones(out.shape[0], dtype=np.int8)
+    unwritten[np.asarray(slots, dtype=np.int64)] = 0
+    edges = np.flatnonzero(np.diff(unwritten, prepend=0, append=0))
+    for start, stop in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+        out[start:stop].zero_()
+
+
 def tiled_encoding(
     processor: Any,
     texts: Sequence[str],
@@ -101,12 +112,19 @@ def tiled_encoding(
     tokens = profile.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
     values, offsets = engine.ragged(tokens)
     ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
+    repeated = plan.repeated()
+    if repeated is not None and per_image:  # runs of a special token, written by the engine
+        counts = [n for image in per_image for n in image.repeats]
+        per_row = [sum(len(image.repeats) for image in sample) for sample in per_sample]
+        ids, mask = engine.expand_placeholders(
+            ids, mask, repeated, as_int64(counts), as_int64(per_row), plan.pad_id, "right"
+        )
     encoded = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
     height, width = plan.tile_size(per_sample)
     count, slots = plan.slots(per_sample)
     out = output_tensor((count, 3, height, width), pixel_dtype)
     if slots is not None:
-        out.zero_()
+        _zero_unwritten(out, slots)
     if flat:
         resizes, tiles, fills = _engine_rows(per_image, slots)
         arrays = [np.ascontiguousarray(np.asarray(image, dtype=np.uint8)) for image in flat]

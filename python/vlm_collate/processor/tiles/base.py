@@ -22,13 +22,17 @@ class ImageTiles:
     (the processor pads) the values are ``fill``: a byte (black is 0) mapped through the
     processor's rescale and normalise like any pixel, or None for 0.0 written after
     normalising. ``text``: what replaces the image's placeholder in the rendered text.
-    ``info``: the family's own facts for its output keys (grid, aspect ratio, size)."""
+    ``info``: the family's own facts for its output keys (grid, aspect ratio, size).
+    ``repeats``: where the plan has a :meth:`TilePlan.repeated` token, how many copies of
+    it each of its occurrences in ``text`` stands for, in order (the engine repeats it
+    after tokenizing)."""
 
     resizes: tuple[tuple[int, int, int], ...]
     windows: tuple[tuple[int, int, int], ...]
     text: str
     fill: int | None = 0
     info: Any = None
+    repeats: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,14 @@ class TilePlan(ABC):
         for image, part in zip(images, parts[1:], strict=True):
             out += [image.text, part]
         return "".join(out)
+
+    def repeated(self) -> int | None:
+        """The token id each image's ``text`` holds once per run of it the processor
+        writes (its :attr:`ImageTiles.repeats` say how long each run is): the engine
+        repeats it after one tokenizer call on the short texts, which costs far less than
+        tokenizing the runs. Only for a token that tokenizes alone wherever it stands
+        (a special token). None: the texts are written in full."""
+        return None
 
     def tile_size(self, images: Sequence[Sequence[ImageTiles]]) -> tuple[int, int]:
         """The batch's tile (height, width); ``images``: each sample's images."""

@@ -60,11 +60,17 @@ def interpolation_of(ip: Any) -> str | None:
 @dataclass(frozen=True)
 class InternVLPlan(TilePlan):
     """``crop``: ``crop_to_patches``; ``patches``: ``(min_patches, max_patches)``;
-    ``block``: ``(<img>, <IMG_CONTEXT>, </img>, image_seq_length)``."""
+    ``block``: ``(<img>, <IMG_CONTEXT>, </img>, image_seq_length)``; ``context_id``: the
+    id of ``<IMG_CONTEXT>`` when it tokenizes alone (the engine then repeats it), or None
+    (the block's text written in full)."""
 
     crop: bool = True
     patches: tuple[int, int] = (1, 12)
     block: tuple[str, str, str, int] = ("<img>", "<IMG_CONTEXT>", "</img>", 256)
+    context_id: int | None = None
+
+    def repeated(self) -> int | None:
+        return self.context_id
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """``(columns, rows)`` of the image's tile grid: transformers' own choice."""
@@ -86,8 +92,10 @@ class InternVLPlan(TilePlan):
                 resizes.append((-1, th, tw))
                 windows.append((1, 0, 0))
         start, context, end, count = self.block
-        text = f"{start}{context * (count * len(windows))}{end}"
-        return ImageTiles(tuple(resizes), tuple(windows), text)
+        run = count * len(windows)
+        if self.context_id is not None:
+            return ImageTiles(tuple(resizes), tuple(windows), start + context + end, repeats=(run,))
+        return ImageTiles(tuple(resizes), tuple(windows), f"{start}{context * run}{end}")
 
     def outputs(
         self,
@@ -140,6 +148,24 @@ def images_kwargs(processor: Any) -> dict[str, Any]:
     return dict(merged["images_kwargs"])
 
 
+def alone_id(tokenizer: Any, start: str, token: str, end: str) -> int | None:
+    """The id of ``token`` when a run of it between ``start`` and ``end`` tokenizes as one
+    id per copy whatever stands around it (an added token, checked on a run of three),
+    else None."""
+    if token not in (getattr(tokenizer, "added_tokens_encoder", None) or {}):
+        return None
+    one = tokenizer(f"a{start}{token}{end}b", add_special_tokens=False)["input_ids"]
+    three = tokenizer(f"a{start}{token * 3}{end}b", add_special_tokens=False)["input_ids"]
+    ids = tokenizer.convert_tokens_to_ids([token])
+    if len(ids) != 1 or ids[0] is None or ids[0] == tokenizer.unk_token_id:
+        return None
+    token_id = int(ids[0])
+    if one.count(token_id) != 1:
+        return None
+    k = one.index(token_id)
+    return token_id if three == one[:k] + [token_id] * 3 + one[k + 1 :] else None
+
+
 def plan(profile: ProcessorProfile) -> InternVLPlan | str:
     processor = profile.processor
     reason = unsupported(processor)
@@ -168,5 +194,11 @@ def plan(profile: ProcessorProfile) -> InternVLPlan | str:
             processor.image_token,
             processor.end_image_token,
             int(processor.image_seq_length),
+        ),
+        context_id=alone_id(
+            processor.tokenizer,
+            processor.start_image_token,
+            processor.image_token,
+            processor.end_image_token,
         ),
     )
