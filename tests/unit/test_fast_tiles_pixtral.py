@@ -271,3 +271,31 @@ def test_bilinear_is_reproduced_where_torch_resizes_uint8():
     plan = tile_plan(processor)
     assert plan is not None and plan.interpolation == "bilinear"
     assert_same_batch(_fast(processor, texts, images), _call(processor, texts, images))
+
+
+def test_image_rows_written_by_the_engine_or_in_full_equal_the_processor(family):
+    """``[IMG]`` tokenizes alone in the tekken vocabulary: each row is one ``[IMG]`` in the
+    text, repeated by the engine; with the runs written out in full (a tokenizer where it
+    would not tokenize alone) the batch is the same."""
+    import dataclasses
+
+    from vlm_collate.processor.profile import profile_of
+
+    _, processor = family
+    plan = tile_plan(processor)
+    assert plan is not None and plan.repeated() == processor.image_token_id
+    tiles = plan.image_tiles(100, 150)
+    assert tiles.text.count("[IMG]") == len(tiles.repeats) == tiles.text.count("[IMG_BREAK]") + 1
+    rng = np.random.default_rng(5)
+    images = [[_image(rng, 100, 150, True)], [], [_image(rng, 19, 700, False)] * 2]
+    texts = ["x [IMG] y", "text", "[IMG]\n[IMG]"]
+    slow = _call(processor, texts, images)
+    assert_same_batch(_fast(processor, texts, images), slow)
+    profile = profile_of(processor)
+    full = dataclasses.replace(plan, image_id=None)
+    assert full.repeated() is None and "[IMG][IMG]" in full.image_tiles(100, 150).text
+    profile._memo["tile_plan"] = full
+    try:
+        assert_same_batch(_fast(processor, texts, images), slow)
+    finally:
+        profile._memo["tile_plan"] = plan

@@ -21,6 +21,7 @@ import torch
 from ..fast_plan import _table
 from ..profile import ProcessorProfile
 from .base import ImageTiles, TilePlan
+from .internvl import alone_id
 
 __all__ = ["PixtralTilePlan", "plan"]
 
@@ -85,6 +86,12 @@ class PixtralTilePlan(TilePlan):
     image_token: str
     break_token: str
     end_token: str
+    image_id: int | None = None
+
+    def repeated(self) -> int | None:
+        """``[IMG]``'s id where it tokenizes alone: each row is one ``[IMG]`` in the text,
+        repeated by the engine (far fewer tokens to tokenize)."""
+        return self.image_id
 
     def resized(self, height: int, width: int) -> tuple[int, int]:
         """The processor's resize target for ``height`` x ``width`` (its arithmetic: floor
@@ -102,10 +109,17 @@ class PixtralTilePlan(TilePlan):
         if h <= 0 or w <= 0:  # too thin to keep a pixel: the processor's error names it
             return None
         rows, columns = h // self.patch, w // self.patch
-        row = self.image_token * columns + self.break_token
-        text = row * (rows - 1) + self.image_token * columns + self.end_token
+        run, repeats = self.image_token * columns, ()
+        if self.image_id is not None:
+            run, repeats = self.image_token, (columns,) * rows
+        text = (run + self.break_token) * (rows - 1) + run + self.end_token
         return ImageTiles(
-            resizes=((-1, h, w),), windows=((0, 0, 0),), text=text, fill=None, info=(h, w)
+            resizes=((-1, h, w),),
+            windows=((0, 0, 0),),
+            text=text,
+            fill=None,
+            info=(h, w),
+            repeats=repeats,
         )
 
     def tile_size(self, images: Sequence[Sequence[ImageTiles]]) -> tuple[int, int]:
@@ -176,6 +190,10 @@ def plan(profile: ProcessorProfile) -> PixtralTilePlan | str:
     tokens = (processor.image_token, processor.image_break_token, processor.image_end_token)
     if not all(isinstance(t, str) and t for t in tokens):
         return f"image tokens {tokens!r} are not all strings"
+    ends = (tokens[1], tokens[2])
+    image_id = alone_id(profile.tokenizer, "", tokens[0], ends[0])
+    if image_id is not None and alone_id(profile.tokenizer, ends[0], tokens[0], ends[1]) is None:
+        image_id = None
     return PixtralTilePlan(
         table=table,
         interpolation=_RESAMPLE[int(ip.resample)],
@@ -188,4 +206,5 @@ def plan(profile: ProcessorProfile) -> PixtralTilePlan | str:
         image_token=tokens[0],
         break_token=tokens[1],
         end_token=tokens[2],
+        image_id=image_id,
     )
