@@ -1,5 +1,6 @@
-"""Packing without the pixel copy: the fast path writes ``pixel_values`` with the
-documents in the packer's order (decided from the lengths before any pixel is written).
+"""Packing without the pixel copy: the fast path allocates ``pixel_values`` and the packer
+writes it with the documents in its order, decided from the final lengths (closing tokens
+appended and truncation included) before any pixel is written.
 The packed batch is the one the reorder path (the inner batch in sample order, every
 pixel row copied into packed order) builds, key for key; in a DataLoader worker the
 packed pixels are in shared memory."""
@@ -12,9 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from helpers import make_image, one_turn
-from vlm_collate import PackedCollator, VLMCollator
+from vlm_collate import PackedCollator, VLMCollator, engine
+from vlm_collate.errors import CollateError
 from vlm_collate.packing.collator import packed_batch
+from vlm_collate.pipeline import fast_path
 from vlm_collate.pipeline.fast_path import packing_order
+from vlm_collate.testing.families import glm4v_processor
 
 MAX_LENGTH = 256
 
@@ -64,28 +68,78 @@ def test_packed_batch_equals_the_reorder_path(collator):
     _assert_same(got, expected)
 
 
-def test_no_pixel_is_copied_when_the_order_was_known(collator):
+def test_no_pixel_is_copied_the_packer_writes_them_in_its_order(collator):
     examples = _examples()
-    with packing_order(collator._order_of) as written:
+    with packing_order() as deferred:
         inner = collator.inner(examples)
-    assert written.written is not None
-    address = inner["pixel_values"].data_ptr()
-    packed = packed_batch(collator, examples, inner, written.written)
+        assert len(deferred.deferred) == 1  # allocated, not written yet
+        address = inner["pixel_values"].data_ptr()
+        packed = packed_batch(collator, examples, inner, deferred)
+    assert not deferred.deferred  # written by packed_batch
     assert packed["pixel_values"].data_ptr() == address
     # The inner pixels are in packed order, the inner grids in sample order.
     _assert_same(packed, _reorder_path(collator, examples))
 
 
 def test_a_different_written_order_is_reordered_right(collator):
-    # Pixels written in another order than the final one (as when truncation changed a
-    # length) are still gathered into packed order.
+    # Pixels written in another order than the final one are still gathered into
+    # packed order.
     examples = _examples()
-    reverse = lambda lengths: np.arange(len(lengths))[::-1].copy()  # noqa: E731
-    with packing_order(reverse) as written:
+    reverse = np.arange(len(examples))[::-1].copy()
+    with packing_order() as deferred:
         inner = collator.inner(examples)
-    assert written.written.tolist() == list(range(len(examples)))[::-1]
-    packed = packed_batch(collator, examples, inner, written.written)
+        assert deferred.fill(inner["pixel_values"], reverse).tolist() == reverse.tolist()
+    packed = packed_batch(collator, examples, inner, reverse)
     _assert_same(packed, _reorder_path(collator, examples))
+
+
+def test_pixels_left_unwritten_are_never_returned(collator):
+    examples = _examples()
+    with packing_order() as deferred:
+        inner = collator.inner(examples)
+        view = inner["pixel_values"][1:]  # not the tensor the fast path made, its memory
+        with pytest.raises(CollateError, match="not written yet"):
+            deferred.fill(view, np.arange(len(examples)))
+    # Not a tensor the fast path deferred: nothing to write, in sample order.
+    assert deferred.fill(torch.zeros(3, 4), np.arange(len(examples))) is None
+
+
+def test_lengths_changed_after_encoding_still_need_no_copy(monkeypatch):
+    """GLM-4.1V's rows get their closing token appended after the encoding (one more
+    token each), so the encoding's lengths pack in another order than the final ones:
+    the order decided at encoding time (as before) would have been wrong and packing
+    would have copied every pixel. The packer writes the pixels in the final order."""
+    processor = glm4v_processor()
+    examples = [
+        one_turn(
+            "Describe this " * k,
+            reply="blue " * (3 * k),
+            images=[make_image(56, 56 + 28 * (k % 3), seed=k)],
+        )
+        for k in range(1, 7)
+    ]
+    max_length = 72
+    encoded = []
+    original = fast_path.fast_encoding
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        encoded.append(result)
+        return result
+
+    monkeypatch.setattr(fast_path, "fast_encoding", spy)
+    packed = PackedCollator(VLMCollator(processor), max_length=max_length)(examples)
+    (result,) = encoded
+    encoded_lengths = result["attention_mask"].sum(dim=1).numpy()
+    final_order = [d[0] for d in packed.report.documents]
+    final_lengths = [d[3] for d in sorted(packed.report.documents)]
+    assert final_lengths == (encoded_lengths + 1).tolist()  # one closing token appended
+    at_encoding = engine.pack_bins(encoded_lengths, max_length, "best_fit")[0].tolist()
+    assert at_encoding != final_order  # the scenario: the order changed after encoding
+    assert packed["pixel_values"].data_ptr() == result["pixel_values"].data_ptr()  # no copy
+    monkeypatch.undo()
+    slow = PackedCollator(VLMCollator(processor, fast_path=False), max_length=max_length)
+    _assert_same(packed, slow(examples))
 
 
 def test_the_processor_path_packs_the_same_batch(qwen_processor, collator):

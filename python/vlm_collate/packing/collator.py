@@ -18,7 +18,7 @@ from ..collator import VLMCollator
 from ..engine import IGNORE_INDEX, as_int64
 from ..errors import CollateError, OptionError
 from ..options import SEED_SHIFT, collate_options
-from ..pipeline.fast_path import output_tensor, packing_order
+from ..pipeline.fast_path import PackingOrder, output_tensor, packing_order
 from ..pipeline.layout import converted
 from ..processor.profile import ProcessorProfile, profile_of
 from ..report import Batch, BatchReport
@@ -191,16 +191,12 @@ class PackedCollator:
         )
 
     def __call__(self, examples: list) -> Batch:
-        # The fast path writes pixels with the documents in this packer's order (decided
-        # from the lengths before any pixel is written), so packing copies none.
-        with packing_order(self._order_of) as written:
+        # The fast path leaves its pixels unwritten; packed_batch writes them with the
+        # documents in the packed order of the final lengths, so packing copies none.
+        with packing_order() as deferred:
             inner = self.inner(examples)
-        batch = packed_batch(self, examples, inner, written.written)
+            batch = packed_batch(self, examples, inner, deferred)
         return add_fake_image(batch, self) if self.text_only_batches else batch
-
-    def _order_of(self, lengths: np.ndarray) -> np.ndarray:
-        clipped = np.minimum(np.asarray(lengths, dtype=np.int64), self.max_length)
-        return engine.pack_bins(clipped, self.max_length, self.strategy)[0]
 
     def __repr__(self) -> str:
         return (
@@ -321,11 +317,15 @@ _KNOWN.add("loss_weights")
 
 
 def packed_batch(
-    collator: PackedCollator, examples: list, inner: Batch, written: np.ndarray | None = None
+    collator: PackedCollator,
+    examples: list,
+    inner: Batch,
+    written: np.ndarray | PackingOrder | None = None,
 ) -> Batch:
     """Packs an unshifted padded batch ``inner`` of ``examples`` as ``collator`` says.
     ``written``: the document order ``inner``'s ``pixel_values`` rows are in, when not
-    the documents' own (:func:`.fast_path.packing_order`)."""
+    the documents' own; or the :class:`.fast_path.PackingOrder` of the block ``inner``
+    was made in, whose unwritten pixels are then written in the packed order."""
     unknown = sorted(k for k, v in inner.items() if k not in _KNOWN and v is not None)
     if unknown:
         raise CollateError(
@@ -338,6 +338,8 @@ def packed_batch(
     label_values, _ = engine.unpad(as_int64(inner["labels"], "labels"), mask)
     lengths = np.diff(offsets)
     order, bin_offsets = engine.pack_bins(lengths, collator.max_length, collator.strategy)
+    if isinstance(written, PackingOrder):  # the fast path's pixels, written in this order
+        written = written.fill(inner.get("pixel_values"), order)
     contents = np.add.reduceat(lengths[order], bin_offsets[:-1]) if len(order) else np.zeros(1)
     width = _width(int(contents.max()), collator)
     source, label_source, text_positions, cu, spans = engine.packed_layout(

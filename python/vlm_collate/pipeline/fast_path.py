@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ import torch
 
 from .. import engine
 from ..engine import as_int64
+from ..errors import CollateError
 from ..processor.fast_plan import FastPlan, VideoPlan, budgeted, fast_plan
 from ..processor.media_tokens import pixel_budget
 from ..processor.profile import ProcessorProfile, profile_of
@@ -185,24 +186,42 @@ def pixel_values(
     of ``dtype`` (float32, bfloat16 or float16). ``order``: the order the images' rows
     are written in (a permutation of their indices; default as given); the grids stay
     in the given order."""
+    out, grids, write = deferred_pixel_values(images, plan, dtype)
+    write(order)
+    return out, grids
+
+
+def deferred_pixel_values(
+    images: Sequence[Any], plan: FastPlan, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, Callable[[Sequence[int] | np.ndarray | None], None]]:
+    """``(pixel_values, image_grid_thw, write)``: the tensor allocated (final shape and
+    dtype, uninitialised) and the grids, and ``write(order)``, which fills the tensor with
+    the images' rows in ``order`` (a permutation of their indices; None: as given). The
+    order can thus be decided after the tensor exists (packing: :func:`packing_order`)."""
     arrays = [engine_pixels(image) for image in images]
     given = target_sizes(arrays, plan)
-    targets = given
-    if order is not None:
-        arrays, targets = [arrays[int(i)] for i in order], given[np.asarray(order, dtype=np.int64)]
+    grids = torch.from_numpy(_grids(given, plan))
+    geometry = (plan.patch_size, plan.merge_size, plan.temporal_patch_size)
     if not plan.patchified:  # channels-first images of one fixed size (Gemma 3)
         height, width = plan.fixed_size or (0, 0)
         out = output_tensor((len(arrays), 3, height, width), dtype)
-        out_view, table = _typed(out.view(len(arrays), -1), plan.table)
-        engine.write_planes(arrays, targets, out_view, table, plan.interpolation, _threads())
-        return out, torch.from_numpy(_grids(given, plan))
-    geometry = (plan.patch_size, plan.merge_size, plan.temporal_patch_size)
-    rows = engine.pixel_rows(targets, *geometry)
-    width = 3 * plan.temporal_patch_size * plan.patch_size**2
-    out = output_tensor((int(rows.sum()), width), dtype)
-    out_view, table = _typed(out, plan.table)
-    engine.write_pixel_values(arrays, targets, out_view, table, *geometry, _threads())
-    return out, torch.from_numpy(_grids(given, plan))
+    else:
+        rows = int(engine.pixel_rows(given, *geometry).sum())
+        out = output_tensor((rows, 3 * plan.temporal_patch_size * plan.patch_size**2), dtype)
+
+    def write(order: Sequence[int] | np.ndarray | None = None) -> None:
+        chosen, targets = arrays, given
+        if order is not None:
+            index = np.asarray(order, dtype=np.int64)
+            chosen, targets = [arrays[int(i)] for i in index], given[index]
+        if not plan.patchified:
+            out_view, table = _typed(out.view(len(arrays), -1), plan.table)
+            engine.write_planes(chosen, targets, out_view, table, plan.interpolation, _threads())
+        else:
+            out_view, table = _typed(out, plan.table)
+            engine.write_pixel_values(chosen, targets, out_view, table, *geometry, _threads())
+
+    return out, grids, write
 
 
 def _typed(out: torch.Tensor, table: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -223,42 +242,70 @@ def _grids(targets: np.ndarray, plan: FastPlan) -> np.ndarray:
 
 
 @dataclass
-class PackingOrder:
-    """The packer's document order, asked for before pixels are written (see
-    :func:`packing_order`). ``order_of``: sample lengths -> samples in packed order;
-    ``written``: the sample order the last fast encoding wrote ``pixel_values`` rows in
-    (None: in sample order, or no fast encoding ran)."""
+class _Deferred:
+    """One fast encoding's ``pixel_values``, not written yet: the tensor, the images per
+    sample and the writer (:func:`deferred_pixel_values`)."""
 
-    order_of: Callable[[np.ndarray], np.ndarray]
-    written: np.ndarray | None = None
+    pixels: torch.Tensor
+    per_sample: np.ndarray
+    write: Callable[[Sequence[int] | np.ndarray | None], None]
+
+
+@dataclass
+class PackingOrder:
+    """The pixels fast encodings left unwritten inside :func:`packing_order`, for the
+    packer to write in its final document order (:meth:`fill`)."""
+
+    deferred: list[_Deferred] = field(default_factory=list)
+
+    def fill(self, pixels: Any, samples: np.ndarray) -> np.ndarray | None:
+        """Writes ``pixels`` (the batch's ``pixel_values``) with the samples' images in
+        ``samples`` order, when it is a tensor a fast encoding left unwritten; returns
+        ``samples`` (the order written) then, else None (pixels in sample order, written
+        already). Every other unwritten tensor is dropped (batches the pipeline discarded,
+        e.g. before dropping a sample); an unwritten tensor that shares the batch's
+        memory without being it is an error, never returned unwritten."""
+        pending, self.deferred = self.deferred, []
+        found = next((d for d in pending if d.pixels is pixels), None)
+        if isinstance(pixels, torch.Tensor) and pixels.numel():
+            address = pixels.untyped_storage().data_ptr()
+            for d in pending:
+                if d is not found and d.pixels.untyped_storage().data_ptr() == address:
+                    raise CollateError(
+                        "the batch's pixel_values share memory with pixels the fast path has "
+                        "not written yet; report this as a bug (fast_path=False avoids it)"
+                    )
+        if found is None:
+            return None
+        samples = np.asarray(samples, dtype=np.int64)
+        if len(samples) != len(found.per_sample) or sorted(samples.tolist()) != list(
+            range(len(samples))
+        ):
+            found.write(None)  # not a permutation of the samples: in sample order
+            return None
+        starts = np.concatenate([[0], np.cumsum(found.per_sample)]).astype(np.int64)
+        images = [np.arange(starts[d], starts[d + 1]) for d in samples]
+        found.write(np.concatenate(images) if images else None)
+        return samples
 
 
 _PACKING: ContextVar[PackingOrder | None] = ContextVar("vlm_collate_packing", default=None)
 
 
 @contextmanager
-def packing_order(order_of: Callable[[np.ndarray], np.ndarray]) -> Iterator[PackingOrder]:
-    """Within this block a fast encoding writes its ``pixel_values`` rows with the samples
-    in ``order_of(lengths)`` (their expanded token counts), the order the packer will put
-    them in, and says so in the yielded :class:`PackingOrder`; ``image_grid_thw`` and the
-    token-axis tensors stay in sample order. The packer then needs no copy of the pixels
-    when the final lengths give the same order (they do unless truncation changed them)."""
-    state = PackingOrder(order_of)
+def packing_order() -> Iterator[PackingOrder]:
+    """Within this block a fast encoding allocates its ``pixel_values`` (final shape,
+    in shared memory in a DataLoader worker) but does not write it: the yielded
+    :class:`PackingOrder` holds the writer, and the packer, once the final lengths have
+    given its document order, writes the rows in that order (:meth:`PackingOrder.fill`),
+    so packing copies no pixel. ``image_grid_thw`` and the token-axis tensors stay in
+    sample order. Whoever opens the block must fill the batch it returns."""
+    state = PackingOrder()
     token = _PACKING.set(state)
     try:
         yield state
     finally:
         _PACKING.reset(token)
-
-
-def _write_order(packing: PackingOrder, mask: np.ndarray, images: Sequence[Sequence[Any]]):
-    """The image write order for the packer's sample order on ``mask``'s lengths."""
-    samples = np.asarray(packing.order_of(mask.sum(axis=1).astype(np.int64)), dtype=np.int64)
-    if sorted(samples.tolist()) != list(range(len(images))):
-        return None  # not a permutation of the samples: write in sample order
-    starts = np.concatenate([[0], np.cumsum([len(s) for s in images])]).astype(np.int64)
-    packing.written = samples
-    return np.concatenate([np.arange(starts[d], starts[d + 1]) for d in samples])
 
 
 def video_array(video: Any) -> np.ndarray | None:
@@ -428,8 +475,6 @@ def fast_encoding(
     ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
     encoded: dict[str, torch.Tensor] = {}
     packing = _PACKING.get()
-    if packing is not None:
-        packing.written = None
     if flat:
         if plan.patchified:
             counts = _grids(target_sizes(flat, plan), plan).prod(axis=1) // plan.merge_size**2
@@ -439,8 +484,11 @@ def fast_encoding(
         ids, mask = engine.expand_placeholders(
             ids, mask, plan.image_token_id, as_int64(counts), per_row, plan.pad_id, "right"
         )
-        order = _write_order(packing, mask, images) if packing is not None else None
-        pixels, grids = pixel_values(flat, plan, pixel_dtype, order)
+        if packing is not None:  # written by the packer, in its final order
+            pixels, grids, write = deferred_pixel_values(flat, plan, pixel_dtype)
+            packing.deferred.append(_Deferred(pixels, per_row, write))
+        else:
+            pixels, grids = pixel_values(flat, plan, pixel_dtype)
     if clips:
         flat_metadata = (
             None if video_metadata is None else [m for sample in video_metadata for m in sample]
