@@ -327,16 +327,31 @@ class EvenLoader:
     them still has a batch; a rank that has run out yields its last batch with every
     label ignored (the model still runs, vision tower included) until all have run out.
     Without an initialised ``torch.distributed`` group it is the loader itself.
-    ``state_dict`` / ``load_state_dict`` are the wrapped loader's."""
+
+    ``state_dict`` / ``load_state_dict`` resume exactly, the filler tail included. Under
+    ``torch.distributed`` the state holds the wrapped loader's state from before its
+    latest batch: a resumed loader fetches that batch again (recomputed, not yielded),
+    so that a rank that then runs out builds the same filler from it. This costs one
+    ``state_dict()`` of the wrapped loader per step, and one batch per resume."""
 
     def __init__(self, loader: Any, dataset: PackedIterableDataset | None = None, group=None):
         self.loader, self.dataset, self.group = loader, dataset, group
+        self._before_last: dict[str, Any] | None = None  # the loader's state before `last`
+        self._filling = False  # this rank has run out and yields fillers
+        self._resume: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return self.loader.state_dict()
+        if self._before_last is not None:  # refetch the latest batch on resume
+            return {"loader": copy.deepcopy(self._before_last), "refetch": True}
+        # Before the first batch, outside torch.distributed, or a rank that ran out
+        # without any batch this epoch (its loader's end-of-epoch state, not read again).
+        return {"loader": self.loader.state_dict(), "refetch": False, "filling": self._filling}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.loader.load_state_dict(state)
+        if "loader" not in state:  # a bare loader state (saved by an older EvenLoader)
+            state = {"loader": state, "refetch": False}
+        self.loader.load_state_dict(state["loader"])
+        self._resume = {k: v for k, v in state.items() if k != "loader"}
 
     def set_epoch(self, epoch: int) -> None:
         if self.dataset is not None:
@@ -345,23 +360,44 @@ class EvenLoader:
     def __iter__(self) -> Iterator[Any]:
         import torch.distributed as dist
 
+        resume, self._resume = self._resume or {}, None
+        self._filling, self._before_last = False, None
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             yield from self.loader
             return
         device = "cuda" if dist.get_backend(self.group) == "nccl" else "cpu"
-        source, last = iter(self.loader), None
+        last = None
+        if resume.get("filling") and not resume.get("refetch"):
+            # Ran out without a batch: the loader is at its end of epoch and is not read
+            # (its next iteration starts the next epoch).
+            source: Iterator[Any] = iter(())
+            self._filling = True
+        else:
+            source = iter(self.loader)
+        if resume.get("refetch"):
+            before = self.loader.state_dict()
+            last = next(source, None)  # yielded before the stop: rebuilt, not yielded
+            if last is None:
+                raise OptionError(
+                    "EvenLoader cannot resume: the loader gave no batch from the saved state "
+                    "(resume with the loader and the data of the saved run)"
+                )
+            self._before_last = before
         while True:
-            batch = next(source, None)
+            before = self.loader.state_dict() if not self._filling else None
+            batch = next(source, None) if not self._filling else None
             flag = torch.tensor([0 if batch is None else 1], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
             if int(flag.item()) == 0:
+                self._filling, self._before_last = False, None
                 return
             if batch is None:
                 if last is None and self.dataset is None:
                     raise OptionError("EvenLoader needs the dataset when a rank has no batch")
+                self._filling = True
                 batch = ignored(last) if last is not None else self.dataset.filler()
             else:
-                last = batch
+                last, self._before_last = batch, before
             yield batch
 
 
