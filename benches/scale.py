@@ -218,6 +218,10 @@ def _jpeg_rows(folder: Path, n: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _yielded(rows: list[dict[str, Any]]) -> Any:
+    yield from rows
+
+
 def _streaming_table(ctx: Context) -> Table:
     from PIL import Image
 
@@ -300,12 +304,21 @@ def _streaming_table(ctx: Context) -> Table:
         ctx.advance(f"scale: add_lengths vs loops on {count:,} rows with JPEG files")
         import datasets
 
-        # The dataset as one is used: an Image column, Arrow files on disk.
-        dataset = datasets.Dataset.from_list(rows).cast_column(
-            "images", datasets.List(datasets.Image())
+        # The dataset as one is used: Arrow files on disk, an Image column holding the
+        # files' paths (as datasets stores local image files).
+        features = datasets.Features(
+            {
+                "messages": datasets.Dataset.from_list(rows[:1]).features["messages"],
+                "images": datasets.List(datasets.Image()),
+            }
         )
-        dataset.save_to_disk(Path(tmp) / "dataset")
-        dataset = datasets.load_from_disk(str(Path(tmp) / "dataset"))
+        datasets.disable_progress_bars()
+        dataset = datasets.Dataset.from_generator(
+            _yielded,
+            features=features,
+            cache_dir=str(Path(tmp) / "cache"),
+            gen_kwargs={"rows": rows},
+        )
         sizes = [os.path.getsize(p) for r in rows for p in r["images"]]
 
         def estimator_loop() -> list[int]:
@@ -337,7 +350,6 @@ def _streaming_table(ctx: Context) -> Table:
         }
         best: dict[str, float] = {}
         results: dict[str, Any] = {}
-        datasets.disable_progress_bars()
         for _ in range(1 if s.quick else ROUNDS):  # interleaved rounds, best of each
             for name, method in methods.items():
                 t0 = time.perf_counter()
@@ -397,9 +409,9 @@ def _streaming_table(ctx: Context) -> Table:
         f"add_lengths rows: {count:,} rows of one user and one assistant message, two in "
         f"three with one JPEG file ({len(sizes):,} files of {JPEG_SIDES[0]}-{JPEG_SIDES[1]} "
         f"px a side, median {raw['jpeg_kib_median']:.0f} KiB; hard links to {JPEG_POOL} "
-        "distinct photo-like images), as a datasets.Dataset with an Image column saved to "
-        "disk (Arrow files, like a downloaded dataset); the files are in the page cache for "
-        "every method; each time is the best of "
+        "distinct photo-like images), as a datasets.Dataset written to Arrow files on "
+        "disk (Dataset.from_generator) with an Image column holding the paths; the files "
+        "are in the page cache for every method; each time is the best of "
         f"{1 if s.quick else ROUNDS} interleaved rounds; every method gives the same "
         "lengths (checked)",
         "the loops run over the rows as Python dicts with image paths (no datasets "
