@@ -79,7 +79,7 @@ def tiled_encoding(
     texts: Sequence[str],
     images: Sequence[Sequence[Any]],
     *,
-    pixel_dtype: torch.dtype = torch.float32,
+    pixel_dtype: torch.dtype | None = None,
     add_special_tokens: bool = True,
 ) -> dict[str, torch.Tensor] | None:
     """What the tiled family's ``processor(text=texts, images=..., padding=True,
@@ -122,7 +122,7 @@ def tiled_encoding(
     encoded = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
     height, width = plan.tile_size(per_sample)
     count, slots = plan.slots(per_sample)
-    out = output_tensor((count, 3, height, width), pixel_dtype)
+    out = output_tensor((count, 3, height, width), pixel_dtype or plan.output_dtype())
     if slots is not None:
         _zero_unwritten(out, slots)
     if flat:

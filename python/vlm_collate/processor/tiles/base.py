@@ -76,6 +76,12 @@ class TilePlan(ABC):
         (a special token). None: the texts are written in full."""
         return None
 
+    def output_dtype(self) -> torch.dtype:
+        """The dtype of the processor's ``pixel_values`` (what its rescale and normalise
+        returns: float32, or bfloat16 for Llama 4), written unless the caller asks for
+        another."""
+        return torch.float32
+
     def tile_size(self, images: Sequence[Sequence[ImageTiles]]) -> tuple[int, int]:
         """The batch's tile (height, width); ``images``: each sample's images."""
         return self.tile
