@@ -11,6 +11,7 @@ pub mod error;
 pub mod expand;
 pub mod fit;
 pub mod labels;
+pub mod lanczos;
 pub mod limits;
 pub mod pack;
 pub mod pattern;

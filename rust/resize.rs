@@ -19,6 +19,8 @@ pub enum Filter {
     Bilinear,
     /// Keys cubic, a = -0.5, support 2 (torch's `bicubic`, PIL's `BICUBIC`).
     Bicubic,
+    /// Lanczos-3, support 3 (torch's `lanczos`, PIL's `LANCZOS`; see `lanczos.rs`).
+    Lanczos,
 }
 
 impl Filter {
@@ -27,6 +29,7 @@ impl Filter {
         match self {
             Filter::Bilinear => 1.0,
             Filter::Bicubic => 2.0,
+            Filter::Lanczos => crate::lanczos::HALF_SUPPORT,
         }
     }
 
@@ -41,6 +44,7 @@ impl Filter {
                 }
             }
             Filter::Bicubic => bicubic(x),
+            Filter::Lanczos => crate::lanczos::weight(x),
         }
     }
 }

@@ -127,13 +127,15 @@ pub fn text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
         .map_err(|_| engine_error(format!("{name} must be a string, got {}", shown(obj))))
 }
 
-/// The resize filter an `interpolation` argument names (`"bilinear"` or `"bicubic"`).
+/// The resize filter an `interpolation` argument names (`"bilinear"`, `"bicubic"` or
+/// `"lanczos"`).
 pub fn filter(obj: &Bound<'_, PyAny>) -> PyResult<Filter> {
     match text(obj, "interpolation")?.as_str() {
         "bilinear" => Ok(Filter::Bilinear),
         "bicubic" => Ok(Filter::Bicubic),
+        "lanczos" => Ok(Filter::Lanczos),
         other => Err(engine_error(format!(
-            "interpolation must be 'bilinear' or 'bicubic', got {other:?}"
+            "interpolation must be 'bilinear' or 'bicubic' (or 'lanczos'), got {other:?}"
         ))),
     }
 }
