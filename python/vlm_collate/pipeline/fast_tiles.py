@@ -64,6 +64,20 @@ def _fill_values(fills: list[int | None], table: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows).reshape(-1) if rows else torch.zeros(3)
 
 
+def _source(image: Any, tiles: ImageTiles) -> np.ndarray:
+    """What the engine resizes: the image's ``(H, W, 3)`` uint8 array, or a padded copy
+    where ``tiles.source_pad`` says the processor pads it before resizing."""
+    array = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    if tiles.source_pad is None:
+        return array
+    (top, bottom, left, right), color = tiles.source_pad
+    h, w = array.shape[:2]
+    padded = np.empty((top + h + bottom, left + w + right, 3), dtype=np.uint8)
+    padded[...] = np.asarray(color, dtype=np.uint8)
+    padded[top : top + h, left : left + w] = array
+    return padded
+
+
 def _zero_unwritten(out: torch.Tensor, slots: list[int]) -> None:
     """Zeroes the slots of ``out`` that no window writes (in runs); the written ones are
     overwritten whole by the engine, so they are not cleared first."""
@@ -94,7 +108,7 @@ def tiled_encoding(
     flat = [image for sample in images for image in sample]
     if any(getattr(image, "mode", "RGB") != "RGB" for image in flat):
         return None
-    found = [plan.image_tiles(*_size(image)) for image in flat]
+    found = [t for sample in images for t in plan.sample_tiles([_size(i) for i in sample])]
     per_image = [tiles for tiles in found if tiles is not None]
     if len(per_image) != len(found):  # an image the processor refuses: it reports it
         return None
@@ -127,7 +141,7 @@ def tiled_encoding(
         _zero_unwritten(out, slots)
     if flat:
         resizes, tiles, fills = _engine_rows(per_image, slots)
-        arrays = [np.ascontiguousarray(np.asarray(image, dtype=np.uint8)) for image in flat]
+        arrays = [_source(image, tiles) for image, tiles in zip(flat, per_image, strict=True)]
         out_view, table = _typed(out, plan.table)
         _, fill_values = _typed(out, _fill_values(fills, plan.table))
         engine.write_tiles(

@@ -25,7 +25,9 @@ class ImageTiles:
     ``info``: the family's own facts for its output keys (grid, aspect ratio, size).
     ``repeats``: where the plan has a :meth:`TilePlan.repeated` token, how many copies of
     it each of its occurrences in ``text`` stands for, in order (the engine repeats it
-    after tokenizing)."""
+    after tokenizing). ``source_pad``: ``((top, bottom, left, right), (r, g, b))`` where
+    the processor pads the image with that colour before resizing it (its resizes then
+    read the padded image), else None."""
 
     resizes: tuple[tuple[int, int, int], ...]
     windows: tuple[tuple[int, int, int], ...]
@@ -33,6 +35,7 @@ class ImageTiles:
     fill: int | None = 0
     info: Any = None
     repeats: tuple[int, ...] = ()
+    source_pad: tuple[tuple[int, int, int, int], tuple[int, int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,12 @@ class TilePlan(ABC):
         """The resizes, windows and text of an image of ``height`` x ``width`` pixels, or
         None for an image the processor refuses (the batch then calls it, and the error
         names the sample)."""
+
+    def sample_tiles(self, sizes: Sequence[tuple[int, int]]) -> list[ImageTiles | None]:
+        """One sample's images' tiles, from their ``(height, width)``: each image on its
+        own (:meth:`image_tiles`) unless the family treats a sample's images together
+        (LLaVA-OneVision tiles an image only when it is its sample's one image)."""
+        return [self.image_tiles(h, w) for h, w in sizes]
 
     def expanded_text(self, text: str, images: Sequence[ImageTiles]) -> str | None:
         """``text`` with its image placeholders replaced, in order, by ``images``' texts;
