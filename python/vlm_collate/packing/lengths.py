@@ -1,7 +1,8 @@
-"""Lengths at scale on ``datasets``: :func:`add_lengths` adds a ``length`` column with
-``Dataset.map(batched=True, num_proc=N)`` (cached by ``datasets``' fingerprint), reading
-image sizes from file headers, never decoding pixels. :class:`PackedBatchSampler` takes
-the column (``PackedBatchSampler(dataset["length"], ...)``)."""
+"""Lengths at scale on ``datasets``: :func:`add_lengths` adds a ``length`` and a
+``vision_length`` column with ``Dataset.map(batched=True, num_proc=N)`` (cached by
+``datasets``' fingerprint), reading image sizes from file headers, never decoding
+pixels. :class:`PackedBatchSampler` takes the dataset (``PackedBatchSampler(dataset,
+...)``, ``balance="vision"`` reading ``vision_length``) or the column."""
 
 from __future__ import annotations
 
