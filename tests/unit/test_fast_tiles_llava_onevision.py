@@ -108,7 +108,7 @@ def test_large_images_use_the_large_pinpoints():
     fast = tiled_encoding(processor, texts, images, add_special_tokens=False)
     assert fast is not None
     assert_same_batch(fast, slow, PIXEL_TOLERANCE)
-    assert max(_patches(processor, h, w) for h, w in shapes) >= 17  # 4 x 4 grid + base
+    assert max(_patches(processor, h, w) for h, w in shapes) == 25  # 4 x 6 grid + base
 
 
 def test_text_only_batch_has_no_image_keys():
