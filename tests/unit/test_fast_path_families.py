@@ -16,7 +16,7 @@ from vlm_collate import engine, qwen2_5_collate_fn
 from vlm_collate.errors import EngineError
 from vlm_collate.pipeline.fast_path import fast_encoding, fast_plan
 from vlm_collate.testing.builders import qwen2_5_vl_processor
-from vlm_collate.testing.families import qwen2_vl_processor, qwen3_vl_processor
+from vlm_collate.testing.families import qwen2_vl_processor
 
 VIDEO_BUILDERS = {"qwen2_vl": qwen2_vl_processor, "qwen2_5_vl": qwen2_5_vl_processor}
 PIXEL_TOLERANCE = 0.0
@@ -182,20 +182,6 @@ def test_video_settings_it_does_not_reproduce_fall_back_logged_once(caplog):
         assert fast_encoding(processor, [VIDEO], [[]], videos) is None
     logged = _logged_fallbacks(caplog)
     assert len(logged) == 1 and "do_sample_frames=True" in logged[0], logged
-
-
-def test_qwen3_vl_videos_call_the_processor(caplog):
-    """Qwen3-VL's video processor samples frames by fps and its processor writes frame
-    timestamps into the text: not reproduced yet, so batches with videos call it."""
-    processor = qwen3_vl_processor()
-    with caplog.at_level(logging.INFO, logger="vlm_collate"):
-        plan = fast_plan(processor)
-    assert plan is not None and plan.video is None
-    assert any("Qwen3VLVideoProcessor" in m for m in _logged_fallbacks(caplog))
-    examples = _video_examples(0)
-    fast = qwen2_5_collate_fn(examples, processor, shift=False)
-    slow = qwen2_5_collate_fn(examples, processor, shift=False, fast_path=False)
-    _assert_same(dict(fast), dict(slow))
 
 
 @pytest.mark.parametrize(

@@ -344,6 +344,8 @@ def video_targets(videos: Sequence[np.ndarray], plan: VideoPlan) -> np.ndarray:
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize
 
     factor = plan.patch_size * plan.merge_size
+    if plan.rule == "qwen3":
+        return _qwen3_targets(videos, plan)
     sizes = []
     for v in videos:
         max_pixels = plan.max_pixels
@@ -355,6 +357,91 @@ def video_targets(videos: Sequence[np.ndarray], plan: VideoPlan) -> np.ndarray:
             )
         sizes.append(smart_resize(v.shape[1], v.shape[2], factor, plan.min_pixels, max_pixels))
     return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+
+
+def _qwen3_targets(videos: Sequence[np.ndarray], plan: VideoPlan) -> np.ndarray:
+    """Qwen3-VL's video sizes: its ``smart_resize`` counts the frames against the limits
+    (and its per-frame cap, when on, is its own)."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+
+    factor = plan.patch_size * plan.merge_size
+    sizes = []
+    for v in videos:
+        frames, max_pixels = int(v.shape[0]), plan.max_pixels
+        if plan.cap_pixels_per_frame:  # as Qwen3VLVideoProcessor.resize bounds it
+            cap = plan.max_video_tokens * factor * factor
+            per_frame = max(min(cap, plan.max_pixels // frames), int(plan.min_pixels * 1.05))
+            max_pixels = per_frame * frames
+        sizes.append(
+            smart_resize(
+                frames,
+                int(v.shape[1]),
+                int(v.shape[2]),
+                temporal_factor=plan.temporal_patch_size,
+                factor=factor,
+                min_pixels=plan.min_pixels,
+                max_pixels=max_pixels,
+            )
+        )
+    return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+
+
+def _qwen3_videos(
+    profile: ProcessorProfile,
+    plan: VideoPlan,
+    clips: list[np.ndarray],
+    texts: Sequence[str],
+    metadata: Sequence[Any] | None,
+) -> tuple[list[np.ndarray], list[str], np.ndarray] | None:
+    """Qwen3-VL's videos as its processor makes them: each clip's frames sampled by its
+    video processor's own ``sample_frames`` (when ``do_sample_frames``; with the metadata
+    it makes for frames given without any, so a 24 fps default) or taken as given with
+    their ``metadata`` (fps budgets, sampled by the encode step), and each
+    ``<|video_pad|>`` of ``texts`` replaced, in batch order, by one
+    ``<t seconds><|vision_start|><|video_pad|><|vision_end|>`` per temporal group (the
+    processor's ``_calculate_timestamps``; the engine then expands each pad to the
+    group's tokens). Returns the clips, the texts and each clip's temporal groups, or
+    None for a clip the processor refuses (fewer frames than a temporal patch)."""
+    from transformers.video_utils import VideoMetadata
+
+    processor, vp = profile.processor, profile.processor.video_processor
+    sampled, replacements, groups = [], [], []
+    for k, clip in enumerate(clips):
+        frames = int(clip.shape[0])
+        if metadata is None:
+            meta = VideoMetadata(
+                total_num_frames=frames,
+                fps=None,
+                duration=None,
+                frames_indices=list(range(frames)),
+                height=int(clip.shape[1]),
+                width=int(clip.shape[2]),
+            )
+            if plan.sample_frames:
+                indices = vp.sample_frames(metadata=meta, num_frames=vp.num_frames, fps=vp.fps)
+                meta.frames_indices = indices
+                clip = clip[np.asarray(indices)]
+        else:
+            meta = VideoMetadata(**metadata[k])
+        if clip.shape[0] < plan.temporal_patch_size:
+            return None  # the processor raises its own error for it
+        fps = 24 if meta.fps is None else meta.fps  # as the processor defaults it
+        stamps = processor._calculate_timestamps(meta.frames_indices, fps, plan.temporal_patch_size)
+        count = -(-int(clip.shape[0]) // plan.temporal_patch_size)
+        start, end = plan.vision_tokens
+        replacements.append(
+            "".join(
+                f"<{stamps[g]:.1f} seconds>{start}{plan.video_token}{end}" for g in range(count)
+            )
+        )
+        sampled.append(np.ascontiguousarray(clip))
+        groups.append(count)
+    pieces = iter(replacements)
+    out = []
+    for text in texts:
+        parts = text.split(plan.video_token)
+        out.append(parts[0] + "".join(next(pieces) + part for part in parts[1:]))
+    return sampled, out, np.asarray(groups, dtype=np.int64)
 
 
 def video_pixel_values(
@@ -415,6 +502,13 @@ def _videos(
     pixels, grids = video_pixel_values(clips, video, dtype)
     counts = grids.numpy().prod(axis=1) // video.merge_size**2
     per_row = np.fromiter((len(s) for s in videos), dtype=np.int64, count=len(videos))
+    if video.rule == "qwen3":  # one placeholder per temporal group (its timestamp before)
+        frames = grids.numpy()[:, 0]
+        counts = np.repeat(counts // frames, frames)
+        starts = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64)
+        per_row = np.asarray(
+            [frames[a:b].sum() for a, b in zip(starts[:-1], starts[1:])], dtype=np.int64
+        )
     ids, mask = engine.expand_placeholders(
         ids, mask, video.video_token_id, as_int64(counts), per_row, plan.pad_id, "right"
     )
@@ -468,6 +562,14 @@ def fast_encoding(
     clips = _video_arrays(videos, plan)
     if clips is None:
         return None
+    flat_metadata = (
+        None if video_metadata is None else [m for sample in video_metadata for m in sample]
+    )
+    if clips and plan.video is not None and plan.video.rule == "qwen3":
+        qwen3 = _qwen3_videos(profile, plan.video, clips, texts, flat_metadata)
+        if qwen3 is None:
+            return None
+        clips, texts, _ = qwen3
     if plan.placeholder is not None and flat:
         texts = [text.replace(*plan.placeholder) for text in texts]
     tokens = profile.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
@@ -490,9 +592,6 @@ def fast_encoding(
         else:
             pixels, grids = pixel_values(flat, plan, pixel_dtype)
     if clips:
-        flat_metadata = (
-            None if video_metadata is None else [m for sample in video_metadata for m in sample]
-        )
         videos_encoded, ids, mask = _videos(
             clips, videos, ids, mask, plan, pixel_dtype, flat_metadata
         )

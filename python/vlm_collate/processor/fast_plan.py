@@ -36,6 +36,13 @@ VIDEO_PROCESSOR = (
 )
 """The video processor it reproduces (Qwen2-VL's and Qwen2.5-VL's)."""
 
+QWEN3_VIDEO_PROCESSOR = (
+    "Qwen3VLVideoProcessor",
+    "transformers.models.qwen3_vl.video_processing_qwen3_vl",
+)
+"""Qwen3-VL's video processor: frames sampled by fps (its own ``sample_frames``), its own
+``smart_resize`` (frames counted against the limits), frame timestamps in the text."""
+
 _BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, PILImageResampling.BICUBIC
 _BILINEAR = 2  # PIL.Image.Resampling.BILINEAR
 _INTERPOLATION = {_BICUBIC: "bicubic", _BILINEAR: "bilinear"}
@@ -99,6 +106,12 @@ class VideoPlan:
     table: torch.Tensor  # (768,) float32
     video_token_id: int
     second_per_grid_ts: bool
+    # Qwen3-VL: frames sampled as its video processor samples them (when it does) and
+    # each temporal group's "<t seconds>" + vision start/end written into the text.
+    rule: str = "qwen2"  # "qwen2" or "qwen3" (its smart_resize, sampling, timestamps)
+    sample_frames: bool = False
+    video_token: str = ""
+    vision_tokens: tuple[str, str] = ("", "")  # (start, end) around each temporal group
 
 
 @dataclass(frozen=True)
@@ -182,13 +195,21 @@ def _unsupported(profile: ProcessorProfile) -> str | None:
 def _video_unsupported(processor: Any) -> str | None:
     """Why the fast path does not reproduce the processor's videos, or None when it does."""
     vp = getattr(processor, "video_processor", None)
-    if vp is None or not _is_class(vp, *VIDEO_PROCESSOR):
-        return f"its video processor {type(vp).__name__} is not transformers' {VIDEO_PROCESSOR[0]}"
+    qwen3 = vp is not None and _is_class(vp, *QWEN3_VIDEO_PROCESSOR)
+    if vp is None or not (_is_class(vp, *VIDEO_PROCESSOR) or qwen3):
+        return (
+            f"its video processor {type(vp).__name__} is not transformers' "
+            f"{VIDEO_PROCESSOR[0]} or {QWEN3_VIDEO_PROCESSOR[0]}"
+        )
+    if qwen3:
+        reason = _qwen3_video_unsupported(processor)
+        if reason is not None:
+            return reason
     if not getattr(vp, "do_resize", False):
         return "video do_resize=False"
     if int(getattr(vp, "resample", -1)) != _BICUBIC:
         return f"video resample={vp.resample!r} (only bicubic is reproduced)"
-    if getattr(vp, "do_sample_frames", False):
+    if getattr(vp, "do_sample_frames", False) and not qwen3:
         return "do_sample_frames=True (frames sampled by the processor)"
     size = getattr(vp, "size", None)
     if not size or not size.get("shortest_edge") or not size.get("longest_edge"):
@@ -209,6 +230,21 @@ def _video_unsupported(processor: Any) -> str | None:
             return f"the video processor's {attribute} is replaced on the instance"
     if getattr(processor, "video_token_id", None) is None:
         return "it has no video_token_id"
+    return None
+
+
+def _qwen3_video_unsupported(processor: Any) -> str | None:
+    """Why the fast path does not reproduce Qwen3-VL's videos (its processor's timestamps
+    and its video processor's sampling), or None when it does."""
+    vp = processor.video_processor
+    if not getattr(processor, "video_token", None) or not hasattr(processor, "vision_end_token"):
+        return "it has no video_token or vision_start/end tokens"
+    for attribute in ("replace_video_token", "_calculate_timestamps", "_process_videos"):
+        if attribute in vars(processor):
+            return f"the processor's {attribute} is replaced on the instance"
+    sampling = getattr(vp, "do_sample_frames", False)
+    if sampling and getattr(vp, "num_frames", None) is not None and getattr(vp, "fps", None):
+        return "both num_frames and fps set (the video processor refuses them together)"
     return None
 
 
@@ -236,7 +272,21 @@ def _video_plan(processor: Any) -> VideoPlan | None:
         table=table,
         video_token_id=int(processor.video_token_id),
         second_per_grid_ts="second_per_grid_ts" in processor.model_input_names,
+        **_qwen3_video_fields(processor),
     )
+
+
+def _qwen3_video_fields(processor: Any) -> dict[str, Any]:
+    """The video plan's Qwen3-VL fields (sampling, timestamps), or none for Qwen2-VL's."""
+    vp = processor.video_processor
+    if not _is_class(vp, *QWEN3_VIDEO_PROCESSOR):
+        return {}
+    return {
+        "rule": "qwen3",
+        "sample_frames": bool(getattr(vp, "do_sample_frames", False)),
+        "video_token": str(processor.video_token),
+        "vision_tokens": (str(processor.vision_start_token), str(processor.vision_end_token)),
+    }
 
 
 def _hashable(value: Any) -> Any:
