@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
 use crate::limits::{too_large, MAX_ELEMENTS};
-use crate::pixels::{pool_is_ours, Picture, CHANNELS};
+use crate::pixels::{pool_is_ours, Picture, CHANNELS, RGBX};
 use crate::resize::{resized, Filter};
 
 /// One resize of an image: the image itself (`source` None) or an earlier
@@ -115,14 +115,21 @@ pub fn write_tiles<T: Copy + Send + Sync>(
         if mine.is_empty() {
             return Ok(());
         }
+        let picture = &pictures[image];
+        // A resize of the image to its own size is the identity (as torch's): its
+        // windows read the image itself, with no planar copy.
+        let kept = |job: &Resize| {
+            job.source.is_none() && (job.height, job.width) == (picture.height, picture.width)
+        };
         let mut planes: Vec<Option<Vec<u8>>> = vec![None; resizes.len()];
         for (r, job) in resizes.iter().enumerate() {
-            if job.image != image {
+            if job.image != image || kept(job) {
                 continue;
             }
             let target = (job.height, job.width);
             let plane = match job.source {
-                None => resized(&pictures[image], target, filter, image)?,
+                None => resized(picture, target, filter, image)?,
+                Some(k) if kept(&resizes[k]) => resized(picture, target, filter, image)?,
                 Some(k) => {
                     let src = &resizes[k];
                     let bytes = interleaved(planes[k].as_deref().unwrap_or_default(), src);
@@ -138,9 +145,17 @@ pub fn write_tiles<T: Copy + Send + Sync>(
         }
         for (t, dst) in mine {
             let job = &resizes[t.resize];
-            let src = planes[t.resize].as_deref().unwrap_or_default();
             let fill = &fills[t.fill * CHANNELS..(t.fill + 1) * CHANNELS];
-            window(src, (job.height, job.width), &t, tile, table, fill, dst);
+            let size = (job.height, job.width);
+            match planes[t.resize].as_deref() {
+                Some(src) => window(src, size, &t, tile, table, fill, dst),
+                None if picture.step() == RGBX => {
+                    image_window::<RGBX, T>(picture.pixels, size, &t, tile, table, fill, dst)
+                }
+                None => {
+                    image_window::<CHANNELS, T>(picture.pixels, size, &t, tile, table, fill, dst)
+                }
+            }
         }
         Ok(())
     };
@@ -176,11 +191,11 @@ fn check_sizes<T>(
         let expected = p
             .height
             .checked_mul(p.width)
-            .and_then(|n| n.checked_mul(CHANNELS));
+            .and_then(|n| n.checked_mul(p.step()));
         if p.height == 0 || p.width == 0 || expected != Some(p.pixels.len()) {
             return Err(EngineError::new(format!(
                 "images[{i}] holds {} bytes for height={} width={}; each item must be a \
-                 non-empty (height, width, 3) uint8 array",
+                 non-empty (height, width, 3) uint8 array (or (height, width, 4) RGBX)",
                 p.pixels.len(),
                 p.height,
                 p.width
@@ -280,6 +295,42 @@ fn window<T: Copy>(
             let start = (sy * rw + t.left + lo as i64) as usize;
             for (d, &v) in row[lo..hi].iter_mut().zip(&plane[start..start + (hi - lo)]) {
                 *d = lut[usize::from(v)];
+            }
+        }
+    }
+}
+
+/// [`window`] read straight from an image of `STEP`-byte pixels (RGB or RGBX),
+/// where the image is kept at its size.
+fn image_window<const STEP: usize, T: Copy>(
+    src: &[u8],
+    (rh, rw): (usize, usize),
+    t: &Tile,
+    (th, tw): (usize, usize),
+    table: &[T],
+    fill: &[T],
+    dst: &mut [T],
+) {
+    let (rh, rw) = (rh as i64, rw as i64);
+    let lo = (-t.left).clamp(0, tw as i64) as usize;
+    let hi = (rw - t.left).clamp(lo as i64, tw as i64) as usize;
+    for c in 0..CHANNELS {
+        let lut = &table[c * 256..(c + 1) * 256];
+        for (y, row) in dst[c * th * tw..(c + 1) * th * tw]
+            .chunks_exact_mut(tw)
+            .enumerate()
+        {
+            let sy = t.top + y as i64;
+            if sy < 0 || sy >= rh || lo == hi {
+                row.fill(fill[c]);
+                continue;
+            }
+            row[..lo].fill(fill[c]);
+            row[hi..].fill(fill[c]);
+            let start = (sy * rw + t.left + lo as i64) as usize * STEP;
+            let pixels = src[start..start + (hi - lo) * STEP].chunks_exact(STEP);
+            for (d, px) in row[lo..hi].iter_mut().zip(pixels) {
+                *d = lut[usize::from(px[c])];
             }
         }
     }
@@ -432,6 +483,90 @@ mod tests {
         .unwrap();
         let want: Vec<f32> = second.iter().map(|&v| v as f32).collect();
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_kept_image_reads_the_same_from_rgb_and_rgbx_and_as_a_chained_source() {
+        let (h, w) = (6, 5);
+        let rgb = gradient(h, w);
+        let rgbx: Vec<u8> = rgb
+            .chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect();
+        // Resize 0 keeps the size (the identity), resize 1 resizes it (a chained source
+        // that is the image itself), resize 2 resizes the image directly.
+        let kept = Resize {
+            image: 0,
+            source: None,
+            height: h,
+            width: w,
+        };
+        let resizes = [
+            kept,
+            Resize {
+                source: Some(0),
+                height: 3,
+                width: 4,
+                ..kept
+            },
+            Resize {
+                height: 3,
+                width: 4,
+                ..kept
+            },
+        ];
+        let tile = |resize: usize, top: i64, left: i64, slot: usize| Tile {
+            resize,
+            top,
+            left,
+            slot,
+            fill: 0,
+        };
+        let tiles = [
+            tile(0, 0, 0, 0),
+            tile(0, -1, 3, 1),
+            tile(1, 0, 0, 2),
+            tile(2, 0, 0, 3),
+        ];
+        let run = |pixels: &[u8]| {
+            let mut out = vec![f32::NAN; 4 * 3 * 3 * 4];
+            write_tiles(
+                &[Picture {
+                    pixels,
+                    height: h,
+                    width: w,
+                }],
+                &resizes,
+                &tiles,
+                Filter::Bicubic,
+                &identity_table(),
+                &[-1.0; 3],
+                (3, 4),
+                &mut out,
+                1,
+            )
+            .unwrap();
+            out
+        };
+        let out = run(&rgb);
+        assert_eq!(out, run(&rgbx));
+        let slot = |k: usize| &out[k * 36..(k + 1) * 36];
+        assert_eq!(slot(2), slot(3));
+        for c in 0..3 {
+            for y in 0..3 {
+                for x in 0..4 {
+                    let at = |k: usize| slot(k)[(c * 3 + y) * 4 + x];
+                    assert_eq!(at(0), rgb[(y * w + x) * 3 + c] as f32);
+                    let (sy, sx) = (y as i64 - 1, x + 3);
+                    let want = if sy >= 0 && sx < w {
+                        rgb[(sy as usize * w + sx) * 3 + c] as f32
+                    } else {
+                        -1.0
+                    };
+                    assert_eq!(at(1), want, "c{c} y{y} x{x}");
+                }
+            }
+        }
     }
 
     #[test]
