@@ -280,6 +280,15 @@ def _changed(**change):
     return build
 
 
+def _processor_kwargs(**kwargs):
+    def build():
+        processor = llama4_processor()
+        processor.images_kwargs = kwargs  # image kwargs the processor call passes
+        return processor
+
+    return build
+
+
 @pytest.mark.parametrize(
     "build, reason",
     [
@@ -287,6 +296,7 @@ def _changed(**change):
         (_changed(resample=3), "only bilinear is reproduced"),
         (_changed(rescale_and_normalize=None), "rescale_and_normalize is replaced"),
         (_changed(do_rescale=False, do_normalize=False), "uint8 pixel values"),
+        (_processor_kwargs(max_patches=2), "the processor passes max_patches=2"),
     ],
 )
 def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, caplog, monkeypatch):

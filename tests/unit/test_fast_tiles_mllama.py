@@ -305,6 +305,15 @@ def _changed(**change):
     return build
 
 
+def _processor_kwargs(**kwargs):
+    def build():
+        processor = mllama_processor()
+        processor.images_kwargs = kwargs  # image kwargs the processor call passes
+        return processor
+
+    return build
+
+
 @pytest.mark.parametrize(
     "build, reason",
     [
@@ -313,6 +322,7 @@ def _changed(**change):
         (_changed(resample=3), "only bilinear is reproduced"),
         (_changed(resize=None), "resize is replaced on the instance"),
         (_changed(do_rescale=False, do_normalize=False), "uint8 pixel values"),
+        (_processor_kwargs(max_image_tiles=2), "the processor passes max_image_tiles=2"),
     ],
 )
 def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, caplog, monkeypatch):

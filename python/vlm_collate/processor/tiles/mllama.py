@@ -180,6 +180,10 @@ def _unsupported(processor: Any) -> str | None:
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None or getattr(tokenizer, "pad_token_id", None) is None:
         return "its tokenizer has no pad token"
+    merged = processor._merge_kwargs(tokenizer_init_kwargs=tokenizer.init_kwargs)
+    for name, value in merged["images_kwargs"].items():
+        if getattr(ip, name, None) != value:
+            return f"the processor passes {name}={value!r} to its image processor"
     if not isinstance(getattr(processor, "image_token_id", None), int):
         return "its image token has no id"
     if not getattr(processor, "bos_token", None):
