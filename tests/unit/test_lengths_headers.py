@@ -85,6 +85,8 @@ def test_other_formats_and_broken_headers_are_left_to_pil(tmp_path):
     assert file_header_size(tmp_path / "cut.jpg") is None
     junk = jpeg[:2] + b"\x00\x00" + jpeg[2:]  # not a marker where one must be
     assert header_size(junk) is None
+    escaped = jpeg[:2] + b"\xff\x00" + jpeg[2:]  # PIL skips it; the parser leaves it to PIL
+    assert header_size(escaped) is None
     assert header_size(b"") is None and header_size(b"\xff\xd8\xff") is None
     with pytest.raises(OSError):
         file_header_size(tmp_path / "missing.jpg")

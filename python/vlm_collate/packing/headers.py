@@ -34,8 +34,8 @@ def _jpeg_size(data: bytes | memoryview, more: Any = None) -> tuple[int, int] | 
             continue
         if marker == 0xDA:  # start of scan: the frame header came before it
             return size
-        if marker in (0x01, 0xD8, 0xD9) or 0xD0 <= marker <= 0xD7:
-            return None  # a marker without a length here: unusual, PIL decides
+        if marker < 0xC0 or 0xD0 <= marker <= 0xD9:
+            return None  # not a marker with a length (junk, restart, TEM): PIL decides
         length = (data[pos + 2] << 8) | data[pos + 3]
         if length < 2:
             return None
