@@ -132,17 +132,19 @@ class Idefics3TilePlan(TilePlan):
         h2, w2 = self.encoder_size(h1, w1)
         if h2 <= 0 or w2 <= 0:
             return None
-        resizes.append((0, h2, w2))
+        if (h2, w2) != (h1, w1):  # else the identity (torch's too): read the first resize
+            resizes.append((0, h2, w2))
+        encoder = len(resizes) - 1
         if h2 <= m and w2 <= m:
             if (h2, w2) != (m, m):  # not a size the processor's rule makes: let it decide
                 return None
-            return ImageTiles(tuple(resizes), ((1, 0, 0),), glob, fill=None, repeats=one)
+            return ImageTiles(tuple(resizes), ((encoder, 0, 0),), glob, fill=None, repeats=one)
         rows, cols = math.ceil(h2 / m), math.ceil(w2 / m)
         if rows * m != h2 or cols * m != w2:
             return None
-        windows = [(1, r * m, c * m) for r in range(rows) for c in range(cols)]
-        resizes.append((1, m, m))
-        windows.append((2, 0, 0))
+        windows = [(encoder, r * m, c * m) for r in range(rows) for c in range(cols)]
+        resizes.append((encoder, m, m))
+        windows.append((encoder + 1, 0, 0))
         parts = []
         for r in range(rows):
             for c in range(cols):
