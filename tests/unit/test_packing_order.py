@@ -7,6 +7,8 @@ packed pixels are in shared memory."""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from vlm_collate import PackedCollator, VLMCollator, engine
 from vlm_collate.errors import CollateError
 from vlm_collate.packing.collator import packed_batch
 from vlm_collate.pipeline import fast_path
-from vlm_collate.pipeline.fast_path import packing_order
+from vlm_collate.pipeline.fast_path import BUFFERS, packing_order
 from vlm_collate.testing.families import glm4v_processor
 
 MAX_LENGTH = 256
@@ -171,3 +173,23 @@ def test_packed_pixels_are_in_shared_memory_in_a_worker(collator):
     assert batch.pop("was_shared").item()
     expected = _reorder_path(collator, examples)
     assert torch.equal(batch["pixel_values"], expected["pixel_values"])
+
+
+def test_packed_pixels_reuse_the_output_pool_while_the_previous_batch_is_held(collator):
+    """``for batch in loader`` holds the previous batch while the next is made: the pixels
+    of the batch before it are written into the storage that batch let go (the pool keeps
+    two storages per thread; the packer's small reordered tensors, e.g. the grids, take
+    none of them)."""
+    examples = _examples()
+    BUFFERS.clear()
+    addresses = []
+    held = None
+    for _ in range(4):
+        batch = collator(examples)
+        addresses.append(batch["pixel_values"].untyped_storage().data_ptr())
+        if held is not None:
+            assert addresses[-1] != held["pixel_values"].untyped_storage().data_ptr()
+        held = batch  # the previous batch stays referenced while the next one is made
+        del batch
+        gc.collect()
+    assert addresses[2] == addresses[0] and addresses[3] == addresses[1]

@@ -244,13 +244,18 @@ def _item_bounds(tokens_per_doc: np.ndarray, tokens_per_item: np.ndarray, kind: 
     return bounds
 
 
+_POOLED_BYTES = 1 << 20
+"""Reordered tensors of at least this size are written into :func:`output_tensor`."""
+
+
 def _reordered(
     value: Any, counts: np.ndarray, order: np.ndarray, written: np.ndarray | None = None
 ) -> Any:
     """The first axis of ``value``, grouped by document (``counts`` rows each, per
     document), in ``order``. ``written``: the document order ``value``'s groups are in
     (default: document order); when it is ``order`` already, ``value`` itself. A tensor
-    is gathered into :func:`output_tensor` (shared memory in a DataLoader worker)."""
+    is gathered into :func:`output_tensor` (shared memory in a DataLoader worker; a small
+    one outside workers into memory of its own)."""
     if written is not None:
         if np.array_equal(written, order):
             return value
@@ -264,6 +269,10 @@ def _reordered(
     if isinstance(value, torch.Tensor):
         if value.dim() == 0 or value.is_sparse:
             return value[torch.from_numpy(index)]
+        if value.nbytes < _POOLED_BYTES and torch.utils.data.get_worker_info() is None:
+            # Grids and other small tensors: not from the output pool, whose few storages
+            # are kept for the pixels (a grid taking a slot would evict one of them).
+            return torch.index_select(value, 0, torch.from_numpy(index))
         out = output_tensor((len(index), *value.shape[1:]), value.dtype)
         return torch.index_select(value, 0, torch.from_numpy(index), out=out)
     if isinstance(value, np.ndarray):
