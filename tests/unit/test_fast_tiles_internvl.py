@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from helpers import assert_same_batch, assistant, user
-from vlm_collate import VLMCollator
+from vlm_collate import VLMCollator, testing
 from vlm_collate.families.internvl import internvl_collate_fn
 from vlm_collate.pipeline.fast_tiles import tiled_encoding
 from vlm_collate.processor.profile import profile_of
@@ -218,6 +218,24 @@ def test_collate_equals_the_processor_path(max_patches, monkeypatch):
     assert_same_batch(dict(seeded), dict(slow), PIXEL_TOLERANCE)
 
 
+def test_a_batch_with_a_video_calls_the_processor(monkeypatch):
+    processor = _processor()
+    calls = []
+    original = type(processor).__call__
+    monkeypatch.setattr(
+        type(processor),
+        "__call__",
+        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
+    )
+    video = {"type": "video", "video": testing.video(frames=4)}
+    examples = [{"messages": [user(video, "What happens?"), assistant("Things.")]}, *_examples(1)]
+    fast = internvl_collate_fn(examples, processor, shift=False)
+    assert calls  # a batch with a video is the processor's
+    slow = internvl_collate_fn(examples, processor, shift=False, fast_path=False)
+    assert_same_batch(dict(fast), dict(slow))
+    assert "pixel_values" in fast
+
+
 # --------------------------------------------------------------------------- fallbacks
 
 
@@ -266,8 +284,15 @@ def _processor_kwargs():
     ],
     ids=["subclass", "replaced", "resample", "do_resize", "uint8", "processor_kwargs"],
 )
-def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, caplog):
+def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, caplog, monkeypatch):
     processor = build()
+    calls = []
+    original = type(processor).__call__
+    monkeypatch.setattr(
+        type(processor),
+        "__call__",
+        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
+    )
     rng = np.random.default_rng(1)
     examples = [
         {
@@ -281,6 +306,7 @@ def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, cap
         assert tiled_encoding(processor, [PH + " x"], [[_image(rng, 30, 40, True)]]) is None
         fast = VLMCollator(processor)(examples)
         VLMCollator(processor)(examples)
+    assert len(calls) == 2  # the processor made both batches
     logged = _logged(caplog)
     assert len(logged) == 1 and reason in logged[0], logged
     slow = VLMCollator(processor, fast_path=False)(examples)

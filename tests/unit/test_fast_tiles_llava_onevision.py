@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from helpers import assert_same_batch, assistant, user
-from vlm_collate import VLMCollator
+from vlm_collate import VLMCollator, testing
 from vlm_collate.families.llava_onevision import llava_onevision_collate_fn
 from vlm_collate.pipeline.fast_tiles import tiled_encoding
 from vlm_collate.processor.tiles import tile_plan
@@ -230,6 +230,24 @@ def test_collate_equals_the_processor_path(monkeypatch):
     assert_same_batch(dict(seeded), dict(slow), PIXEL_TOLERANCE)
 
 
+def test_a_batch_with_a_video_calls_the_processor(monkeypatch):
+    processor = _processor()
+    calls = []
+    original = type(processor).__call__
+    monkeypatch.setattr(
+        type(processor),
+        "__call__",
+        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
+    )
+    video = {"type": "video", "video": testing.video(frames=4)}
+    examples = [{"messages": [user(video, "What happens?"), assistant("Things.")]}, *_examples(1)]
+    fast = llava_onevision_collate_fn(examples, processor, shift=False)
+    assert calls  # a batch with a video is the processor's
+    slow = llava_onevision_collate_fn(examples, processor, shift=False, fast_path=False)
+    assert_same_batch(dict(fast), dict(slow))
+    assert "pixel_values" in fast
+
+
 # --------------------------------------------------------------------------- fallbacks
 
 
@@ -265,8 +283,15 @@ def _replaced(name):
     ],
     ids=["subclass", "replaced", "resample", "do_pad", "pinpoints", "uint8"],
 )
-def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, caplog):
+def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, caplog, monkeypatch):
     processor = build()
+    calls = []
+    original = type(processor).__call__
+    monkeypatch.setattr(
+        type(processor),
+        "__call__",
+        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
+    )
     rng = np.random.default_rng(1)
     image = {"type": "image", "image": _image(rng, 300, 120, False)}
     examples = [{"messages": [user(image, "what?"), assistant("this")]}]
@@ -274,6 +299,7 @@ def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, cap
         assert tiled_encoding(processor, [PH + " x"], [[_image(rng, 30, 40, True)]]) is None
         fast = VLMCollator(processor)(examples)
         VLMCollator(processor)(examples)
+    assert len(calls) == 2  # the processor made both batches
     logged = _logged(caplog)
     assert len(logged) == 1 and reason in logged[0], logged
     slow = VLMCollator(processor, fast_path=False)(examples)
