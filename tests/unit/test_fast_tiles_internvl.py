@@ -266,6 +266,22 @@ def _changed(**settings):
     return build
 
 
+def _pil_backend():
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
+        GotOcr2ImageProcessorPil,
+    )
+
+    processor = internvl_processor()
+    ip = processor.image_processor
+    processor.image_processor = GotOcr2ImageProcessorPil(
+        size=dict(ip.size),
+        max_patches=ip.max_patches,
+        image_mean=ip.image_mean,
+        image_std=ip.image_std,
+    )
+    return processor
+
+
 def _processor_kwargs():
     processor = internvl_processor()
     processor.images_kwargs = {"crop_to_patches": True, "do_normalize": False}
@@ -276,13 +292,14 @@ def _processor_kwargs():
     "build, reason",
     [
         (_subclassed, "is not transformers' InternVLProcessor"),
+        (_pil_backend, "GotOcr2ImageProcessorPil is not transformers' GotOcr2ImageProcessor"),
         (_replaced_resize, "resize is replaced on the instance"),
         (_changed(resample=0), "bicubic and bilinear are reproduced"),
         (_changed(do_resize=False), "do_resize=False"),
         (_changed(do_rescale=False, do_normalize=False), "uint8 pixel values"),
         (_processor_kwargs, "images_kwargs set do_normalize"),
     ],
-    ids=["subclass", "replaced", "resample", "do_resize", "uint8", "processor_kwargs"],
+    ids=["subclass", "pil", "replaced", "resample", "do_resize", "uint8", "processor_kwargs"],
 )
 def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, caplog, monkeypatch):
     processor = build()

@@ -261,6 +261,22 @@ def _subclassed():
     return processor
 
 
+def _pil_backend():
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    processor = llava_onevision_processor()
+    ip = processor.image_processor
+    processor.image_processor = LlavaOnevisionImageProcessorPil(
+        size=dict(ip.size),
+        image_grid_pinpoints=ip.image_grid_pinpoints,
+        image_mean=ip.image_mean,
+        image_std=ip.image_std,
+    )
+    return processor
+
+
 def _replaced(name):
     def build():
         processor = llava_onevision_processor()
@@ -275,13 +291,14 @@ def _replaced(name):
     "build, reason",
     [
         (_subclassed, "is not transformers' LlavaOnevisionProcessor"),
+        (_pil_backend, "ImageProcessorPil is not transformers' LlavaOnevisionImageProcessor"),
         (_replaced("pad_to_square"), "pad_to_square is replaced on the instance"),
         (_changed(resample=0), "bicubic and bilinear are reproduced"),
         (_changed(do_pad=False), "do_pad=False"),
         (_changed(image_grid_pinpoints=[[384, 500]]), "not positive multiples of 384"),
         (_changed(do_rescale=False, do_normalize=False), "uint8 pixel values"),
     ],
-    ids=["subclass", "replaced", "resample", "do_pad", "pinpoints", "uint8"],
+    ids=["subclass", "pil", "replaced", "resample", "do_pad", "pinpoints", "uint8"],
 )
 def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, caplog, monkeypatch):
     processor = build()
