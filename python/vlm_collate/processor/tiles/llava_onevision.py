@@ -79,6 +79,7 @@ class LlavaOnevisionPlan(TilePlan):
         return self.image_id
 
     def _tiles(self, resizes: list, windows: list, count: int, **rest: Any) -> ImageTiles:
+        repeats: tuple[int, ...]
         if self.image_id is not None:
             text, repeats = self.placeholder, (count,)
         else:
