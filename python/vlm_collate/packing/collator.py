@@ -336,10 +336,14 @@ def packed_batch(
     the documents' own; or the :class:`.fast_path.PackingOrder` of the block ``inner``
     was made in, whose unwritten pixels are then written in the packed order."""
     unknown = sorted(k for k, v in inner.items() if k not in _KNOWN and v is not None)
+    for grid_key, keys in (("image_grid_thw", _IMAGE_KEYS), ("video_grid_thw", _VIDEO_KEYS)):
+        if inner.get(grid_key) is None:  # media rows without grids: no per-document split
+            unknown += sorted(k for k in keys if inner.get(k) is not None)
     if unknown:
         raise CollateError(
             f"PackedCollator cannot lay out the keys {unknown} of {collator.collate_fn.__name__} "
-            "in packed rows (known: token-axis, Qwen image/video/audio tensors)"
+            "in packed rows (known: token-axis, Qwen image/video/audio tensors); for this "
+            "family's media batches use the padded VLMCollator"
         )
     ids = as_int64(inner["input_ids"], "input_ids")
     mask = as_int64(inner["attention_mask"], "attention_mask")
