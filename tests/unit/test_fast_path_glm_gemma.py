@@ -19,7 +19,7 @@ from vlm_collate import engine
 from vlm_collate.errors import EngineError
 from vlm_collate.families.gemma3 import gemma3_collate_fn
 from vlm_collate.families.glm4v import glm4v_collate_fn
-from vlm_collate.pipeline.fast_path import fast_encoding, fast_plan
+from vlm_collate.pipeline.fast_path import fast_encoding
 from vlm_collate.testing.families import gemma3_processor, glm4v_processor
 
 PIXEL_TOLERANCE = 0.0
@@ -211,21 +211,6 @@ def test_gemma3_pan_and_scan_collate_calls_the_processor():
     fast = gemma3_collate_fn(examples, processor, shift=False)
     slow = gemma3_collate_fn(examples, processor, shift=False, fast_path=False)
     _assert_same(dict(fast), dict(slow))
-
-
-def test_glm4v_videos_call_the_processor(caplog):
-    """GLM-4.1V's processor writes frame timestamps into the text: its videos are not
-    reproduced, so a batch with a video calls the processor."""
-    processor = glm4v_processor()
-    with caplog.at_level(logging.INFO, logger="vlm_collate"):
-        plan = fast_plan(processor)
-    assert plan is not None and plan.video is None
-    assert any("Glm4vVideoProcessor" in m for m in _logged(caplog))
-    video = np.zeros((2, 56, 56, 3), dtype=np.uint8)
-    assert (
-        fast_encoding(processor, ["<|begin_of_video|><|video|><|end_of_video|>"], [[]], [[video]])
-        is None
-    )
 
 
 def test_bad_plane_engine_arguments_are_errors():

@@ -344,7 +344,7 @@ def video_targets(videos: Sequence[np.ndarray], plan: VideoPlan) -> np.ndarray:
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import smart_resize
 
     factor = plan.patch_size * plan.merge_size
-    if plan.rule == "qwen3":
+    if plan.rule in ("qwen3", "glm"):
         return _qwen3_targets(videos, plan)
     sizes = []
     for v in videos:
@@ -360,15 +360,19 @@ def video_targets(videos: Sequence[np.ndarray], plan: VideoPlan) -> np.ndarray:
 
 
 def _qwen3_targets(videos: Sequence[np.ndarray], plan: VideoPlan) -> np.ndarray:
-    """Qwen3-VL's video sizes: its ``smart_resize`` counts the frames against the limits
-    (and its per-frame cap, when on, is its own)."""
-    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+    """Qwen3-VL's and GLM-4.1V's video sizes: their ``smart_resize`` counts the frames
+    against the limits (and Qwen3-VL's per-frame cap, when on, is its own; GLM-4.1V's video
+    processor has none)."""
+    if plan.rule == "glm":
+        from transformers.models.glm4v.video_processing_glm4v import smart_resize
+    else:
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
 
     factor = plan.patch_size * plan.merge_size
     sizes = []
     for v in videos:
         frames, max_pixels = int(v.shape[0]), plan.max_pixels
-        if plan.cap_pixels_per_frame:  # as Qwen3VLVideoProcessor.resize bounds it
+        if plan.cap_pixels_per_frame and plan.rule == "qwen3":  # as its resize bounds it
             cap = plan.max_video_tokens * factor * factor
             per_frame = max(min(cap, plan.max_pixels // frames), int(plan.min_pixels * 1.05))
             max_pixels = per_frame * frames
@@ -386,22 +390,26 @@ def _qwen3_targets(videos: Sequence[np.ndarray], plan: VideoPlan) -> np.ndarray:
     return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
 
 
-def _qwen3_videos(
+def _timed_videos(
     profile: ProcessorProfile,
     plan: VideoPlan,
     clips: list[np.ndarray],
     texts: Sequence[str],
     metadata: Sequence[Any] | None,
 ) -> tuple[list[np.ndarray], list[str], np.ndarray] | None:
-    """Qwen3-VL's videos as its processor makes them: each clip's frames sampled by its
+    """Qwen3-VL's (and GLM-4.1V's) videos as its processor makes them: each clip's frames
+    sampled by its
     video processor's own ``sample_frames`` (when ``do_sample_frames``; with the metadata
     it makes for frames given without any, so a 24 fps default) or taken as given with
     their ``metadata`` (fps budgets, sampled by the encode step), and each
     ``<|video_pad|>`` of ``texts`` replaced, in batch order, by one
     ``<t seconds><|vision_start|><|video_pad|><|vision_end|>`` per temporal group (the
     processor's ``_calculate_timestamps``; the engine then expands each pad to the
-    group's tokens). Returns the clips, the texts and each clip's temporal groups, or
-    None for a clip the processor refuses (fewer frames than a temporal patch)."""
+    group's tokens). GLM-4.1V: one ``<|begin_of_image|><|image|><|end_of_image|>`` and the
+    whole second of the group's first frame per temporal group (its
+    ``replace_video_token``; the image token, expanded with the images). Returns the
+    clips, the texts and each clip's temporal groups, or None for a clip the processor
+    refuses (fewer frames than a temporal patch; GLM-4.1V sampling without a rate)."""
     from transformers.video_utils import VideoMetadata
 
     processor, vp = profile.processor, profile.processor.video_processor
@@ -409,6 +417,8 @@ def _qwen3_videos(
     for k, clip in enumerate(clips):
         frames = int(clip.shape[0])
         if metadata is None:
+            if plan.sample_frames and plan.rule == "glm":
+                return None  # GLM-4.1V samples by the source rate: the processor refuses
             meta = VideoMetadata(
                 total_num_frames=frames,
                 fps=None,
@@ -426,14 +436,22 @@ def _qwen3_videos(
         if clip.shape[0] < plan.temporal_patch_size:
             return None  # the processor raises its own error for it
         fps = 24 if meta.fps is None else meta.fps  # as the processor defaults it
-        stamps = processor._calculate_timestamps(meta.frames_indices, fps, plan.temporal_patch_size)
         count = -(-int(clip.shape[0]) // plan.temporal_patch_size)
         start, end = plan.vision_tokens
-        replacements.append(
-            "".join(
-                f"<{stamps[g]:.1f} seconds>{start}{plan.video_token}{end}" for g in range(count)
+        if plan.rule == "glm":  # Glm4vProcessor.replace_video_token
+            meta.fps = fps
+            seconds = list(meta.timestamps[::2][:count])
+            seconds += [seconds[-1] if seconds else 0] * (count - len(seconds))
+            replacements.append("".join(f"{start}{plan.frame_token}{end}{int(t)}" for t in seconds))
+        else:
+            stamps = processor._calculate_timestamps(
+                meta.frames_indices, fps, plan.temporal_patch_size
             )
-        )
+            replacements.append(
+                "".join(
+                    f"<{stamps[g]:.1f} seconds>{start}{plan.video_token}{end}" for g in range(count)
+                )
+            )
         sampled.append(np.ascontiguousarray(clip))
         groups.append(count)
     pieces = iter(replacements)
@@ -442,6 +460,45 @@ def _qwen3_videos(
         parts = text.split(plan.video_token)
         out.append(parts[0] + "".join(next(pieces) + part for part in parts[1:]))
     return sampled, out, np.asarray(groups, dtype=np.int64)
+
+
+def _glm_placeholder_counts(
+    plan: FastPlan,
+    images: Sequence[Any],
+    clips: Sequence[np.ndarray],
+    texts: Sequence[str],
+    per_sample: Sequence[Sequence[Any]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """GLM-4.1V writes each video frame group as an image block with its image token:
+    per row, how many image-token placeholders it holds, and each one's token count in
+    text order (an image's ``h·w / merge²``; a video's frame groups, each its frames'
+    ``h·w / merge²``), from ``texts`` before the videos were written out."""
+    import re
+
+    video = plan.video
+    assert video is not None
+    merge = plan.merge_size**2
+    image_counts = iter(
+        (_grids(target_sizes(images, plan), plan).prod(axis=1) // merge).tolist() if images else []
+    )
+    targets = video_targets(clips, video)
+    frame_tokens = (targets // video.patch_size).prod(axis=1) // video.merge_size**2
+    groups = [-(-int(c.shape[0]) // video.temporal_patch_size) for c in clips]
+    video_counts = iter(zip(frame_tokens.tolist(), groups))
+    pattern = re.compile(f"{re.escape(video.frame_token)}|{re.escape(video.video_token)}")
+    placeholders, counts = [], []
+    for text in texts:
+        row = 0
+        for match in pattern.finditer(text):
+            if match.group() == video.video_token:
+                tokens, n = next(video_counts)
+                counts += [tokens] * n
+                row += n
+            else:
+                counts.append(next(image_counts))
+                row += 1
+        placeholders.append(row)
+    return np.asarray(placeholders, dtype=np.int64), np.asarray(counts, dtype=np.int64)
 
 
 def video_pixel_values(
@@ -494,9 +551,11 @@ def _videos(
     plan: FastPlan,
     dtype: torch.dtype,
     metadata: Sequence[Any] | None = None,
+    expand: bool = True,
 ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
     """The video keys of the encoding, and ``ids``/``mask`` with every video placeholder
-    expanded to ``t·h·w / merge²`` tokens."""
+    expanded to ``t·h·w / merge²`` tokens (``expand=False``: left as they are, GLM-4.1V's
+    frames having been expanded with the images)."""
     video = plan.video
     assert video is not None
     pixels, grids = video_pixel_values(clips, video, dtype)
@@ -509,9 +568,10 @@ def _videos(
         per_row = np.asarray(
             [frames[a:b].sum() for a, b in zip(starts[:-1], starts[1:])], dtype=np.int64
         )
-    ids, mask = engine.expand_placeholders(
-        ids, mask, video.video_token_id, as_int64(counts), per_row, plan.pad_id, "right"
-    )
+    if expand:
+        ids, mask = engine.expand_placeholders(
+            ids, mask, video.video_token_id, as_int64(counts), per_row, plan.pad_id, "right"
+        )
     encoded = {"pixel_values_videos": pixels, "video_grid_thw": grids}
     if video.second_per_grid_ts:
         encoded["second_per_grid_ts"] = seconds_per_grid(clips, video, metadata)
@@ -565,11 +625,14 @@ def fast_encoding(
     flat_metadata = (
         None if video_metadata is None else [m for sample in video_metadata for m in sample]
     )
-    if clips and plan.video is not None and plan.video.rule == "qwen3":
-        qwen3 = _qwen3_videos(profile, plan.video, clips, texts, flat_metadata)
-        if qwen3 is None:
+    frame_counts = None  # GLM-4.1V: per row, its image and video frame token counts
+    if clips and plan.video is not None and plan.video.rule in ("qwen3", "glm"):
+        timed = _timed_videos(profile, plan.video, clips, texts, flat_metadata)
+        if timed is None:
             return None
-        clips, texts, _ = qwen3
+        if plan.video.rule == "glm":
+            frame_counts = _glm_placeholder_counts(plan, flat, timed[0], texts, images)
+        clips, texts, _ = timed
     if plan.placeholder is not None and flat:
         texts = [text.replace(*plan.placeholder) for text in texts]
     tokens = profile.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
@@ -583,17 +646,23 @@ def fast_encoding(
         else:
             counts = np.full(len(flat), plan.tokens_per_image, dtype=np.int64)
         per_row = np.fromiter((len(s) for s in images), dtype=np.int64, count=len(images))
-        ids, mask = engine.expand_placeholders(
-            ids, mask, plan.image_token_id, as_int64(counts), per_row, plan.pad_id, "right"
-        )
+        if frame_counts is None:
+            ids, mask = engine.expand_placeholders(
+                ids, mask, plan.image_token_id, as_int64(counts), per_row, plan.pad_id, "right"
+            )
         if packing is not None:  # written by the packer, in its final order
             pixels, grids, write = deferred_pixel_values(flat, plan, pixel_dtype)
             packing.deferred.append(_Deferred(pixels, per_row, write))
         else:
             pixels, grids = pixel_values(flat, plan, pixel_dtype)
+    if frame_counts is not None:  # GLM-4.1V: images and video frames share the token
+        placeholders, counts_in_order = frame_counts
+        ids, mask = engine.expand_placeholders(
+            ids, mask, plan.image_token_id, counts_in_order, placeholders, plan.pad_id, "right"
+        )
     if clips:
         videos_encoded, ids, mask = _videos(
-            clips, videos, ids, mask, plan, pixel_dtype, flat_metadata
+            clips, videos, ids, mask, plan, pixel_dtype, flat_metadata, frame_counts is None
         )
     encoded["input_ids"] = torch.from_numpy(ids)
     encoded["attention_mask"] = torch.from_numpy(mask)

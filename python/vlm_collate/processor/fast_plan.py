@@ -43,6 +43,10 @@ QWEN3_VIDEO_PROCESSOR = (
 """Qwen3-VL's video processor: frames sampled by fps (its own ``sample_frames``), its own
 ``smart_resize`` (frames counted against the limits), frame timestamps in the text."""
 
+GLM_VIDEO_PROCESSOR = ("Glm4vVideoProcessor", "transformers.models.glm4v.video_processing_glm4v")
+"""GLM-4.1V's video processor: frames sampled by fps from the metadata's rate, GLM's
+``smart_resize``, each frame group written as an image block and its second."""
+
 _BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, PILImageResampling.BICUBIC
 _BILINEAR = 2  # PIL.Image.Resampling.BILINEAR
 _INTERPOLATION = {_BICUBIC: "bicubic", _BILINEAR: "bilinear"}
@@ -63,6 +67,7 @@ class FamilyFacts:
     patchified: bool
     type_key: str = "mm_token_type_ids"
     methods: tuple[str, ...] = ("resize", "patchify", "rescale_and_normalize")
+    frames_as_given: bool = False  # the family calls the processor with do_sample_frames=False
 
 
 FAMILY_FACTS: dict[str, FamilyFacts] = {
@@ -72,6 +77,7 @@ FAMILY_FACTS: dict[str, FamilyFacts] = {
         _BICUBIC,
         "glm",
         patchified=True,
+        frames_as_given=True,  # glm4v_collate_fn: processor_kwargs do_sample_frames=False
     ),
     "gemma3": FamilyFacts(
         ("Gemma3ImageProcessor", "transformers.models.gemma3.image_processing_gemma3"),
@@ -108,10 +114,11 @@ class VideoPlan:
     second_per_grid_ts: bool
     # Qwen3-VL: frames sampled as its video processor samples them (when it does) and
     # each temporal group's "<t seconds>" + vision start/end written into the text.
-    rule: str = "qwen2"  # "qwen2" or "qwen3" (its smart_resize, sampling, timestamps)
+    rule: str = "qwen2"  # "qwen2", "qwen3" or "glm" (their smart_resize, sampling, times)
     sample_frames: bool = False
     video_token: str = ""
     vision_tokens: tuple[str, str] = ("", "")  # (start, end) around each temporal group
+    frame_token: str = ""  # GLM-4.1V: each group's token (its image token), else video_token
 
 
 @dataclass(frozen=True)
@@ -196,15 +203,17 @@ def _video_unsupported(processor: Any) -> str | None:
     """Why the fast path does not reproduce the processor's videos, or None when it does."""
     vp = getattr(processor, "video_processor", None)
     qwen3 = vp is not None and _is_class(vp, *QWEN3_VIDEO_PROCESSOR)
-    if vp is None or not (_is_class(vp, *VIDEO_PROCESSOR) or qwen3):
+    glm = vp is not None and _is_class(vp, *GLM_VIDEO_PROCESSOR)
+    if vp is None or not (_is_class(vp, *VIDEO_PROCESSOR) or qwen3 or glm):
         return (
             f"its video processor {type(vp).__name__} is not transformers' "
-            f"{VIDEO_PROCESSOR[0]} or {QWEN3_VIDEO_PROCESSOR[0]}"
+            f"{VIDEO_PROCESSOR[0]}, {QWEN3_VIDEO_PROCESSOR[0]} or {GLM_VIDEO_PROCESSOR[0]}"
         )
-    if qwen3:
-        reason = _qwen3_video_unsupported(processor)
+    if qwen3 or glm:
+        reason = _timed_video_unsupported(processor)
         if reason is not None:
             return reason
+    qwen3 = qwen3 or glm  # both sample frames themselves
     if not getattr(vp, "do_resize", False):
         return "video do_resize=False"
     if int(getattr(vp, "resample", -1)) != _BICUBIC:
@@ -233,15 +242,29 @@ def _video_unsupported(processor: Any) -> str | None:
     return None
 
 
-def _qwen3_video_unsupported(processor: Any) -> str | None:
-    """Why the fast path does not reproduce Qwen3-VL's videos (its processor's timestamps
-    and its video processor's sampling), or None when it does."""
+def _timed_video_unsupported(processor: Any) -> str | None:
+    """Why the fast path does not reproduce Qwen3-VL's or GLM-4.1V's videos (their
+    processors' timestamps and their video processors' sampling), or None when it does."""
     vp = processor.video_processor
-    if not getattr(processor, "video_token", None) or not hasattr(processor, "vision_end_token"):
-        return "it has no video_token or vision_start/end tokens"
-    for attribute in ("replace_video_token", "_calculate_timestamps", "_process_videos"):
+    glm = _is_class(vp, *GLM_VIDEO_PROCESSOR)
+    if not getattr(processor, "video_token", None):
+        return "it has no video_token"
+    if not glm and not hasattr(processor, "vision_end_token"):
+        return "it has no vision_start/end tokens"
+    for attribute in (
+        "replace_video_token",
+        "_calculate_timestamps",
+        "replace_frame_token_id",
+        "_process_videos",
+    ):
         if attribute in vars(processor):
             return f"the processor's {attribute} is replaced on the instance"
+    if glm:
+        image = getattr(processor, "image_token", None)
+        expected = f"<|begin_of_image|>{image}<|end_of_image|>0"
+        if not image or processor.replace_frame_token_id(0.5, num_image_tokens=1) != expected:
+            return "its frame block is not <|begin_of_image|>, the image token, <|end_of_image|>"
+        return None
     sampling = getattr(vp, "do_sample_frames", False)
     if sampling and getattr(vp, "num_frames", None) is not None and getattr(vp, "fps", None):
         return "both num_frames and fps set (the video processor refuses them together)"
@@ -279,6 +302,16 @@ def _video_plan(processor: Any) -> VideoPlan | None:
 def _qwen3_video_fields(processor: Any) -> dict[str, Any]:
     """The video plan's Qwen3-VL fields (sampling, timestamps), or none for Qwen2-VL's."""
     vp = processor.video_processor
+    if _is_class(vp, *GLM_VIDEO_PROCESSOR):
+        facts = FAMILY_FACTS["glm4v"]
+        return {
+            "rule": "glm",
+            "sample_frames": bool(getattr(vp, "do_sample_frames", False))
+            and not facts.frames_as_given,
+            "video_token": str(processor.video_token),
+            "vision_tokens": ("<|begin_of_image|>", "<|end_of_image|>"),
+            "frame_token": str(processor.image_token),
+        }
     if not _is_class(vp, *QWEN3_VIDEO_PROCESSOR):
         return {}
     return {
