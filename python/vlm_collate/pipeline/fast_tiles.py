@@ -118,11 +118,11 @@ def tiled_encoding(
     for text, sample in zip(texts, images, strict=True):
         mine = per_image[start : start + len(sample)]
         start += len(sample)
-        text = plan.expanded_text(text, mine)
-        if text is None:
+        written = plan.expanded_text(text, mine)
+        if written is None:
             return None
         per_sample.append(mine)
-        expanded.append(text)
+        expanded.append(written)
     tokens = profile.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
     values, offsets = engine.ragged(tokens)
     ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
