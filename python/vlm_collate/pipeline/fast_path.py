@@ -398,10 +398,9 @@ def _timed_videos(
     metadata: Sequence[Any] | None,
 ) -> tuple[list[np.ndarray], list[str], np.ndarray] | None:
     """Qwen3-VL's (and GLM-4.1V's) videos as its processor makes them: each clip's frames
-    sampled by its
-    video processor's own ``sample_frames`` (when ``do_sample_frames``; with the metadata
-    it makes for frames given without any, so a 24 fps default) or taken as given with
-    their ``metadata`` (fps budgets, sampled by the encode step), and each
+    sampled by its video processor's own ``sample_frames`` (when ``do_sample_frames``; with
+    the metadata it makes for frames given without any, so a 24 fps default) or taken as
+    given with their ``metadata`` (fps budgets, sampled by the encode step), and each
     ``<|video_pad|>`` of ``texts`` replaced, in batch order, by one
     ``<t seconds><|vision_start|><|video_pad|><|vision_end|>`` per temporal group (the
     processor's ``_calculate_timestamps``; the engine then expands each pad to the
