@@ -63,6 +63,13 @@ class _MediaIds:
     video: int | None
     audio_start: int | None
     merge: int
+    row_token: int | None = None  # families of UNIFORM_ROWS: the token each row expands to
+
+
+UNIFORM_ROWS = frozenset({"gemma3", "internvl", "llama4"})
+"""Families whose ``pixel_values`` has no grid but one row per image (Gemma 3) or per tile
+(InternVL, Llama 4), each standing for the same number of image tokens: a document's rows
+follow from its image tokens."""
 
 
 class PackedCollator:
@@ -183,11 +190,13 @@ class PackedCollator:
             )
         profile = self.profile
         image, video = profile.media.get("image"), profile.media.get("video")
+        uniform = profile.family is not None and profile.family.name in UNIFORM_ROWS
         return _MediaIds(
             image.placeholder_id if image is not None else None,
             video.placeholder_id if video is not None else None,
             profile.audio_start_id,
             profile.merge_kernel[0] if profile.merge_kernel else 1,
+            image.expanded_id if uniform and image is not None else None,
         )
 
     def __call__(self, examples: list) -> Batch:
@@ -280,6 +289,20 @@ def _reordered(
     return [value[i] for i in index]
 
 
+def _uniform_rows(values: np.ndarray, offsets: np.ndarray, token: int, rows: int) -> np.ndarray:
+    """Per document, its ``pixel_values`` rows, when each of the batch's ``rows`` stands
+    for the same number of ``token`` tokens (:data:`UNIFORM_ROWS`); else an error."""
+    per_doc = _per_doc(values, offsets, token)
+    total = int(per_doc.sum())
+    each = total // rows if rows and total % rows == 0 else 0
+    if each == 0 or np.any(per_doc % each):
+        raise CollateError(
+            f"the batch's {rows} pixel_values rows do not split its {total} image tokens "
+            "evenly by document; report this with the batch (or use the padded VLMCollator)"
+        )
+    return per_doc // each
+
+
 def _media_in_order(
     inner: dict[str, Any],
     values: np.ndarray,
@@ -291,6 +314,10 @@ def _media_in_order(
     """The media tensors of ``inner`` with documents in packed ``order``; ``written``: the
     document order ``pixel_values`` was written in (:func:`.fast_path.packing_order`)."""
     out: dict[str, Any] = {}
+    pixels = inner.get("pixel_values")
+    if inner.get("image_grid_thw") is None and pixels is not None and media.row_token is not None:
+        rows = _uniform_rows(values, offsets, media.row_token, len(pixels))
+        out["pixel_values"] = _reordered(pixels, rows, order, written)
     for grid_key, keys, token, kind in (
         ("image_grid_thw", _IMAGE_KEYS, media.image, "image"),
         ("video_grid_thw", _VIDEO_KEYS, media.video, "video"),
@@ -338,7 +365,12 @@ def packed_batch(
     unknown = sorted(k for k, v in inner.items() if k not in _KNOWN and v is not None)
     for grid_key, keys in (("image_grid_thw", _IMAGE_KEYS), ("video_grid_thw", _VIDEO_KEYS)):
         if inner.get(grid_key) is None:  # media rows without grids: no per-document split
-            unknown += sorted(k for k in keys if inner.get(k) is not None)
+            uniform = grid_key == "image_grid_thw" and collator.media.row_token is not None
+            unknown += sorted(
+                k
+                for k in keys
+                if inner.get(k) is not None and not (uniform and k == "pixel_values")
+            )
     if unknown:
         raise CollateError(
             f"PackedCollator cannot lay out the keys {unknown} of {collator.collate_fn.__name__} "
