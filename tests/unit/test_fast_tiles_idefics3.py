@@ -151,8 +151,13 @@ def test_half_precision_pixels_equal_the_cast_processor_output(family, dtype):
 
 @pytest.mark.parametrize(
     "change",
-    [{"do_image_splitting": False}, {"resample": 3}, {"size": {"height": 300, "width": 500}}],
-    ids=["no-splitting", "bicubic", "fixed-size"],
+    [
+        {"do_image_splitting": False},
+        {"resample": 3},
+        {"size": {"height": 300, "width": 500}},
+        {"size": {"longest_edge": 200}},  # below the sub-image side: one frame each
+    ],
+    ids=["no-splitting", "bicubic", "fixed-size", "small-longest-edge"],
 )
 def test_other_settings_it_reproduces(change):
     processor = idefics3_processor()
