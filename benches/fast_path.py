@@ -335,6 +335,34 @@ def glm_gemma_cases(rng: Any) -> dict[str, tuple[Any, list, list, list]]:
     }
 
 
+def timed_video_cases(rng: Any, frames: int) -> dict[str, tuple[Any, list, list, list]]:
+    """Qwen3-VL and GLM-4.1V video cases for :func:`family_rows` (4 clips of ``frames``
+    frames of 448², published pixel limits): Qwen3-VL's video processor samples the frames
+    itself (fps 2 over its 24 fps default, at least 4), GLM-4.1V's are taken as given (as
+    ``glm4v_collate_fn`` calls it); both write frame timestamps into the text."""
+    import numpy as np
+
+    from vlm_collate.testing.families import glm4v_processor, qwen3_vl_processor
+
+    def clips() -> list:
+        return [[rng.integers(0, 256, (frames, 448, 448, 3), dtype=np.uint8)] for _ in range(4)]
+
+    return {
+        f"Qwen3-VL videos (4 × {frames} frames of 448², sampled by the processor)": (
+            qwen3_vl_processor(min_pixels=65_536, max_pixels=16_777_216),
+            ["<|vision_start|><|video_pad|><|vision_end|>x"] * 4,
+            [[] for _ in range(4)],
+            clips(),
+        ),
+        f"GLM-4.1V videos (4 × {frames} frames of 448², as given)": (
+            glm4v_processor(min_pixels=12_544, max_pixels=9_633_792),
+            ["<|begin_of_video|><|video|><|end_of_video|>x"] * 4,
+            [[] for _ in range(4)],
+            clips(),
+        ),
+    }
+
+
 def family_rows(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
     """Per family and media kind of the fast path (issue 22): the processor call alone
     against the fast encoding of the same texts and media, both on one core; each row
@@ -366,6 +394,7 @@ def family_rows(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
         ),
     }
     cases.update(glm_gemma_cases(rng))
+    cases.update(timed_video_cases(rng, frames))
     rows = []
     for name, (processor, texts, images, videos) in cases.items():
         ctx.advance(f"fast path family: {name}")
@@ -377,6 +406,9 @@ def family_rows(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
             kwargs["images"] = images if nested else [i for s in images for i in s]
         if any(videos):
             kwargs["videos"] = [v for s in videos for v in s]
+
+        if type(processor).__name__ == "Glm4vProcessor" and any(videos):
+            kwargs["do_sample_frames"] = False  # as glm4v_collate_fn calls it
 
         def alone(processor=processor, texts=texts, kwargs=kwargs) -> Any:
             return processor(
