@@ -299,3 +299,15 @@ def test_image_rows_written_by_the_engine_or_in_full_equal_the_processor(family)
         assert_same_batch(_fast(processor, texts, images), slow)
     finally:
         profile._memo["tile_plan"] = plan
+
+
+def test_height_and_width_bounds_are_reproduced():
+    """A ``size`` of height and width (instead of ``longest_edge``) bounds each side."""
+    processor = pixtral_processor()
+    processor.image_processor.size = {"height": 48, "width": 80}
+    plan = tile_plan(processor)
+    assert plan is not None and (plan.max_height, plan.max_width) == (48, 80)
+    rng = np.random.default_rng(9)
+    images = [[_image(rng, 300, 120, False), _image(rng, 20, 500, True)], [_image(rng, 5, 7, True)]]
+    texts = ["[IMG] and [IMG]", "[IMG]"]
+    assert_same_batch(_fast(processor, texts, images), _call(processor, texts, images))
