@@ -260,7 +260,7 @@ def plan(profile: ProcessorProfile) -> Idefics3TilePlan | str:
     strings = (processor.fake_image_token, global_tag, processor.image_token)
     if not all(isinstance(s, str) and s for s in strings) or not isinstance(seq_len, int):
         return "it lacks the fake, global or image token, or image_seq_len"
-    fake, _, image = strings
+    fake, global_tag, image = (str(s) for s in strings)
     tokenizer = profile.tokenizer
     image_id = alone_id(tokenizer, f"{fake}{global_tag}", image, fake)
     if image_id is not None and alone_id(tokenizer, "<row_1_col_2>", image, "\n") is None:

@@ -109,7 +109,8 @@ class PixtralTilePlan(TilePlan):
         if h <= 0 or w <= 0:  # too thin to keep a pixel: the processor's error names it
             return None
         rows, columns = h // self.patch, w // self.patch
-        run, repeats = self.image_token * columns, ()
+        run = self.image_token * columns
+        repeats: tuple[int, ...] = ()
         if self.image_id is not None:
             run, repeats = self.image_token, (columns,) * rows
         text = (run + self.break_token) * (rows - 1) + run + self.end_token
