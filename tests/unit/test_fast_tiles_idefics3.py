@@ -352,3 +352,63 @@ def test_settings_it_does_not_reproduce_fall_back_logged_once(change, reason, ca
     # processor stacks only samples of as many frames).
     batch = idefics3_collate_fn(_examples(1)[:1], processor, shift=False)
     assert calls and "pixel_values" in batch
+
+
+# --------------------------------------------------------------------------- mask memory
+
+
+def test_the_mask_reuses_its_storage_once_the_batch_is_let_go():
+    """``pixel_attention_mask`` is drawn from the encode step's pool (apart from
+    ``pixel_values``'): a steady-state call writes into memory already paged in, and a
+    batch still held is never overwritten."""
+    processor = _processor("idefics3")
+    examples = _examples(3)
+    first = idefics3_collate_fn(examples, processor, shift=False)
+    held = first["pixel_attention_mask"].clone()
+    second = idefics3_collate_fn(examples, processor, shift=False)  # `first` is held
+    assert second["pixel_attention_mask"].data_ptr() != first["pixel_attention_mask"].data_ptr()
+    assert torch.equal(first["pixel_attention_mask"], held)
+    address = first["pixel_attention_mask"].data_ptr()
+    del first
+    third = idefics3_collate_fn(examples, processor, shift=False)
+    assert third["pixel_attention_mask"].data_ptr() == address
+    slow = idefics3_collate_fn(examples, processor, shift=False, fast_path=False)
+    assert_same_batch(dict(third), dict(slow))
+    assert_same_batch(dict(second), dict(slow))
+
+
+class _SharingCollate:
+    """The fast-path collate, reporting from inside the worker whether its pixel mask was
+    in shared memory and stayed in place when pickled for the main process."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, examples):
+        from multiprocessing.reduction import ForkingPickler
+
+        batch = dict(idefics3_collate_fn(examples, self.processor, shift=False))
+        mask = batch["pixel_attention_mask"]
+        shared, address = mask.is_shared(), mask.data_ptr()
+        ForkingPickler.dumps(mask)  # what the worker's result queue does to it
+        batch["was_shared"] = torch.tensor(shared)
+        batch["not_copied"] = torch.tensor(mask.data_ptr() == address)
+        return batch
+
+
+def test_the_mask_is_made_in_shared_memory_in_a_dataloader_worker():
+    from torch.utils.data import DataLoader
+
+    processor = _processor("idefics3")
+    examples = _examples(4)
+    loader = DataLoader(
+        examples,
+        batch_size=len(examples),
+        num_workers=1,
+        collate_fn=_SharingCollate(processor),
+        multiprocessing_context="fork",
+    )
+    (batch,) = list(loader)
+    assert batch.pop("was_shared").item() and batch.pop("not_copied").item()
+    slow = idefics3_collate_fn(examples, processor, shift=False, fast_path=False)
+    assert_same_batch(batch, dict(slow))

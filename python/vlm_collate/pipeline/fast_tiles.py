@@ -21,9 +21,27 @@ from .. import engine
 from ..engine import as_int64
 from ..processor.profile import ProcessorProfile, profile_of
 from ..processor.tiles import ImageTiles, has_tile_plan, tile_plan
-from .fast_path import _threads, _typed, output_tensor
+from ..processor.tiles.base import install_allocator
+from .fast_path import OutputBuffers, _threads, _typed, output_tensor
 
 __all__ = ["has_tile_plan", "tiled_call", "tiled_encoding"]
+
+KEY_BUFFERS = OutputBuffers()
+"""The pool a plan's other large keys (:func:`~..processor.tiles.base.key_tensor`: a
+pixel mask) draw from outside DataLoader workers, apart from ``pixel_values``' pool so
+that neither evicts the other."""
+
+
+def _key_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A plan's other large key: in shared memory in a DataLoader worker (as
+    :func:`.fast_path.output_tensor`), else on a storage of :data:`KEY_BUFFERS` that
+    no earlier batch still refers to."""
+    if int(np.prod(shape)) == 0 or torch.utils.data.get_worker_info() is not None:
+        return output_tensor(shape, dtype)
+    return KEY_BUFFERS.tensor(shape, dtype)
+
+
+install_allocator(_key_tensor)
 
 
 def _size(image: Any) -> tuple[int, int]:

@@ -4,11 +4,29 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+Allocate = Callable[[tuple[int, ...], torch.dtype], torch.Tensor]
+
+_ALLOCATE: list[Allocate] = [lambda shape, dtype: torch.empty(shape, dtype=dtype)]
+
+
+def key_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor for a large output key other than ``pixel_values`` (a
+    family's pixel mask): drawn from the encode step's allocator once it is installed
+    (:func:`install_allocator`: shared memory in a DataLoader worker, storage reused
+    across calls elsewhere), else ``torch.empty``. The plan writes every value."""
+    return _ALLOCATE[0](shape, dtype)
+
+
+def install_allocator(allocate: Allocate) -> None:
+    """Makes ``allocate`` what :func:`key_tensor` draws from (the tiled encode step
+    installs its own; the processor layer cannot import it)."""
+    _ALLOCATE[0] = allocate
 
 
 @dataclass(frozen=True)

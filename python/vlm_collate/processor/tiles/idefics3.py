@@ -25,7 +25,7 @@ import torch
 
 from ..fast_plan import _table
 from ..profile import ProcessorProfile
-from .base import ImageTiles, TilePlan
+from .base import ImageTiles, TilePlan, key_tensor
 from .internvl import alone_id
 from .pixtral import instance_reason, uint8_resize_reason
 
@@ -184,9 +184,11 @@ class Idefics3TilePlan(TilePlan):
         frames = self._frames(images)
         m = self.tile[0]
         out["pixel_values"] = pixel_values.view(len(images), frames, 3, m, m)
-        mask = torch.zeros((len(images), frames, m, m), dtype=torch.int64)
+        mask = key_tensor((len(images), frames, m, m), torch.int64)
         for i, sample in enumerate(images):
-            mask[i, : sum(len(t.windows) for t in sample)] = 1
+            real = sum(len(t.windows) for t in sample)
+            mask[i, :real].fill_(1)
+            mask[i, real:].zero_()
         out["pixel_attention_mask"] = mask
         return out
 
