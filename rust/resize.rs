@@ -162,9 +162,10 @@ fn scratch(n: usize, image: usize) -> Result<Vec<u8>> {
 
 /// The taps' weights as int16 pairs, each pair packed in an i32 (`w[2p]` in the
 /// low half, `w[2p + 1]` in the high half, 0 past the count): what `pmaddwd`
-/// multiplies two adjacent taps by. Output `i`'s pairs start at `i · pairs`.
+/// multiplies two adjacent taps by. Output `i`'s pairs start at `i · pairs`
+/// (`pairs` even: the AVX2 horizontal kernel reads them two at a time).
 fn paired(taps: &Taps) -> (Vec<i32>, usize) {
-    let pairs = taps.stride.div_ceil(2);
+    let pairs = taps.stride.div_ceil(4) * 2;
     let mut packed = vec![0i32; taps.count.len() * pairs];
     for (i, row) in packed.chunks_exact_mut(pairs).enumerate() {
         let weights = &taps.weights[i * taps.stride..i * taps.stride + taps.count[i]];
@@ -410,67 +411,135 @@ mod simd {
     /// Reads the pixel of `STEP` bytes at `p` as the low 32 bits of a vector
     /// (for RGB, the fourth byte is the next pixel's first: its lane is dropped).
     #[inline(always)]
-    unsafe fn pixel<const STEP: usize>(p: *const u8) -> __m128i {
+    unsafe fn pixel(p: *const u8) -> __m128i {
         _mm_cvtsi32_si128((p as *const i32).read_unaligned())
     }
 
-    /// One row of HWC pixels of `STEP` bytes resampled along x into three planar
-    /// rows. `src` must hold 4 bytes from the start of its last pixel
-    /// (`width · STEP + 4 - STEP`: for RGB, one byte past the row).
-    pub(super) fn resample_row<const STEP: usize>(
-        src: &[u8],
-        width: usize,
-        taps: &Taps,
-        pairs: (&[i32], usize),
-        planes: [&mut [u8]; 3],
-    ) {
-        assert!(src.len() >= width * STEP + 4 - STEP);
-        let [r_row, g_row, b_row] = planes;
-        let n = r_row.len().min(g_row.len()).min(b_row.len());
-        for x in 0..n {
-            let (first, count) = (taps.first[x], taps.count[x]);
-            assert!(first + count <= width);
-            let packed = &pairs.0[x * pairs.1..x * pairs.1 + count.div_ceil(2)];
-            // SAFETY: SSE2 is part of x86-64; every pixel read starts before
-            // `width · STEP` and `src` holds 4 bytes from there (asserted above).
-            let v = unsafe {
-                dot::<STEP>(
-                    src.as_ptr().add(first * STEP),
-                    count,
-                    packed,
-                    taps.precision,
-                )
-            };
-            let bytes = v.to_le_bytes();
-            (r_row[x], g_row[x], b_row[x]) = (bytes[0], bytes[1], bytes[2]);
-        }
+    /// The horizontal pass's taps with their pair-packed weights.
+    pub(super) struct Across<'a> {
+        pub taps: &'a Taps,
+        pub pairs: &'a [i32],
+        pub stride: usize,
+        /// Whether to run the AVX2 kernel (only where the CPU has it).
+        pub avx2: bool,
     }
 
-    /// The resampled pixel (4 bytes, the fourth meaningless) of `count` pixels
-    /// from `p` weighted by `pairs`.
-    #[inline(always)]
-    unsafe fn dot<const STEP: usize>(
-        p: *const u8,
-        count: usize,
-        pairs: &[i32],
-        precision: u32,
-    ) -> i32 {
-        let zero = _mm_setzero_si128();
-        let mut acc = _mm_set1_epi32(1 << (precision - 1));
-        for (q, &w) in pairs.iter().enumerate() {
-            let j = 2 * q;
-            let u = pixel::<STEP>(p.add(j * STEP));
-            let v = if j + 1 < count {
-                pixel::<STEP>(p.add((j + 1) * STEP))
-            } else {
-                zero
-            };
-            let both = _mm_unpacklo_epi8(_mm_unpacklo_epi8(u, v), zero);
-            acc = _mm_add_epi32(acc, _mm_madd_epi16(both, _mm_set1_epi32(w)));
+    /// Pixels of padding after a row copied for the kernels: the AVX2 kernel reads
+    /// four pixels from a tap, up to three past the last one it weighs.
+    const PAD: usize = 4;
+
+    impl Across<'_> {
+        /// Each row of `pixels` (HWC rows of `width` pixels of `STEP` bytes)
+        /// resampled along x into the three planar rows `rows` yields.
+        pub fn run<'o, const STEP: usize>(
+            &self,
+            pixels: &[u8],
+            width: usize,
+            rows: impl Iterator<Item = ((&'o mut [u8], &'o mut [u8]), &'o mut [u8])>,
+        ) {
+            let avx2 = self.avx2 && std::is_x86_feature_detected!("avx2");
+            // Every tap reads inside the row (checked once: the kernels index without checks).
+            let n = self.taps.first.len();
+            assert!((0..n).all(|x| self.taps.first[x] + self.taps.count[x] <= width));
+            assert!(self.pairs.len() >= n * self.stride && self.stride.is_multiple_of(2));
+            // Each row is copied as RGBX pixels followed by PAD zero pixels.
+            let mut row = vec![0u8; (width + PAD) * 4];
+            for (src, ((r, g), b)) in pixels.chunks_exact(width * STEP).zip(rows) {
+                if STEP == 4 {
+                    row[..width * 4].copy_from_slice(src);
+                } else {
+                    for (d, s) in row.chunks_exact_mut(4).zip(src.chunks_exact(STEP)) {
+                        d[..3].copy_from_slice(&s[..3]);
+                    }
+                }
+                let n = n.min(r.len()).min(g.len()).min(b.len());
+                // SAFETY: every read is inside `row` (the taps end by `width`, the
+                // AVX2 kernel reads at most PAD - 1 pixels past a tap, all within
+                // the padding); AVX2 is present where it runs, SSE2 is part of x86-64.
+                unsafe {
+                    if avx2 {
+                        self.row_avx2(&row, n, [r, g, b]);
+                    } else {
+                        self.row_sse2(&row, n, [r, g, b]);
+                    }
+                }
+            }
         }
-        let shifted = _mm_sra_epi32(acc, _mm_cvtsi32_si128(precision as i32));
-        let words = _mm_packs_epi32(shifted, shifted);
-        _mm_cvtsi128_si32(_mm_packus_epi16(words, words))
+
+        #[target_feature(enable = "sse2")]
+        unsafe fn row_sse2(&self, row: &[u8], n: usize, [r, g, b]: [&mut [u8]; 3]) {
+            let zero = _mm_setzero_si128();
+            let half = _mm_set1_epi32(1 << (self.taps.precision - 1));
+            let shift = _mm_cvtsi32_si128(self.taps.precision as i32);
+            for x in 0..n {
+                let (first, count) = (
+                    *self.taps.first.get_unchecked(x),
+                    *self.taps.count.get_unchecked(x),
+                );
+                let p = row.as_ptr().add(first * 4);
+                let pairs = self.pairs.as_ptr().add(x * self.stride);
+                let mut acc = half;
+                for q in 0..count.div_ceil(2) {
+                    let j = 2 * q;
+                    let both = _mm_unpacklo_epi8(
+                        _mm_unpacklo_epi8(pixel(p.add(j * 4)), pixel(p.add(j * 4 + 4))),
+                        zero,
+                    );
+                    // Past the count the pair's second weight is 0 (the pixel read
+                    // there is the padding or the next pixel: a finite value times 0).
+                    acc = _mm_add_epi32(acc, _mm_madd_epi16(both, _mm_set1_epi32(*pairs.add(q))));
+                }
+                let words = _mm_packs_epi32(_mm_sra_epi32(acc, shift), zero);
+                let bytes = _mm_cvtsi128_si32(_mm_packus_epi16(words, zero)).to_le_bytes();
+                (r[x], g[x], b[x]) = (bytes[0], bytes[1], bytes[2]);
+            }
+        }
+
+        /// Four taps at a time: the 16 bytes of four RGBX pixels in both halves of
+        /// a vector, shuffled into (pixel 0, pixel 1) int16 pairs in the low half and
+        /// (pixel 2, pixel 3) in the high half, each multiplied by its weight pair.
+        #[target_feature(enable = "avx2")]
+        unsafe fn row_avx2(&self, row: &[u8], n: usize, [r, g, b]: [&mut [u8]; 3]) {
+            const Z: i8 = -1;
+            let order = _mm256_setr_epi8(
+                0, Z, 4, Z, 1, Z, 5, Z, 2, Z, 6, Z, 3, Z, 7, Z, //
+                8, Z, 12, Z, 9, Z, 13, Z, 10, Z, 14, Z, 11, Z, 15, Z,
+            );
+            let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+            let zero = _mm_setzero_si128();
+            let half = _mm_set1_epi32(1 << (self.taps.precision - 1));
+            let shift = _mm_cvtsi32_si128(self.taps.precision as i32);
+            for x in 0..n {
+                let (first, count) = (
+                    *self.taps.first.get_unchecked(x),
+                    *self.taps.count.get_unchecked(x),
+                );
+                let p = row.as_ptr().add(first * 4);
+                let pairs = self.pairs.as_ptr().add(x * self.stride);
+                let mut acc = _mm256_setzero_si256();
+                for q in 0..count.div_ceil(4) {
+                    let four = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                        p.add(q * 16) as *const __m128i
+                    ));
+                    let w = _mm_loadl_epi64(pairs.add(2 * q) as *const __m128i);
+                    let w = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w), spread);
+                    acc = _mm256_add_epi32(
+                        acc,
+                        _mm256_madd_epi16(_mm256_shuffle_epi8(four, order), w),
+                    );
+                }
+                let sum = _mm_add_epi32(
+                    half,
+                    _mm_add_epi32(
+                        _mm256_castsi256_si128(acc),
+                        _mm256_extracti128_si256::<1>(acc),
+                    ),
+                );
+                let words = _mm_packs_epi32(_mm_sra_epi32(sum, shift), zero);
+                let bytes = _mm_cvtsi128_si32(_mm_packus_epi16(words, zero)).to_le_bytes();
+                (r[x], g[x], b[x]) = (bytes[0], bytes[1], bytes[2]);
+            }
+        }
     }
 }
 
@@ -524,20 +593,13 @@ fn horizontal_step<const STEP: usize>(
     #[cfg(target_arch = "x86_64")]
     {
         let (pairs, stride) = paired(&taps);
-        // The kernel reads 4 bytes a pixel: an RGB row is read with the byte after it,
-        // and the last row (nothing after it) from a padded copy.
-        let mut last = Vec::new();
-        for (y, ((r, g), b)) in rows.enumerate() {
-            let start = y * row_bytes;
-            let src = if start + row_bytes + 4 - STEP <= picture.pixels.len() {
-                &picture.pixels[start..]
-            } else {
-                last.extend_from_slice(&picture.pixels[start..start + row_bytes]);
-                last.resize(row_bytes + 4, 0);
-                &last[..]
-            };
-            simd::resample_row::<STEP>(src, w, &taps, (&pairs, stride), [r, g, b]);
-        }
+        let kernel = simd::Across {
+            taps: &taps,
+            pairs: &pairs,
+            stride,
+            avx2: std::is_x86_feature_detected!("avx2"),
+        };
+        kernel.run::<STEP>(&picture.pixels[..h * row_bytes], w, rows);
     }
     #[cfg(not(target_arch = "x86_64"))]
     for (src, ((r, g), b)) in picture.pixels.chunks_exact(row_bytes).zip(rows) {
@@ -779,6 +841,60 @@ mod tests {
                     };
                     kernel.run(&src, w, &mut got);
                     assert!(got == want, "{filter:?} {h}x{w} -> {out_h} avx2 {avx2}");
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_sse2_and_avx2_horizontal_kernels_equal_the_scalar_sums() {
+        for filter in [Filter::Bilinear, Filter::Bicubic, Filter::Lanczos] {
+            for (h, w, out_w) in [
+                (3, 100, 7),
+                (2, 33, 31),
+                (4, 64, 64),
+                (1, 17, 1),
+                (3, 5, 70),
+            ] {
+                for step in [CHANNELS, RGBX] {
+                    let src = noise(h * w * step, (w * step + out_w) as u64);
+                    let t = taps(w, out_w, filter);
+                    let mut want = vec![0u8; CHANNELS * h * out_w];
+                    for (y, row) in want.chunks_exact_mut(CHANNELS * out_w).enumerate() {
+                        let (r, rest) = row.split_at_mut(out_w);
+                        let (g, b) = rest.split_at_mut(out_w);
+                        let line = &src[y * w * step..(y + 1) * w * step];
+                        if step == RGBX {
+                            resample_row_scalar::<RGBX>(line, &t, r, g, b);
+                        } else {
+                            resample_row_scalar::<CHANNELS>(line, &t, r, g, b);
+                        }
+                    }
+                    let (pairs, stride) = paired(&t);
+                    for avx2 in [false, true] {
+                        let mut got = vec![0u8; CHANNELS * h * out_w];
+                        let kernel = simd::Across {
+                            taps: &t,
+                            pairs: &pairs,
+                            stride,
+                            avx2,
+                        };
+                        let rows = got.chunks_exact_mut(CHANNELS * out_w).map(|row| {
+                            let (r, rest) = row.split_at_mut(out_w);
+                            let (g, b) = rest.split_at_mut(out_w);
+                            ((r, g), b)
+                        });
+                        if step == RGBX {
+                            kernel.run::<RGBX>(&src, w, rows);
+                        } else {
+                            kernel.run::<CHANNELS>(&src, w, rows);
+                        }
+                        assert!(
+                            got == want,
+                            "{filter:?} {h}x{w}x{step} -> {out_w} avx2 {avx2}"
+                        );
+                    }
                 }
             }
         }

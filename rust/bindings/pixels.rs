@@ -71,21 +71,10 @@ fn picture_array<'py>(
     Ok(array)
 }
 
-/// Every item of `images` as a `(H, W, 3)` uint8 array ([`picture_array`]).
-pub(super) fn picture_arrays<'py>(
-    images: &[Bound<'py, PyAny>],
-) -> PyResult<Vec<PyReadonlyArray3<'py, u8>>> {
-    images
-        .iter()
-        .enumerate()
-        .map(|(i, obj)| picture_array(obj, i, false))
-        .collect()
-}
-
 /// Every item of `images` as a `(H, W, 3)` RGB or `(H, W, 4)` RGBX uint8 array
 /// (the fourth byte of each RGBX pixel is not read: Pillow's buffer of an RGB
 /// image, passed without a copy).
-fn rgb_or_rgbx_arrays<'py>(
+pub(super) fn rgb_or_rgbx_arrays<'py>(
     images: &[Bound<'py, PyAny>],
 ) -> PyResult<Vec<PyReadonlyArray3<'py, u8>>> {
     images

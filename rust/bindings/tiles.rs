@@ -9,7 +9,7 @@ use super::convert::{
     PixelType,
 };
 use super::error::engine_error;
-use super::pixels::{picture_arrays, pictures_of};
+use super::pixels::{pictures_of, rgb_or_rgbx_arrays};
 use crate::pixels::{Picture, CHANNELS};
 use crate::resize::Filter;
 use crate::tiles::{self, Resize, Tile};
@@ -116,7 +116,8 @@ fn tiles_into<T: numpy::Element + Copy + Send + Sync>(
     })
 }
 
-/// Writes tiles of resized `images` (`(H, W, 3)` uint8 arrays) into `out`, a
+/// Writes tiles of resized `images` (`(H, W, 3)` uint8 arrays, or `(H, W, 4)`
+/// RGBX, the fourth byte not read: a PIL image's own buffer) into `out`, a
 /// C-contiguous `(slots, 3, height, width)` array of float32, or of uint16
 /// holding 16-bit float bits. `resizes` `(R, 4)`: `(image, source, height,
 /// width)`, `source` -1 for the image itself or an earlier resize of the same
@@ -149,7 +150,7 @@ pub fn write_tiles(
         "images",
         "a list of (height, width, 3) uint8 arrays",
     )?;
-    let arrays = picture_arrays(&images)?;
+    let arrays = rgb_or_rgbx_arrays(&images)?;
     let pictures = pictures_of(&arrays)?;
     let resizes = resize_rows(resizes)?;
     let tiles = tile_rows(tiles)?;

@@ -22,7 +22,7 @@ from ..engine import as_int64
 from ..processor.profile import ProcessorProfile, profile_of
 from ..processor.tiles import ImageTiles, has_tile_plan, tile_plan
 from ..processor.tiles.base import install_allocator
-from .fast_path import OutputBuffers, _threads, _typed, output_tensor
+from .fast_path import OutputBuffers, _threads, _typed, engine_pixels, output_tensor
 
 __all__ = ["has_tile_plan", "tiled_call", "tiled_encoding"]
 
@@ -83,11 +83,13 @@ def _fill_values(fills: list[int | None], table: torch.Tensor) -> torch.Tensor:
 
 
 def _source(image: Any, tiles: ImageTiles) -> np.ndarray:
-    """What the engine resizes: the image's ``(H, W, 3)`` uint8 array, or a padded copy
-    where ``tiles.source_pad`` says the processor pads it before resizing."""
-    array = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    """What the engine resizes: the image's pixels read in place (a PIL image's own
+    buffer as ``(H, W, 4)`` RGBX, :func:`.fast_path.engine_pixels`), or a padded
+    ``(H, W, 3)`` copy where ``tiles.source_pad`` says the processor pads it before
+    resizing."""
     if tiles.source_pad is None:
-        return array
+        return engine_pixels(image)
+    array = np.asarray(image, dtype=np.uint8)
     (top, bottom, left, right), color = tiles.source_pad
     h, w = array.shape[:2]
     padded = np.empty((top + h + bottom, left + w + right, 3), dtype=np.uint8)
