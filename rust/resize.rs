@@ -428,6 +428,18 @@ mod simd {
     /// four pixels from a tap, up to three past the last one it weighs.
     const PAD: usize = 4;
 
+    /// `src` (a row of `STEP`-byte pixels) as RGBX pixels at the start of `row` (the
+    /// padding after them left as it is).
+    fn padded<const STEP: usize>(src: &[u8], row: &mut [u8]) {
+        if STEP == 4 {
+            row[..src.len()].copy_from_slice(src);
+        } else {
+            for (d, s) in row.chunks_exact_mut(4).zip(src.chunks_exact(STEP)) {
+                d[..3].copy_from_slice(&s[..3]);
+            }
+        }
+    }
+
     impl Across<'_> {
         /// Each row of `pixels` (HWC rows of `width` pixels of `STEP` bytes)
         /// resampled along x into the three planar rows `rows` yields.
@@ -444,25 +456,95 @@ mod simd {
             assert!(self.pairs.len() >= n * self.stride && self.stride.is_multiple_of(2));
             // Each row is copied as RGBX pixels followed by PAD zero pixels.
             let mut row = vec![0u8; (width + PAD) * 4];
-            for (src, ((r, g), b)) in pixels.chunks_exact(width * STEP).zip(rows) {
-                if STEP == 4 {
-                    row[..width * 4].copy_from_slice(src);
-                } else {
-                    for (d, s) in row.chunks_exact_mut(4).zip(src.chunks_exact(STEP)) {
-                        d[..3].copy_from_slice(&s[..3]);
-                    }
-                }
+            let mut next = vec![0u8; (width + PAD) * 4];
+            let mut lines = pixels.chunks_exact(width * STEP).zip(rows);
+            while let Some((src, ((r, g), b))) = lines.next() {
+                padded::<STEP>(src, &mut row);
                 let n = n.min(r.len()).min(g.len()).min(b.len());
-                // SAFETY: every read is inside `row` (the taps end by `width`, the
-                // AVX2 kernel reads at most PAD - 1 pixels past a tap, all within
-                // the padding); AVX2 is present where it runs, SSE2 is part of x86-64.
+                // SAFETY: every read is inside `row` (and `next`): the taps end by
+                // `width`, the AVX2 kernel reads at most PAD - 1 pixels past a tap, all
+                // within the padding; AVX2 is present where it runs, SSE2 is part of
+                // x86-64.
                 unsafe {
-                    if avx2 {
-                        self.row_avx2(&row, n, [r, g, b]);
-                    } else {
+                    if !avx2 {
                         self.row_sse2(&row, n, [r, g, b]);
+                    } else if let Some((src, ((r2, g2), b2))) = lines.next() {
+                        padded::<STEP>(src, &mut next);
+                        let n = n.min(r2.len()).min(g2.len()).min(b2.len());
+                        self.rows_avx2(&row, &next, n, [r, g, b], [r2, g2, b2]);
+                    } else {
+                        self.row_avx2(&row, n, [r, g, b]);
                     }
                 }
+            }
+        }
+
+        /// Two rows at a time: the taps and weights loaded once for both.
+        #[target_feature(enable = "avx2")]
+        unsafe fn rows_avx2(
+            &self,
+            one: &[u8],
+            two: &[u8],
+            n: usize,
+            [r, g, b]: [&mut [u8]; 3],
+            [r2, g2, b2]: [&mut [u8]; 3],
+        ) {
+            const Z: i8 = -1;
+            let order = _mm256_setr_epi8(
+                0, Z, 4, Z, 1, Z, 5, Z, 2, Z, 6, Z, 3, Z, 7, Z, //
+                8, Z, 12, Z, 9, Z, 13, Z, 10, Z, 14, Z, 11, Z, 15, Z,
+            );
+            let spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+            let half = _mm_set1_epi32(1 << (self.taps.precision - 1));
+            let shift = _mm_cvtsi32_si128(self.taps.precision as i32);
+            for x in 0..n {
+                let (first, count) = (
+                    *self.taps.first.get_unchecked(x),
+                    *self.taps.count.get_unchecked(x),
+                );
+                let p = one.as_ptr().add(first * 4);
+                let p2 = two.as_ptr().add(first * 4);
+                let pairs = self.pairs.as_ptr().add(x * self.stride);
+                let mut acc = _mm256_setzero_si256();
+                let mut acc2 = _mm256_setzero_si256();
+                for q in 0..count.div_ceil(4) {
+                    let w = _mm_loadl_epi64(pairs.add(2 * q) as *const __m128i);
+                    let w = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(w), spread);
+                    let four = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                        p.add(q * 16) as *const __m128i
+                    ));
+                    let four2 = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                        p2.add(q * 16) as *const __m128i
+                    ));
+                    acc = _mm256_add_epi32(
+                        acc,
+                        _mm256_madd_epi16(_mm256_shuffle_epi8(four, order), w),
+                    );
+                    acc2 = _mm256_add_epi32(
+                        acc2,
+                        _mm256_madd_epi16(_mm256_shuffle_epi8(four2, order), w),
+                    );
+                }
+                let sum = _mm_add_epi32(
+                    half,
+                    _mm_add_epi32(
+                        _mm256_castsi256_si128(acc),
+                        _mm256_extracti128_si256::<1>(acc),
+                    ),
+                );
+                let sum2 = _mm_add_epi32(
+                    half,
+                    _mm_add_epi32(
+                        _mm256_castsi256_si128(acc2),
+                        _mm256_extracti128_si256::<1>(acc2),
+                    ),
+                );
+                let words = _mm_packs_epi32(_mm_sra_epi32(sum, shift), _mm_sra_epi32(sum2, shift));
+                let bytes = _mm_packus_epi16(words, words);
+                let (lo, hi) = (_mm_cvtsi128_si32(bytes), _mm_extract_epi32::<1>(bytes));
+                let (lo, hi) = (lo.to_le_bytes(), hi.to_le_bytes());
+                (r[x], g[x], b[x]) = (lo[0], lo[1], lo[2]);
+                (r2[x], g2[x], b2[x]) = (hi[0], hi[1], hi[2]);
             }
         }
 
