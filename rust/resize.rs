@@ -169,6 +169,7 @@ fn scratch(n: usize, image: usize) -> Result<Vec<u8>> {
 /// low half, `w[2p + 1]` in the high half, 0 past the count): what `pmaddwd`
 /// multiplies two adjacent taps by. Output `i`'s pairs start at `i · pairs`
 /// (`pairs` even: the AVX2 horizontal kernel reads them two at a time).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn paired(taps: &Taps) -> (Vec<i32>, usize) {
     let pairs = taps.stride.div_ceil(4) * 2;
     let mut packed = vec![0i32; taps.count.len() * pairs];
