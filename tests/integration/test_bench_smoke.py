@@ -21,6 +21,7 @@ TABLES = {
     "memory",
     "packing",
     "packing_time",
+    "packing_same",
     "packing_rope",
     "fast_path",
     "fast_path_memory",
