@@ -16,7 +16,7 @@ SAMPLES = 8
 
 RANK_SCRIPT = textwrap.dedent(
     """
-    import json, re, sys
+    import json, os, re, sys
 
     import torch
     import torch.distributed as dist
@@ -54,6 +54,11 @@ RANK_SCRIPT = textwrap.dedent(
         with open(out, "w") as f:
             json.dump(gathered, f)
     dist.destroy_process_group()
+    # Every result is written: leave without the interpreter's teardown, where torch's
+    # native threads sometimes abort ("terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
     """
 )
 

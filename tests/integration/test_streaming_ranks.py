@@ -22,7 +22,7 @@ SHARDS = [list(range(0, 11)), [11], list(range(12, 23)), [23]]
 
 RANK_SCRIPT = textwrap.dedent(
     """
-    import json, math, re, sys
+    import json, os, math, re, sys
 
     import datasets
     import torch
@@ -78,6 +78,11 @@ RANK_SCRIPT = textwrap.dedent(
         with open(out, "w") as f:
             json.dump(gathered, f)
     dist.destroy_process_group()
+    # Every result is written: leave without the interpreter's teardown, where torch's
+    # native threads sometimes abort ("terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
     """
 )
 
