@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from helpers import make_image, one_turn
 from vlm_collate import PackedCollator, VLMCollator, engine
 from vlm_collate.errors import CollateError
-from vlm_collate.packing.collator import packed_batch
+from vlm_collate.packing.collator import _group_rows, packed_batch
 from vlm_collate.pipeline import fast_path
 from vlm_collate.pipeline.fast_path import BUFFERS, packing_order
 from vlm_collate.testing.families import glm4v_processor
@@ -193,3 +193,14 @@ def test_packed_pixels_reuse_the_output_pool_while_the_previous_batch_is_held(co
         del batch
         gc.collect()
     assert addresses[2] == addresses[0] and addresses[3] == addresses[1]
+
+
+def test_group_rows_takes_each_documents_rows_in_order():
+    """The vectorised row index equals the groups taken one by one (empty groups too)."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(0, 10))
+        counts, order = rng.integers(0, 4, n).astype(np.int64), rng.permutation(n)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        expected = [r for d in order for r in range(starts[d], starts[d + 1])]
+        assert _group_rows(counts, order).tolist() == expected

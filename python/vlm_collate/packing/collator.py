@@ -271,10 +271,10 @@ def _reordered(
         position = np.empty(len(written), dtype=np.int64)
         position[written] = np.arange(len(written))
         counts, order = np.asarray(counts)[written], position[order]
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    index = np.concatenate(
-        [np.arange(starts[d], starts[d + 1]) for d in order] or [np.zeros(0, dtype=np.int64)]
-    ).astype(np.int64)
+    order = np.asarray(order, dtype=np.int64)
+    if np.array_equal(order, np.arange(len(order))):
+        return value  # documents already in packed order
+    index = _group_rows(np.asarray(counts, dtype=np.int64), order)
     if isinstance(value, torch.Tensor):
         if value.dim() == 0 or value.is_sparse:
             return value[torch.from_numpy(index)]
@@ -287,6 +287,14 @@ def _reordered(
     if isinstance(value, np.ndarray):
         return value[index]
     return [value[i] for i in index]
+
+
+def _group_rows(counts: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The row indices of groups of ``counts`` rows each, taken in ``order``."""
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    taken = counts[order]
+    first = np.repeat(starts[order] - np.concatenate([[0], np.cumsum(taken)[:-1]]), taken)
+    return (first + np.arange(int(taken.sum()))).astype(np.int64)
 
 
 def _uniform_rows(values: np.ndarray, offsets: np.ndarray, token: int, rows: int) -> np.ndarray:
@@ -383,16 +391,16 @@ def packed_batch(
     label_values, _ = engine.unpad(as_int64(inner["labels"], "labels"), mask)
     lengths = np.diff(offsets)
     order, bin_offsets = engine.pack_bins(lengths, collator.max_length, collator.strategy)
-    if isinstance(written, PackingOrder):  # the fast path's pixels, written in this order
-        written = written.fill(inner.get("pixel_values"), order)
     contents = np.add.reduceat(lengths[order], bin_offsets[:-1]) if len(order) else np.zeros(1)
     width = _width(int(contents.max()), collator)
     source, label_source, text_positions, cu, spans = engine.packed_layout(
         offsets, order, bin_offsets, width, collator.shift
     )
+    labels = _gathered(label_values, label_source, IGNORE_INDEX)
+    targets = int(np.count_nonzero(labels != IGNORE_INDEX))
     batch: dict[str, Any] = {
         "input_ids": torch.from_numpy(_gathered(values, source, collator.pad_id)),
-        "labels": torch.from_numpy(_gathered(label_values, label_source, IGNORE_INDEX)),
+        "labels": torch.from_numpy(labels),
     }
     if inner.get("loss_weights") is not None:  # gathered with the labels they weigh
         weights = np.asarray(inner["loss_weights"], dtype=np.float32)[mask != 0]  # as unpad
@@ -424,6 +432,8 @@ def packed_batch(
         batch["position_ids"] = torch.from_numpy(np.concatenate([fill[None], spatial]))
     else:
         batch["position_ids"] = torch.from_numpy(text_positions)
+    if isinstance(written, PackingOrder):  # the fast path's pixels, written in this order
+        written = written.fill(inner.get("pixel_values"), order)
     if written is not None and len(written) != len(lengths):
         raise CollateError(
             f"the fast path wrote pixels for {len(written)} documents, the batch has "
@@ -442,8 +452,9 @@ def packed_batch(
     # apart only without attention_mask and cache), and training needs none.
     batch["use_cache"] = False
     report = _report(inner.report, examples, spans, len(bin_offsets) - 1, lengths, collator)
-    report.target_tokens = int((batch["labels"] != collator.layout.label_pad_token_id).sum())
-    logger.debug(report.summary())
+    report.target_tokens = targets
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(report.summary())
     return Batch(converted(batch, collator.layout.return_tensors), report=report)
 
 
