@@ -177,3 +177,15 @@ def test_a_replaced_frame_block_falls_back_logged(caplog):
     assert plan is not None and plan.video is None
     logged = [r.getMessage() for r in caplog.records if "fast path off" in r.getMessage()]
     assert any("replace_frame_token_id is replaced" in m for m in logged), logged
+
+
+def test_fps_budgets_on_the_processor_path_equal_the_fast_path():
+    """fast_path=False under an fps budget calls the processor once with the sampled
+    frames' metadata (do_sample_frames given once, not also by the family's keywords)."""
+    processor = glm4v_processor()
+    examples = _examples()
+    for k, e in enumerate(examples):
+        e["messages"][0]["content"][0]["video_fps"] = 6.0 + 2 * k
+    fast = VLMCollator(processor, fps=2.0, shift=False)(examples)
+    slow = VLMCollator(processor, fps=2.0, shift=False, fast_path=False)(examples)
+    assert_same_batch(dict(fast), dict(slow))

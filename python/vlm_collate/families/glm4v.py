@@ -26,8 +26,7 @@ def glm4v_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
     ``pixel_values_videos``/``video_grid_thw`` when present. Options: see
     :class:`~vlm_collate.CollateOptions`. A video's frames are taken as given (the
     processor would otherwise ask for the metadata of a decoded file to resample them).
-    Images take the fast path (docs/fast_path.md); batches with videos call the
-    processor."""
+    Images and videos take the fast path (docs/fast_path.md)."""
     opts = seed_options(**options)
     quirks = Quirks(
         processor_kwargs={"do_sample_frames": False}, call=fast_call(profile_of(processor), opts)

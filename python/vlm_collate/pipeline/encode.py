@@ -411,7 +411,12 @@ def encoder(
             if collected.video_metadata is not None:  # fps budgets: the processor's metadata
                 inputs["video_metadata"] = collected.video_metadata
                 inputs["do_sample_frames"] = False  # sampled above, by its own rule
-            encoded = processor_call(profile, inputs, **quirks.processor_kwargs, **budget)
+            # The call's own inputs (fps budgets' do_sample_frames=False) win over the
+            # family's keywords (GLM-4.1V's do_sample_frames=False): one value per key.
+            kwargs = {**quirks.processor_kwargs, **budget}
+            encoded = processor_call(
+                profile, inputs, **{k: v for k, v in kwargs.items() if k not in inputs}
+            )
         counts = {kind: collected.counts(kind) for kind in profile.media}
         check_expanded_media(profile, encoded, counts, collected.indices)
         pixels = encoded.get("pixel_values")
