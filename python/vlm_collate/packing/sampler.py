@@ -132,11 +132,14 @@ class LengthEstimator:
     ) -> tuple[list[int], list[int]]:
         """``(lengths, vision)``: :meth:`batch`'s lengths and each example's vision tokens
         (:meth:`vision`), from one rendering of each example."""
-        rendered = [self._rendered(e, i) for e, i in zip(examples, indices)]
-        counts = text_token_counts(profile_of(self.processor).tokenizer, [t for _, t in rendered])
+        profile = profile_of(self.processor)
+        form = getattr(self, "format", "auto")
+        conversations = [conversation_of(e, i, form) for e, i in zip(examples, indices)]
+        texts = renderer_for(profile).batch(conversations)  # the template's variables once
+        counts = text_token_counts(profile.tokenizer, texts)
         measured = [
             self._measure(e, i, conversation, n)
-            for e, i, (conversation, _), n in zip(examples, indices, rendered, counts)
+            for e, i, conversation, n in zip(examples, indices, conversations, counts)
         ]
         return [m[0] for m in measured], [m[1] for m in measured]
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import TemplateError
+from .fast_render import TemplateRender, template_render_for
 from .profile import ProcessorProfile, profile_of
 
 Reasoning = Literal["label", "exclude"]
@@ -35,6 +36,11 @@ _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _SENTINELS = [chr(c) for c in range(0xE000, 0xE100)]  # private-use characters
 
 Render = Callable[[list[dict[str, Any]]], str]
+
+_UNSET: Any = object()
+_CHECKED_RENDERINGS = 3
+"""Direct renderings of a renderer compared with ``apply_chat_template``'s (see
+:meth:`Renderer._checked`)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class Renderer:
         self.forms = dict(forms or {})
         self.accepts = dict(accepts or {})
         self.keep_given = keep_given
+        self._fast: TemplateRender | None = _UNSET
+        self._unchecked = _CHECKED_RENDERINGS
 
     @property
     def string_roles(self) -> frozenset[str]:
@@ -107,9 +115,46 @@ class Renderer:
 
     def __call__(self, messages: Sequence[Mapping[str, Any]]) -> str:
         msgs = [_in_form(dict(m), self.form_of(m)) for m in messages]
-        return self.profile.processor.apply_chat_template(
-            msgs, tokenize=False, add_generation_prompt=False, **self.template_kwargs
-        )
+        processor = self.profile.processor
+        fast = self._fast_render(processor)
+        text = None if fast is None else fast.render(processor, msgs)
+        return self._checked(processor, msgs, text)
+
+    def batch(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> list[str]:
+        """``[self(c) for c in conversations]``, the template's variables built once."""
+        given = [[_in_form(dict(m), self.form_of(m)) for m in c] for c in conversations]
+        processor = self.profile.processor
+        fast = self._fast_render(processor)
+        texts = [None] * len(given) if fast is None else fast.render_many(processor, given)
+        return [self._checked(processor, m, t) for m, t in zip(given, texts)]
+
+    def _fast_render(self, processor: Any) -> TemplateRender | None:
+        """The template rendered directly (:mod:`.fast_render`), built on first use; None
+        where only ``apply_chat_template`` renders this processor's template exactly."""
+        if self._fast is _UNSET:
+            self._fast = template_render_for(processor, self.template_kwargs)
+        return self._fast
+
+    def _checked(self, processor: Any, msgs: list[dict[str, Any]], text: str | None) -> str:
+        """``text`` (the direct rendering of ``msgs``), or ``apply_chat_template``'s when it
+        is None. The first direct renderings are compared with ``apply_chat_template``'s:
+        a difference (a transformers version whose rendering differs from the fast
+        path's) turns the fast path off for good."""
+        if text is not None and self._unchecked <= 0:
+            return text
+        try:
+            expected = processor.apply_chat_template(
+                msgs, tokenize=False, add_generation_prompt=False, **self.template_kwargs
+            )
+        except Exception:
+            if text is not None:
+                self._fast = None
+            raise
+        if text is not None:
+            self._unchecked -= 1
+            if text != expected:
+                self._fast = None
+        return expected  # type: ignore[no-any-return]
 
 
 def _in_form(message: dict[str, Any], form: str | None) -> dict[str, Any]:
