@@ -9,7 +9,11 @@ the template's variables (the tokenizer's named special tokens, then the keyword
 tools, no documents). :class:`TemplateRender` does the same for the inputs whose result
 it reproduces with certainty, with the template transformers compiled (its cached
 compilation: the same environment, filters and globals such as ``raise_exception`` and
-``strftime_now``), and calls the template's ``render`` directly. Anything else returns
+``strftime_now``), and renders it directly (its root render function on a context whose
+variables are the globals, copied once, and the call's own: what ``Template.render``
+does, less its per-call merge of the globals, which costs as much as rendering a short
+conversation). :class:`~.render.Renderer` compares its first direct renderings with
+``apply_chat_template``'s and turns the fast path off on a difference. Anything else returns
 None and the caller renders with ``apply_chat_template``: a message that is not a plain
 dict, a value that is a tuple, a non-dict mapping, a subclass of a scalar, a numpy
 scalar, a dataclass or a pydantic model, an OpenAI ``image_url`` item (processors
@@ -143,16 +147,22 @@ class TemplateRender:
     def _variables(self, owner: Any) -> dict[str, Any] | None:
         """The template's variables besides the conversation, or None when ``owner`` is
         not what this renderer was built for (another class, a new template, an
-        ``apply_chat_template`` set on the instance)."""
-        if (
-            type(owner) is not self.owner_class
-            or owner.chat_template is not self.template
-            or "apply_chat_template" in getattr(owner, "__dict__", ())
-        ):
+        ``apply_chat_template`` set on the instance) or its special tokens cannot be
+        read (``apply_chat_template`` then raises its own error)."""
+        try:
+            if (
+                type(owner) is not self.owner_class
+                or owner.chat_template is not self.template
+                or "apply_chat_template" in getattr(owner, "__dict__", ())
+            ):
+                return None
+            tokenizer = owner.tokenizer if self.is_processor else owner
+            specials = tokenizer.special_tokens_map
+        except Exception:  # noqa: BLE001 - the slow path reports it
             return None
-        tokenizer = owner.tokenizer if self.is_processor else owner
-        specials = tokenizer.special_tokens_map
-        if type(specials) is not dict or any(type(v) is not str for v in specials.values()):
+        if type(specials) is not dict or any(
+            type(k) is not str or type(v) is not str for k, v in specials.items()
+        ):
             return None
         return {
             **self.globals,
