@@ -447,11 +447,11 @@ mod simd {
     }
 
     impl Across<'_> {
-        /// Each row of `pixels` (HWC rows of `width` pixels of `STEP` bytes)
-        /// resampled along x into the three planar rows `rows` yields.
-        pub fn run<'o, const STEP: usize>(
+        /// Each of `lines` (HWC rows of `width` pixels of `STEP` bytes, longer
+        /// ones cut) resampled along x into the three planar rows `rows` yields.
+        pub fn run<'s, 'o, const STEP: usize>(
             &self,
-            pixels: &[u8],
+            lines: impl Iterator<Item = &'s [u8]>,
             width: usize,
             rows: impl Iterator<Item = ((&'o mut [u8], &'o mut [u8]), &'o mut [u8])>,
         ) {
@@ -463,7 +463,7 @@ mod simd {
             // Each row is copied as RGBX pixels followed by PAD zero pixels.
             let mut row = vec![0u8; (width + PAD) * 4];
             let mut next = vec![0u8; (width + PAD) * 4];
-            let mut lines = pixels.chunks_exact(width * STEP).zip(rows);
+            let mut lines = lines.zip(rows);
             while let Some((src, ((r, g), b))) = lines.next() {
                 padded::<STEP>(src, &mut row);
                 let n = n.min(r.len()).min(g.len()).min(b.len());
@@ -631,66 +631,110 @@ mod simd {
     }
 }
 
-/// Planar `3 × height × out_width` bytes: each row of the HWC `picture`
-/// resampled along x (or only de-interleaved when the width is kept). The
-/// picture's pixels are 3 bytes (RGB) or 4 (RGBX, the fourth not read).
+/// A rectangle of a picture: `height × width` pixels from (`top`, `left`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crop {
+    pub top: usize,
+    pub left: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Crop {
+    /// The whole of `picture`.
+    pub fn whole(picture: &Picture) -> Crop {
+        Crop {
+            top: 0,
+            left: 0,
+            height: picture.height,
+            width: picture.width,
+        }
+    }
+
+    /// Whether the rectangle is non-empty and lies inside a `height × width` picture.
+    pub fn fits(&self, (height, width): (usize, usize)) -> bool {
+        self.height > 0
+            && self.width > 0
+            && self
+                .top
+                .checked_add(self.height)
+                .is_some_and(|b| b <= height)
+            && self
+                .left
+                .checked_add(self.width)
+                .is_some_and(|r| r <= width)
+    }
+}
+
+/// Planar `3 × crop.height × out_width` bytes: each row of the crop of the HWC
+/// `picture` resampled along x (or only de-interleaved when the width is
+/// kept). The picture's pixels are 3 bytes (RGB) or 4 (RGBX, the fourth not
+/// read); the crop's rows are read in place (a strided view, no copy).
 fn horizontal(
     picture: &Picture,
+    crop: Crop,
     out_width: usize,
     filter: Filter,
     image: usize,
 ) -> Result<Vec<u8>> {
     if picture.step() == RGBX {
-        horizontal_step::<RGBX>(picture, out_width, filter, image)
+        horizontal_step::<RGBX>(picture, crop, out_width, filter, image)
     } else {
-        horizontal_step::<CHANNELS>(picture, out_width, filter, image)
+        horizontal_step::<CHANNELS>(picture, crop, out_width, filter, image)
     }
 }
 
 /// [`horizontal`] for pixels of `STEP` bytes.
 fn horizontal_step<const STEP: usize>(
     picture: &Picture,
+    crop: Crop,
     out_width: usize,
     filter: Filter,
     image: usize,
 ) -> Result<Vec<u8>> {
-    let (h, w) = (picture.height, picture.width);
+    let (h, w) = (crop.height, crop.width);
     let plane = h * out_width;
     let mut out = scratch(CHANNELS * plane, image)?;
+    let row_bytes = w * STEP;
+    let stride = picture.width * STEP;
+    let fits = crop.fits((picture.height, picture.width))
+        && picture.pixels.len() >= picture.height * stride;
+    if out_width == 0 || row_bytes == 0 || !fits {
+        return Ok(out);
+    }
+    // The crop's rows, each `w` pixels read where they lie in the picture.
+    let lines = picture.pixels[crop.top * stride..(crop.top + h) * stride]
+        .chunks_exact(stride)
+        .map(|line| &line[crop.left * STEP..crop.left * STEP + row_bytes]);
     let (r_plane, rest) = out.split_at_mut(plane);
     let (g_plane, b_plane) = rest.split_at_mut(plane);
-    if out_width == w {
-        let planes = r_plane
-            .iter_mut()
-            .zip(g_plane.iter_mut())
-            .zip(b_plane.iter_mut());
-        for (px, ((r, g), b)) in picture.pixels.chunks_exact(STEP).zip(planes) {
-            (*r, *g, *b) = (px[0], px[1], px[2]);
-        }
-        return Ok(out);
-    }
-    let taps = taps(w, out_width, filter);
-    let row_bytes = w * STEP;
-    if out_width == 0 || row_bytes == 0 || picture.pixels.len() < h * row_bytes {
-        return Ok(out);
-    }
     let rows = r_plane
         .chunks_exact_mut(out_width)
         .zip(g_plane.chunks_exact_mut(out_width))
         .zip(b_plane.chunks_exact_mut(out_width));
+    if out_width == w {
+        for (line, ((r, g), b)) in lines.zip(rows) {
+            let planes = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
+            for (px, ((r, g), b)) in line.chunks_exact(STEP).zip(planes) {
+                (*r, *g, *b) = (px[0], px[1], px[2]);
+            }
+        }
+        return Ok(out);
+    }
+    let taps = taps(w, out_width, filter);
     #[cfg(target_arch = "x86_64")]
     {
-        let (pairs, stride) = paired(&taps);
+        let (pairs, pair_stride) = paired(&taps);
         let kernel = simd::Across {
             taps: &taps,
             pairs: &pairs,
-            stride,
+            stride: pair_stride,
             avx2: std::is_x86_feature_detected!("avx2"),
         };
-        kernel.run::<STEP>(&picture.pixels[..h * row_bytes], w, rows);
+        kernel.run::<STEP>(lines, w, rows);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    for (src, ((r, g), b)) in picture.pixels.chunks_exact(row_bytes).zip(rows) {
+    for (src, ((r, g), b)) in lines.zip(rows) {
         resample_row_scalar::<STEP>(src, &taps, r, g, b);
     }
     Ok(out)
@@ -730,12 +774,31 @@ pub fn resized(
     filter: Filter,
     image: usize,
 ) -> Result<Vec<u8>> {
+    resized_crop(picture, Crop::whole(picture), target, filter, image)
+}
+
+/// The planar `3 × height × width` bytes of the `crop` of `picture` resized to
+/// `target` with `filter`, the crop read in place (errors name `image`; a crop
+/// outside the picture is an error).
+pub fn resized_crop(
+    picture: &Picture,
+    crop: Crop,
+    target: (usize, usize),
+    filter: Filter,
+    image: usize,
+) -> Result<Vec<u8>> {
+    if !crop.fits((picture.height, picture.width)) {
+        return Err(EngineError::new(format!(
+            "image {image}: the crop of {} × {} at ({}, {}) is empty or outside its {} × {} pixels",
+            crop.height, crop.width, crop.top, crop.left, picture.height, picture.width
+        )));
+    }
     let (th, tw) = target;
-    let across = horizontal(picture, tw, filter, image)?;
-    if th == picture.height {
+    let across = horizontal(picture, crop, tw, filter, image)?;
+    if th == crop.height {
         return Ok(across);
     }
-    vertical(&across, picture.height, tw, th, filter, image)
+    vertical(&across, crop.height, tw, th, filter, image)
 }
 
 #[cfg(test)]
@@ -974,9 +1037,9 @@ mod tests {
                             ((r, g), b)
                         });
                         if step == RGBX {
-                            kernel.run::<RGBX>(&src, w, rows);
+                            kernel.run::<RGBX>(src.chunks_exact(w * step), w, rows);
                         } else {
-                            kernel.run::<CHANNELS>(&src, w, rows);
+                            kernel.run::<CHANNELS>(src.chunks_exact(w * step), w, rows);
                         }
                         assert!(
                             got == want,
@@ -1007,6 +1070,63 @@ mod tests {
                         "{filter:?} 40x{w} -> {target:?}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_crop_resizes_as_the_copied_rectangle_and_checks_its_bounds() {
+        let (h, w) = (11, 13);
+        for step in [CHANNELS, RGBX] {
+            let pixels = noise(h * w * step, step as u64);
+            let picture = Picture {
+                pixels: &pixels,
+                height: h,
+                width: w,
+            };
+            let crop = Crop {
+                top: 2,
+                left: 5,
+                height: 7,
+                width: 6,
+            };
+            let copied: Vec<u8> = (crop.top..crop.top + crop.height)
+                .flat_map(|y| {
+                    let start = (y * w + crop.left) * step;
+                    pixels[start..start + crop.width * step].iter().copied()
+                })
+                .collect();
+            let alone = Picture {
+                pixels: &copied,
+                height: crop.height,
+                width: crop.width,
+            };
+            for filter in FILTERS {
+                for target in [(7, 6), (3, 4), (9, 17), (1, 1)] {
+                    let want = resized(&alone, target, filter, 0).unwrap();
+                    let got = resized_crop(&picture, crop, target, filter, 0).unwrap();
+                    assert_eq!(got, want, "step {step} {filter:?} {target:?}");
+                }
+            }
+            assert_eq!(
+                resized_crop(&picture, Crop::whole(&picture), (5, 5), Filter::Bilinear, 0).unwrap(),
+                resized(&picture, (5, 5), Filter::Bilinear, 0).unwrap()
+            );
+            for bad in [
+                Crop {
+                    top: 5,
+                    height: 7,
+                    ..crop
+                },
+                Crop { left: 8, ..crop },
+                Crop { width: 0, ..crop },
+                Crop {
+                    top: usize::MAX,
+                    ..crop
+                },
+            ] {
+                let err = resized_crop(&picture, bad, (3, 3), Filter::Bilinear, 4).unwrap_err();
+                assert!(err.0.contains("image 4"), "{err}");
             }
         }
     }

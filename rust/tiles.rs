@@ -2,7 +2,9 @@
 //! Idefics3/SmolVLM, Pixtral, Llama 3.2 Vision, Llama 4): each image is resized
 //! (possibly more than once: a global view beside a grid, or a resize of a
 //! resize), and square or rectangular windows of those resized images become the
-//! channels-first tiles of one `(slots, 3, height, width)` output. A window may
+//! channels-first tiles of one `(slots, 3, height, width)` output. A resize may
+//! read a rectangle of its source instead of all of it (Gemma 3's pan-and-scan
+//! crops), read in place. A window may
 //! reach past its resized image: those values are the tile's fill (the
 //! processor's padding, given in output space). Rescale and normalise go through
 //! the per-channel table of 256 values, as for every fast path.
@@ -17,16 +19,18 @@ use rayon::prelude::*;
 use crate::error::{EngineError, Result};
 use crate::limits::{too_large, MAX_ELEMENTS};
 use crate::pixels::{pool_is_ours, Picture, CHANNELS, RGBX};
-use crate::resize::{resized, Filter};
+use crate::resize::{resized_crop, Crop, Filter};
 
 /// One resize of an image: the image itself (`source` None) or an earlier
-/// resize of the same image (`source` Some(k)), resized to `height × width`.
+/// resize of the same image (`source` Some(k)), or the rectangle `crop` of
+/// that source (read in place, no copy), resized to `height × width`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resize {
     pub image: usize,
     pub source: Option<usize>,
     pub height: usize,
     pub width: usize,
+    pub crop: Option<Crop>,
 }
 
 /// One tile: the window of resize `resize` whose top-left corner is (`top`,
@@ -116,10 +120,12 @@ pub fn write_tiles<T: Copy + Send + Sync>(
             return Ok(());
         }
         let picture = &pictures[image];
-        // A resize of the image to its own size is the identity (as torch's): its
-        // windows read the image itself, with no planar copy.
+        // A resize of the whole image to its own size is the identity (as torch's):
+        // its windows read the image itself, with no planar copy.
         let kept = |job: &Resize| {
-            job.source.is_none() && (job.height, job.width) == (picture.height, picture.width)
+            job.source.is_none()
+                && job.crop.is_none()
+                && (job.height, job.width) == (picture.height, picture.width)
         };
         let mut planes: Vec<Option<Vec<u8>>> = vec![None; resizes.len()];
         for (r, job) in resizes.iter().enumerate() {
@@ -127,18 +133,20 @@ pub fn write_tiles<T: Copy + Send + Sync>(
                 continue;
             }
             let target = (job.height, job.width);
+            let of = |p: &Picture| {
+                resized_crop(p, job.crop.unwrap_or(Crop::whole(p)), target, filter, image)
+            };
             let plane = match job.source {
-                None => resized(picture, target, filter, image)?,
-                Some(k) if kept(&resizes[k]) => resized(picture, target, filter, image)?,
+                None => of(picture)?,
+                Some(k) if kept(&resizes[k]) => of(picture)?,
                 Some(k) => {
                     let src = &resizes[k];
                     let bytes = interleaved(planes[k].as_deref().unwrap_or_default(), src);
-                    let picture = Picture {
+                    of(&Picture {
                         pixels: &bytes,
                         height: src.height,
                         width: src.width,
-                    };
-                    resized(&picture, target, filter, image)?
+                    })?
                 }
             };
             planes[r] = Some(plane);
@@ -230,10 +238,21 @@ fn check_resizes(pictures: &[Picture], resizes: &[Resize]) -> Result<()> {
                 pictures.len()
             )));
         }
-        if let Some(k) = job.source {
-            if k >= r || resizes[k].image != job.image {
+        let source = match job.source {
+            Some(k) if k >= r || resizes[k].image != job.image => {
                 return Err(EngineError::new(format!(
                     "resizes[{r}] resizes resize {k}, which must be an earlier resize of the same image"
+                )));
+            }
+            Some(k) => (resizes[k].height, resizes[k].width),
+            None => (pictures[job.image].height, pictures[job.image].width),
+        };
+        if let Some(c) = job.crop {
+            if !c.fits(source) {
+                return Err(EngineError::new(format!(
+                    "resizes[{r}] crops {} × {} at ({}, {}) of its {} × {} source; a crop \
+                     must be non-empty and inside its source",
+                    c.height, c.width, c.top, c.left, source.0, source.1
                 )));
             }
         }
@@ -340,6 +359,7 @@ fn image_window<const STEP: usize, T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resize::resized;
 
     fn identity_table() -> Vec<f32> {
         (0..3).flat_map(|_| (0..256).map(|v| v as f32)).collect()
@@ -362,6 +382,7 @@ mod tests {
             source: None,
             height: 4,
             width: 6,
+            crop: None,
         }];
         // Slot 1: the window at (1, 2), 3 × 3 inside the image except its last row.
         // Slot 0: a window hanging off the top-left corner.
@@ -435,6 +456,7 @@ mod tests {
                 source: None,
                 height: 5,
                 width: 4,
+                crop: None,
             },
         );
         let second = resized(
@@ -454,12 +476,14 @@ mod tests {
                 source: None,
                 height: 5,
                 width: 4,
+                crop: None,
             },
             Resize {
                 image: 0,
                 source: Some(0),
                 height: 3,
                 width: 3,
+                crop: None,
             },
         ];
         let tiles = [Tile {
@@ -501,6 +525,7 @@ mod tests {
             source: None,
             height: h,
             width: w,
+            crop: None,
         };
         let resizes = [
             kept,
@@ -571,6 +596,221 @@ mod tests {
     }
 
     #[test]
+    fn a_cropped_resize_equals_resizing_the_copied_rectangle() {
+        let (h, w) = (9, 12);
+        let rgb = gradient(h, w);
+        let rgbx: Vec<u8> = rgb
+            .chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect();
+        let crop = Crop {
+            top: 1,
+            left: 7,
+            height: 8,
+            width: 5,
+        };
+        let copied: Vec<u8> = (1..9)
+            .flat_map(|y| rgb[(y * w + 7) * 3..(y * w + 12) * 3].iter().copied())
+            .collect();
+        let alone = Picture {
+            pixels: &copied,
+            height: 8,
+            width: 5,
+        };
+        let whole = Resize {
+            image: 0,
+            source: None,
+            height: 4,
+            width: 4,
+            crop: None,
+        };
+        // Resize 0: the whole image; 1: a crop of the image; 2: a crop of resize 0
+        // (a chained source); 3: a crop as large as its target (the identity).
+        let resizes = [
+            whole,
+            Resize {
+                crop: Some(crop),
+                ..whole
+            },
+            Resize {
+                source: Some(0),
+                height: 3,
+                width: 3,
+                crop: Some(Crop {
+                    top: 1,
+                    left: 1,
+                    height: 2,
+                    width: 3,
+                }),
+                ..whole
+            },
+            Resize {
+                height: 8,
+                width: 5,
+                crop: Some(crop),
+                ..whole
+            },
+        ];
+        let tiles: Vec<Tile> = (0..4)
+            .map(|k| Tile {
+                resize: k,
+                top: 0,
+                left: 0,
+                slot: k,
+                fill: 0,
+            })
+            .collect();
+        let run = |pixels: &[u8]| {
+            let mut out = vec![f32::NAN; 4 * 3 * 8 * 5];
+            write_tiles(
+                &[Picture {
+                    pixels,
+                    height: h,
+                    width: w,
+                }],
+                &resizes,
+                &tiles,
+                Filter::Bilinear,
+                &identity_table(),
+                &[-1.0; 3],
+                (8, 5),
+                &mut out,
+                2,
+            )
+            .unwrap();
+            out
+        };
+        let out = run(&rgb);
+        assert_eq!(out, run(&rgbx));
+        let slot = |k: usize| &out[k * 120..(k + 1) * 120];
+        // The window's top-left `size` of each slot holds the plane, the rest the fill.
+        let planar = |plane: &[u8], (ph, pw): (usize, usize)| -> Vec<f32> {
+            let mut want = vec![-1.0f32; 120];
+            for c in 0..3 {
+                for y in 0..ph {
+                    for x in 0..pw {
+                        want[(c * 8 + y) * 5 + x] = plane[(c * ph + y) * pw + x] as f32;
+                    }
+                }
+            }
+            want
+        };
+        let picture = Picture {
+            pixels: &rgb,
+            height: h,
+            width: w,
+        };
+        let first = resized(&picture, (4, 4), Filter::Bilinear, 0).unwrap();
+        assert_eq!(slot(0), planar(&first, (4, 4)));
+        let cropped = resized(&alone, (4, 4), Filter::Bilinear, 0).unwrap();
+        assert_eq!(slot(1), planar(&cropped, (4, 4)));
+        let hwc = interleaved(&first, &whole);
+        let rectangle: Vec<u8> = (1..3)
+            .flat_map(|y| hwc[(y * 4 + 1) * 3..(y * 4 + 4) * 3].iter().copied())
+            .collect();
+        let chained = resized(
+            &Picture {
+                pixels: &rectangle,
+                height: 2,
+                width: 3,
+            },
+            (3, 3),
+            Filter::Bilinear,
+            0,
+        )
+        .unwrap();
+        assert_eq!(slot(2), planar(&chained, (3, 3)));
+        let kept: Vec<u8> = (0..3)
+            .flat_map(|c| copied.iter().skip(c).step_by(3).copied())
+            .collect();
+        assert_eq!(slot(3), planar(&kept, (8, 5)));
+    }
+
+    #[test]
+    fn a_crop_outside_its_source_is_an_error_naming_the_resize() {
+        let pixels = gradient(4, 6);
+        let picture = [Picture {
+            pixels: &pixels,
+            height: 4,
+            width: 6,
+        }];
+        let first = Resize {
+            image: 0,
+            source: None,
+            height: 3,
+            width: 3,
+            crop: None,
+        };
+        let crop = Crop {
+            top: 0,
+            left: 0,
+            height: 2,
+            width: 2,
+        };
+        let tile = Tile {
+            resize: 1,
+            top: 0,
+            left: 0,
+            slot: 0,
+            fill: 0,
+        };
+        for bad in [
+            Crop { top: 3, ..crop },    // past the image's 4 rows
+            Crop { left: 5, ..crop },   // past its 6 columns
+            Crop { height: 0, ..crop }, // empty
+            Crop {
+                left: usize::MAX,
+                ..crop
+            }, // overflows
+        ] {
+            let resizes = [
+                first,
+                Resize {
+                    crop: Some(bad),
+                    ..first
+                },
+            ];
+            let mut out = vec![0f32; 27];
+            let err = write_tiles(
+                &picture,
+                &resizes,
+                &[tile],
+                Filter::Bilinear,
+                &identity_table(),
+                &[0.0; 3],
+                (3, 3),
+                &mut out,
+                1,
+            )
+            .unwrap_err();
+            assert!(err.0.contains("resizes[1]"), "{err}");
+        }
+        // A crop of a chained source is checked against that resize's size (3 × 3).
+        let resizes = [
+            first,
+            Resize {
+                source: Some(0),
+                crop: Some(Crop { height: 4, ..crop }),
+                ..first
+            },
+        ];
+        let mut out = vec![0f32; 27];
+        let err = write_tiles(
+            &picture,
+            &resizes,
+            &[tile],
+            Filter::Bilinear,
+            &identity_table(),
+            &[0.0; 3],
+            (3, 3),
+            &mut out,
+            1,
+        )
+        .unwrap_err();
+        assert!(err.0.contains("resizes[1] crops 4 × 2"), "{err}");
+    }
+
+    #[test]
     fn bad_indices_are_errors_not_panics() {
         let pixels = gradient(2, 2);
         let picture = [Picture {
@@ -583,6 +823,7 @@ mod tests {
             source: None,
             height: 2,
             width: 2,
+            crop: None,
         };
         let tile = Tile {
             resize: 0,
@@ -623,6 +864,19 @@ mod tests {
                 12,
             ),
             (vec![resize], vec![tile], 13),
+            (
+                vec![Resize {
+                    crop: Some(Crop {
+                        top: 1,
+                        left: 0,
+                        height: 2,
+                        width: 1,
+                    }),
+                    ..resize
+                }],
+                vec![tile],
+                12,
+            ),
         ];
         for (resizes, tiles, n) in cases {
             let mut out = vec![0f32; n];

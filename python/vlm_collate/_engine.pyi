@@ -281,7 +281,9 @@ def write_tiles(
 ) -> None:
     """Writes tiles of resized ``(H, W, 3)`` uint8 ``images`` into the ``(slots, 3, height,
     width)`` ``out``. ``resizes`` ``(R, 4)``: ``(image, source, height, width)``, ``source``
-    -1 for the image itself or an earlier resize of the same image. ``tiles`` ``(K, 5)``:
+    -1 for the image itself or an earlier resize of the same image; or ``(R, 8)``, those and
+    a crop ``(top, left, height, width)`` of the source resized instead of all of it (read in
+    place), four -1s for none. ``tiles`` ``(K, 5)``:
     ``(resize, top, left, slot, fill)``, the window of that resize at (top, left), values
     outside it from ``fills`` (3 values each, out's dtype). ``table``: 3 x 256 values of
     out's dtype. Slots no tile names are left as they are."""

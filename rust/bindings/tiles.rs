@@ -5,30 +5,53 @@ use numpy::{PyReadonlyArray1, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
 use super::convert::{
-    array_rows, describe, filter, items, non_negative, pixel_type, require_contiguous, run, size,
-    PixelType,
+    array2, array_rows, describe, filter, items, non_negative, pixel_type, require_contiguous, run,
+    size, PixelType,
 };
 use super::error::engine_error;
 use super::pixels::{pictures_of, rgb_or_rgbx_arrays};
 use crate::pixels::{Picture, CHANNELS};
-use crate::resize::Filter;
+use crate::resize::{Crop, Filter};
 use crate::tiles::{self, Resize, Tile};
 
-/// `(R, 4)` rows `(image, source, height, width)`; `source` -1 is the image itself.
+/// `(R, 4)` rows `(image, source, height, width)`, `source` -1 the image itself;
+/// or `(R, 8)` rows with a crop `(top, left, height, width)` of the source after
+/// them, four -1s for none.
 fn resize_rows(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Resize>> {
-    array_rows::<4>(obj, "resizes", "(image, source, height, width)")?
-        .into_iter()
+    const HOLDING: &str = "(image, source, height, width) or those and a crop (top, left, \
+                           height, width), -1s for none";
+    let rows: Vec<[i64; 8]> = if array2(obj, "resizes")?.shape()[1] == 4 {
+        array_rows::<4>(obj, "resizes", HOLDING)?
+            .into_iter()
+            .map(|[i, s, h, w]| [i, s, h, w, -1, -1, -1, -1])
+            .collect()
+    } else {
+        array_rows::<8>(obj, "resizes", HOLDING)?
+    };
+    rows.into_iter()
         .enumerate()
-        .map(|(r, [image, source, h, w])| {
+        .map(|(r, [image, source, h, w, top, left, ch, cw])| {
+            let at = |c: usize| format!("resizes[{r}][{c}]");
+            let crop = if [top, left, ch, cw] == [-1; 4] {
+                None
+            } else {
+                Some(Crop {
+                    top: non_negative(top, &at(4))?,
+                    left: non_negative(left, &at(5))?,
+                    height: non_negative(ch, &at(6))?,
+                    width: non_negative(cw, &at(7))?,
+                })
+            };
             Ok(Resize {
-                image: non_negative(image, &format!("resizes[{r}][0]"))?,
+                image: non_negative(image, &at(0))?,
                 source: if source == -1 {
                     None
                 } else {
-                    Some(non_negative(source, &format!("resizes[{r}][1]"))?)
+                    Some(non_negative(source, &at(1))?)
                 },
-                height: non_negative(h, &format!("resizes[{r}][2]"))?,
-                width: non_negative(w, &format!("resizes[{r}][3]"))?,
+                height: non_negative(h, &at(2))?,
+                width: non_negative(w, &at(3))?,
+                crop,
             })
         })
         .collect()
@@ -121,7 +144,9 @@ fn tiles_into<T: numpy::Element + Copy + Send + Sync>(
 /// C-contiguous `(slots, 3, height, width)` array of float32, or of uint16
 /// holding 16-bit float bits. `resizes` `(R, 4)`: `(image, source, height,
 /// width)`, `source` -1 for the image itself or an earlier resize of the same
-/// image. `tiles` `(K, 5)`: `(resize, top, left, slot, fill)`, the window of that
+/// image; or `(R, 8)`, those and a crop `(top, left, height, width)` of the
+/// source that is resized instead of all of it (read in place), -1s for none.
+/// `tiles` `(K, 5)`: `(resize, top, left, slot, fill)`, the window of that
 /// resize at (top, left), values outside the resized image from `fills`
 /// (`3·F` values of out's dtype). `table`: `3 × 256` values of out's dtype, each
 /// byte of each channel rescaled and normalised. `interpolation`: `"bicubic"` or

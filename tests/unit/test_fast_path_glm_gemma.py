@@ -175,7 +175,10 @@ def _logged(caplog) -> list[str]:
     "name, change, reason",
     [
         pytest.param(
-            "gemma3", {"do_pan_and_scan": True}, "do_pan_and_scan=True", marks=pytest.mark.slow
+            "gemma3",
+            {"pan_and_scan_batched": None},
+            "pan_and_scan_batched is replaced on the instance",
+            marks=pytest.mark.slow,
         ),
         pytest.param(
             "gemma3", {"resample": 3}, "only bilinear is reproduced", marks=pytest.mark.slow
@@ -204,7 +207,9 @@ def test_settings_it_does_not_reproduce_fall_back_logged_once(name, change, reas
 
 
 @pytest.mark.slow
-def test_gemma3_pan_and_scan_collate_calls_the_processor():
+def test_gemma3_image_processor_pan_and_scan_attribute_is_overridden_by_the_call():
+    # Gemma3Processor's images_kwargs pass do_pan_and_scan=False on every call: the fast
+    # path does the same (pan-and-scan itself: test_fast_path_gemma3_pan_and_scan.py).
     processor = gemma3_processor()
     processor.image_processor.do_pan_and_scan = True
     examples = _examples("gemma3", 2)

@@ -35,7 +35,7 @@ import torch
 from .. import engine
 from ..engine import as_int64
 from ..errors import CollateError
-from ..processor.fast_plan import FastPlan, VideoPlan, budgeted, fast_plan
+from ..processor.fast_plan import FastPlan, VideoPlan, budgeted, fast_plan, pan_and_scan_crops
 from ..processor.media_tokens import pixel_budget
 from ..processor.profile import ProcessorProfile, profile_of
 from .pil_buffer import rgbx_view
@@ -202,9 +202,17 @@ def deferred_pixel_values(
     given = target_sizes(arrays, plan)
     grids = torch.from_numpy(_grids(given, plan))
     geometry = (plan.patch_size, plan.merge_size, plan.temporal_patch_size)
+    crops: list[list[tuple[int, int, int, int]]] = []
     if not plan.patchified:  # channels-first images of one fixed size (Gemma 3)
         height, width = plan.fixed_size or (0, 0)
-        out = output_tensor((len(arrays), 3, height, width), dtype)
+        found = image_crops(arrays, plan)
+        if found is None:
+            raise CollateError(
+                "an image is too small for its pan-and-scan crops; the processor call "
+                "reports which (fast_path=False)"
+            )
+        crops = found
+        out = output_tensor((len(arrays) + sum(map(len, crops)), 3, height, width), dtype)
     else:
         rows = int(engine.pixel_rows(given, *geometry).sum())
         out = output_tensor((rows, 3 * plan.temporal_patch_size * plan.patch_size**2), dtype)
@@ -214,14 +222,51 @@ def deferred_pixel_values(
         if order is not None:
             index = np.asarray(order, dtype=np.int64)
             chosen, targets = [arrays[int(i)] for i in index], given[index]
-        if not plan.patchified:
-            out_view, table = _typed(out.view(len(arrays), -1), plan.table)
-            engine.write_planes(chosen, targets, out_view, table, plan.interpolation, _threads())
+        if not plan.patchified:  # the shared tiled step: whole images and crops alike
+            index = range(len(arrays)) if order is None else [int(i) for i in order]
+            resizes, tiles = _crop_rows(crops, index, (height, width))
+            out_view, table = _typed(out, plan.table)
+            fills = np.zeros(3, dtype=table.dtype)  # no window reaches past its resize
+            engine.write_tiles(
+                chosen, resizes, tiles, out_view, table, fills, plan.interpolation, _threads()
+            )
         else:
             out_view, table = _typed(out, plan.table)
             engine.write_pixel_values(chosen, targets, out_view, table, *geometry, _threads())
 
     return out, grids, write
+
+
+def image_crops(
+    images: Sequence[Any], plan: FastPlan
+) -> list[list[tuple[int, int, int, int]]] | None:
+    """Each image's pan-and-scan crops ``(top, left, height, width)`` as Gemma 3's
+    processor call cuts them (empty lists when it does not pan and scan), or None when
+    one would be empty (the processor's error, reported by calling it)."""
+    if plan.pan_and_scan is None:
+        return [[] for _ in images]
+    found = [pan_and_scan_crops(*_height_width(image), plan.pan_and_scan) for image in images]
+    return None if any(c is None for c in found) else found  # type: ignore[misc]
+
+
+def _crop_rows(
+    crops: Sequence[Sequence[tuple[int, int, int, int]]],
+    order: Sequence[int],
+    size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``engine.write_tiles``' rows for Gemma 3's pan-and-scan, images written in ``order``
+    (indices into the images ``write_tiles`` is given in that order): each image's
+    frames, the whole image resized to ``size`` and then each crop of it resized to
+    ``size``, one after another."""
+    height, width = size
+    resizes: list[tuple[int, ...]] = []
+    for position, i in enumerate(order):
+        resizes.append((position, -1, height, width, -1, -1, -1, -1))
+        resizes += [(position, -1, height, width, *crop) for crop in crops[i]]
+    rows = np.asarray(resizes, dtype=np.int64).reshape(-1, 8)
+    tiles = np.zeros((len(rows), 5), dtype=np.int64)
+    tiles[:, 0] = tiles[:, 3] = np.arange(len(rows))  # resize k is slot k, window at (0, 0)
+    return rows, tiles
 
 
 def _typed(out: torch.Tensor, table: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -589,6 +634,26 @@ def _token_types(ids: np.ndarray, plan: FastPlan) -> np.ndarray:
     return types
 
 
+def _replaced(texts: Sequence[str], plan: FastPlan, crops: Sequence[Sequence[Any]]) -> list[str]:
+    """``texts`` with each image's placeholder replaced by its text (``plan.placeholder``'s
+    short block; with Gemma 3's pan-and-scan, where the image has crops, the processor's
+    sentence around the image's block and one block per crop), images in order."""
+    assert plan.placeholder is not None
+    placeholder, block = plan.placeholder
+    pan = plan.pan_and_scan
+    if pan is None:
+        return [text.replace(placeholder, block) for text in texts]
+    written = iter(
+        f"{pan.intro}{block}{pan.between}" + " ".join([block] * len(c)) if c else block
+        for c in crops
+    )
+    out = []
+    for text in texts:
+        parts = text.split(placeholder)
+        out.append(parts[0] + "".join(next(written) + part for part in parts[1:]))
+    return out
+
+
 def fast_encoding(
     processor: Any,
     texts: Sequence[str],
@@ -632,8 +697,11 @@ def fast_encoding(
         if plan.video.rule == "glm":
             frame_counts = _glm_placeholder_counts(plan, flat, timed[0], texts, images)
         clips, texts, _ = timed
+    crops = image_crops(flat, plan)
+    if crops is None:
+        return None
     if plan.placeholder is not None and flat:
-        texts = [text.replace(*plan.placeholder) for text in texts]
+        texts = _replaced(texts, plan, crops)
     tokens = profile.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
     values, offsets = engine.ragged(tokens)
     ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
@@ -642,13 +710,20 @@ def fast_encoding(
     if flat:
         if plan.patchified:
             counts = _grids(target_sizes(flat, plan), plan).prod(axis=1) // plan.merge_size**2
-        else:
-            counts = np.full(len(flat), plan.tokens_per_image, dtype=np.int64)
+        else:  # Gemma 3: one block per image and per crop, each of tokens_per_image
+            blocks = len(flat) + sum(map(len, crops))
+            counts = np.full(blocks, plan.tokens_per_image, dtype=np.int64)
         per_row = np.fromiter((len(s) for s in images), dtype=np.int64, count=len(images))
+        blocks_per_row = per_row
+        if plan.pan_and_scan is not None:
+            frames = np.cumsum([0] + [1 + len(c) for c in crops], dtype=np.int64)
+            ends = np.cumsum(per_row)
+            blocks_per_row = frames[ends] - frames[ends - per_row]
         if frame_counts is None:
             ids, mask = engine.expand_placeholders(
-                ids, mask, plan.image_token_id, as_int64(counts), per_row, plan.pad_id, "right"
-            )
+                ids, mask, plan.image_token_id, as_int64(counts), blocks_per_row, plan.pad_id,
+                "right",
+            )  # fmt: skip
         if packing is not None:  # written by the packer, in its final order
             pixels, grids, write = deferred_pixel_values(flat, plan, pixel_dtype)
             packing.deferred.append(_Deferred(pixels, per_row, write))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,59 @@ class VideoPlan:
 
 
 @dataclass(frozen=True)
+class PanAndScan:
+    """Gemma 3's pan-and-scan as its processor call runs it (the values its
+    ``_merge_kwargs`` passes the image processor): each image is followed by crops of the
+    original, cut by the aspect ratio (:func:`pan_and_scan_crops`), each resized to
+    ``size``; its text says so (``intro``, the image's block, ``between``, then one block
+    per crop joined by a space)."""
+
+    min_crop_size: int
+    max_num_crops: int
+    min_ratio_to_activate: float
+    intro: str = "Here is the original image "
+    between: str = " and here are some crops to help you see better "
+
+
+def pan_and_scan_crops(
+    height: int, width: int, pan: PanAndScan
+) -> list[tuple[int, int, int, int]] | None:
+    """The ``(top, left, height, width)`` crops ``Gemma3ImageProcessor.pan_and_scan_batched``
+    cuts from an image of ``height`` x ``width`` pixels (the same arithmetic: crops along
+    the longer side, their count the rounded aspect ratio within ``[2, max_num_crops]``
+    and at most ``floor(side / min_crop_size)``, none below ``min_ratio_to_activate`` or
+    when a crop would be smaller than ``min_crop_size``; the last crop ends at the
+    image's edge, as its slice does). None when a crop would be empty (the processor
+    then fails, and the batch calls it so that its error is reported)."""
+    if width >= height:
+        if width / height < pan.min_ratio_to_activate:
+            return []
+        count_w = int(math.floor(width / height + 0.5))
+        count_w = min(int(math.floor(width / pan.min_crop_size)), count_w)
+        count_w = min(pan.max_num_crops, max(2, count_w))
+        count_h = 1
+    else:
+        if height / width < pan.min_ratio_to_activate:
+            return []
+        count_h = int(math.floor(height / width + 0.5))
+        count_h = min(int(math.floor(height / pan.min_crop_size)), count_h)
+        count_h = min(pan.max_num_crops, max(2, count_h))
+        count_w = 1
+    crop_w = int(math.ceil(width / count_w))
+    crop_h = int(math.ceil(height / count_h))
+    if min(crop_w, crop_h) < pan.min_crop_size:
+        return []
+    crops = [
+        (top, left, min(crop_h, height - top), min(crop_w, width - left))
+        for top in range(0, crop_h * count_h, crop_h)
+        for left in range(0, crop_w * count_w, crop_w)
+    ]
+    if any(h <= 0 or w <= 0 for _, _, h, w in crops):
+        return None
+    return crops
+
+
+@dataclass(frozen=True)
 class FastPlan:
     """What the fast path needs of a processor, read once: the resize rule's limits, the
     patch geometry, the byte table, the token ids and the output options."""
@@ -145,6 +199,7 @@ class FastPlan:
     placeholder: tuple[str, str] | None = None  # text replaced before tokenizing
     type_key: str = "mm_token_type_ids"
     video_span: tuple[int, int] | None = None  # image tokens between these ids are type 2
+    pan_and_scan: PanAndScan | None = None  # Gemma 3: crops the processor call adds, else None
 
 
 def _is_class(obj: Any, name: str, module: str) -> bool:
@@ -188,10 +243,10 @@ def _unsupported(profile: ProcessorProfile) -> str | None:
     for attribute in (*facts.methods, "_preprocess", "preprocess"):
         if attribute in vars(ip):
             return f"the image processor's {attribute} is replaced on the instance"
-    if getattr(ip, "do_pan_and_scan", None):
-        return "do_pan_and_scan=True (crops not reproduced)"
-    if family.name == "gemma3" and _gemma3_sequence(processor) is None:
-        return "its full_image_sequence is not the boi, soft tokens, eoi block it builds"
+    if family.name == "gemma3":
+        reason = _gemma3_unsupported(processor)
+        if reason is not None:
+            return reason
     if not hasattr(processor, "image_token") or getattr(processor, "tokenizer", None) is None:
         return "it has no image_token or tokenizer"
     if getattr(processor.tokenizer, "pad_token_id", None) is None:
@@ -389,6 +444,79 @@ def _plan(profile: ProcessorProfile) -> FastPlan | None:
     )
 
 
+_PAN_AND_SCAN_KEYS = (
+    "do_pan_and_scan",
+    "pan_and_scan_min_crop_size",
+    "pan_and_scan_max_num_crops",
+    "pan_and_scan_min_ratio_to_activate",
+)
+
+
+def _gemma3_images_kwargs(processor: Any) -> dict[str, Any]:
+    """The image settings Gemma 3's processor call uses when the caller passes none: its
+    ``_merge_kwargs`` (its class's ``images_kwargs``, ``do_pan_and_scan=False`` and the
+    pan-and-scan sizes, or the instance's own, win over the image processor's
+    attributes) over the image processor's attributes for the pan-and-scan keys."""
+    ip = processor.image_processor
+    merged = processor._merge_kwargs(tokenizer_init_kwargs=processor.tokenizer.init_kwargs)
+    kwargs = dict(merged["images_kwargs"])
+    for key in _PAN_AND_SCAN_KEYS:
+        kwargs.setdefault(key, getattr(ip, key, None))
+    return kwargs
+
+
+def _gemma3_pan_and_scan(processor: Any) -> PanAndScan | str | None:
+    """Gemma 3's pan-and-scan as its processor call runs it, None when the call does not
+    pan and scan, or why the fast path does not reproduce it."""
+    kwargs = _gemma3_images_kwargs(processor)
+    if not kwargs["do_pan_and_scan"]:
+        return None
+    size, count, ratio = (kwargs[key] for key in _PAN_AND_SCAN_KEYS[1:])
+    valid = (
+        isinstance(size, int)
+        and isinstance(count, int)
+        and isinstance(ratio, (int, float))
+        and not isinstance(size, bool)
+        and not isinstance(count, bool)
+        and size > 0
+        and count > 0
+    )
+    if not valid:
+        return (
+            f"pan-and-scan with min_crop_size={size!r}, max_num_crops={count!r}, "
+            f"min_ratio_to_activate={ratio!r} (positive integers and a ratio are reproduced)"
+        )
+    pan = PanAndScan(size, count, float(ratio))
+    block = processor.full_image_sequence
+    expected = f"{pan.intro}{block}{pan.between}{block} {block}"
+    try:
+        text = processor.replace_image_token({"num_crops": [2]}, image_idx=0)
+    except Exception as error:  # noqa: BLE001 - any failure: the processor call decides
+        return f"its replace_image_token fails on crops ({error!r})"
+    if text != expected:
+        return "its replace_image_token writes crops other than as Gemma3Processor does"
+    return pan
+
+
+def _gemma3_unsupported(processor: Any) -> str | None:
+    """Why the fast path does not reproduce Gemma 3's processor call, or None."""
+    if _gemma3_sequence(processor) is None:
+        return "its full_image_sequence is not the boi, soft tokens, eoi block it builds"
+    for name in ("replace_image_token", "_process_images", "_merge_kwargs"):
+        if name in vars(processor):
+            return f"the processor's {name} is replaced on the instance"
+    ip = processor.image_processor
+    try:
+        kwargs = _gemma3_images_kwargs(processor)
+    except Exception as error:  # noqa: BLE001 - its own call would fail the same way
+        return f"its _merge_kwargs fails ({error!r})"
+    for name, value in kwargs.items():
+        if name not in _PAN_AND_SCAN_KEYS and getattr(ip, name, None) != value:
+            return f"the processor passes {name}={value!r} to its image processor"
+    pan = _gemma3_pan_and_scan(processor)
+    return pan if isinstance(pan, str) else None
+
+
 def _gemma3_sequence(processor: Any) -> tuple[str, str, str, int] | None:
     """Gemma 3's ``(boi, soft token, eoi, count)`` when its ``full_image_sequence`` is
     ``"\n\n" + boi + count soft tokens + eoi + "\n\n"`` (as its processor builds it)."""
@@ -428,6 +556,7 @@ def _family_fields(processor: Any, facts: FamilyFacts) -> dict[str, Any]:
             "placeholder": (boi, f"\n\n{boi}{soft}{eoi}\n\n"),
             "image_token_id": soft_id,
             "type_ids": ((1, tuple(int(i) for i in processor.image_token_ids)),),
+            "pan_and_scan": _gemma3_pan_and_scan(processor),  # checked: None or PanAndScan
         }
     return {}
 
