@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tvF
 
 from helpers import assert_same_batch, assistant, user
-from vlm_collate import VLMCollator, engine
+from vlm_collate import PackedCollator, VLMCollator, engine
 from vlm_collate.errors import EngineError
 from vlm_collate.pipeline.fast_path import engine_pixels, fast_encoding
 from vlm_collate.processor.fast_plan import PanAndScan, fast_plan, pan_and_scan_crops
@@ -255,6 +255,21 @@ def test_collate_takes_the_fast_path_and_equals_the_processor_path(
     assert_same_batch(dict(fast), dict(slow))
     assert fast["pixel_values"].shape[0] > sum(map(len, sizes))  # crops were written
     assert (fast["labels"] != -100).any()
+
+
+def test_packed_batches_write_the_crops_in_packed_order():
+    """Inside ``PackedCollator`` the frames are written once, in the packed order (each
+    document's image followed by its crops), and equal the processor path's batch."""
+    processor = _panning()
+    sizes = [[(300, 900)], [], [(900, 300), (250, 260)], [(100, 700), (600, 1400)], [(60, 80)]]
+    examples = _examples(np.random.default_rng(10), sizes)
+    fast = PackedCollator(processor, max_length=16384)(examples)
+    slow = PackedCollator(processor, max_length=16384, fast_path=False)(examples)
+    assert fast.report.documents == slow.report.documents
+    order = [d[0] for d in fast.report.documents]
+    assert order != sorted(order)  # reordered: the crops follow their documents
+    keys = [k for k in slow if isinstance(slow[k], torch.Tensor)]
+    assert_same_batch({k: fast[k] for k in keys}, {k: slow[k] for k in keys})
 
 
 # --------------------------------------------------------------------------- fallbacks
