@@ -17,6 +17,6 @@ def gemma3_collate_fn(examples: list, processor: Any, **options: Any) -> Batch:
     """Batch for Gemma 3: ``input_ids``, ``attention_mask``, ``labels``,
     ``token_type_ids`` (1 on image tokens, laid out with the ids) and ``pixel_values``
     when the batch holds images. Options: see :class:`~vlm_collate.CollateOptions`.
-    Takes the fast path (docs/fast_path.md) unless pan-and-scan is on."""
+    Takes the fast path (docs/fast_path.md), pan-and-scan crops included."""
     opts = seed_options(**options)
     return collate(examples, processor, opts, Quirks(call=fast_call(profile_of(processor), opts)))
