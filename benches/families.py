@@ -243,10 +243,11 @@ def _family_rows(ctx: Context, names: list[str], folder: Path) -> tuple[Table, T
         "the rows hold file paths; the processor's side opens them with PIL inside the timed "
         "call."
     )
-    table.notes.append(
-        "Families not on the fast path call their processor and run at about its speed "
-        "(×≈1.0): their targets are not met until they get a fast path."
-    )
+    if any(row[2] != "yes" for row in table.rows):
+        table.notes.append(
+            "Families not on the fast path call their processor and run at about its speed "
+            "(×≈1.0): their targets are not met until they get a fast path."
+        )
     labels.notes.append(
         "build_labels(input_ids, conversations, processor, attention_mask) on the processor's "
         "output for the rows of the families table: the labels alone, whichever path "
