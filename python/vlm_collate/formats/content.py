@@ -32,6 +32,8 @@ _MEDIA_DATA_KEYS = ("path", "url", "data")
 
 def is_list(value: Any) -> bool:
     """A sequence that is not a string or bytes."""
+    if type(value) is list or type(value) is tuple:  # the common case, without the ABC check
+        return True
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
@@ -153,6 +155,25 @@ def with_tagged_media(
 def check_message(message: Any, index: int, turn: int, example: Any = None) -> None:
     """Raises a SampleError naming the row and message unless ``message`` is a
     ``{"role": str, "content": str | [items]}`` dict of the conversation form."""
+    if isinstance(message, Mapping) and isinstance(message.get("role"), str):
+        content = message.get("content")
+        if isinstance(content, str) and "content" in message:
+            return
+        if is_list(content) and all(_valid_item(item) for item in content):
+            return
+    _raise_for_message(message, index, turn, example)
+
+
+def _valid_item(item: Any) -> bool:
+    return (
+        isinstance(item, Mapping)
+        and item.get("type") in CONTENT_TYPES
+        and (item["type"] != "text" or isinstance(item.get("text"), str))
+    )
+
+
+def _raise_for_message(message: Any, index: int, turn: int, example: Any) -> None:
+    """The SampleError of a message :func:`check_message` refuses, naming what is wrong."""
     at = f"{where(index, example)}, message {turn}"
     if not isinstance(message, Mapping):
         raise SampleError(f"{at}: a message must be a dict, got {type(message).__name__}")

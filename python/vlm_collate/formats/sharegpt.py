@@ -47,6 +47,14 @@ def conversation(example: Mapping[str, Any], index: int) -> list[dict[str, Any]]
     if isinstance(system, str) and system:
         messages.append({"role": "system", "content": system})
     for turn, value in enumerate(turns):
+        if (
+            isinstance(value, Mapping)
+            and isinstance(value.get("value"), str)
+            and (role := ROLES.get(str(value.get("from")).lower())) is not None
+            and "from" in value
+        ):
+            messages.append({"role": role, "content": value["value"]})
+            continue
         at = f"{where(index, example)}, turn {turn}"
         if not isinstance(value, Mapping) or "from" not in value or "value" not in value:
             raise SampleError(f"{at}: a ShareGPT turn is a dict with 'from' and 'value'")
