@@ -226,8 +226,8 @@ def _width(content: int, collator: PackedCollator) -> int:
 
 def _gathered(values: np.ndarray, source: np.ndarray, fill: Any) -> np.ndarray:
     """``values[source]`` along the last axis, ``fill`` where ``source`` is -1."""
-    taken = np.take(values, np.maximum(source, 0), axis=-1)
-    return np.where(source >= 0, taken, np.asarray(fill, dtype=values.dtype))
+    # -1 indexes the last element: ``fill``, appended.
+    return np.append(values, np.asarray(fill, dtype=values.dtype))[source]
 
 
 def _per_doc(values: np.ndarray, offsets: np.ndarray, token: int | None) -> np.ndarray:
