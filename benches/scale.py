@@ -345,9 +345,15 @@ def _streaming_table(ctx: Context) -> Table:
             return lengths
 
         def mapped(num_proc: int | None) -> Any:
-            return lambda: add_lengths(
-                dataset, processor, num_proc=num_proc, load_from_cache_file=False
-            )
+            def run() -> Any:
+                # A first run, as a user's: no result of an earlier method on disk (datasets
+                # would otherwise reuse its shard count, one worker after num_proc=None).
+                dataset.cleanup_cache_files()
+                return add_lengths(
+                    dataset, processor, num_proc=num_proc, load_from_cache_file=False
+                )
+
+            return run
 
         methods = {
             "loop": estimator_loop,
