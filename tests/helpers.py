@@ -230,3 +230,16 @@ def assert_same_batch(fast: dict, slow: dict, pixel_tolerance: float = 0.0) -> N
             assert difference <= pixel_tolerance, (key, difference)
         else:
             assert torch.equal(a, b), key
+
+
+def processor_calls(monkeypatch: Any, processor: Any) -> list[int]:
+    """A list that grows by one on each call of ``processor`` (its class's ``__call__``
+    wrapped for the test), to assert whether a batch took the fast path."""
+    calls: list[int] = []
+    original = type(processor).__call__
+    monkeypatch.setattr(
+        type(processor),
+        "__call__",
+        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
+    )
+    return calls

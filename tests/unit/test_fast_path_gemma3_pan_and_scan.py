@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as tvF
 
-from helpers import assert_same_batch, assistant, user
+from helpers import assert_same_batch, assistant, processor_calls, user
 from vlm_collate import PackedCollator, VLMCollator, engine
 from vlm_collate.errors import EngineError
 from vlm_collate.pipeline.fast_path import engine_pixels, fast_encoding
@@ -240,13 +240,7 @@ def test_collate_takes_the_fast_path_and_equals_the_processor_path(
 ):
     processor = _panning(image_size)
     examples = _examples(np.random.default_rng(7), sizes)
-    calls = []
-    original = type(processor).__call__
-    monkeypatch.setattr(
-        type(processor),
-        "__call__",
-        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
-    )
+    calls = processor_calls(monkeypatch, processor)
     with caplog.at_level(logging.INFO, logger="vlm_collate"):
         fast = VLMCollator(processor, shift=False)(examples)
     assert not calls and not _logged(caplog)  # the fast path made the batch

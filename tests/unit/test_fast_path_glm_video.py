@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from helpers import assert_same_batch, assistant, user
+from helpers import assert_same_batch, assistant, processor_calls, user
 from vlm_collate import VLMCollator
 from vlm_collate.pipeline.fast_path import fast_encoding, fast_plan
 from vlm_collate.processor.media_tokens import sampled_frames, video_metadata
@@ -109,13 +109,7 @@ def _examples() -> list[dict]:
 def test_collate_equals_the_processor_path(monkeypatch):
     processor = glm4v_processor()
     examples = _examples()
-    calls = []
-    original = type(processor).__call__
-    monkeypatch.setattr(
-        type(processor),
-        "__call__",
-        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
-    )
+    calls = processor_calls(monkeypatch, processor)
     fast = VLMCollator(processor, shift=False)(examples)
     assert not calls  # the fast path made the batch
     slow = VLMCollator(processor, shift=False, fast_path=False)(examples)
