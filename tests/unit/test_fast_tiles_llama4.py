@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import assert_same_batch, assistant, user
+from helpers import assert_same_batch, assistant, processor_calls, user
 from vlm_collate import VLMCollator
 from vlm_collate.families.llama4 import llama4_collate_fn
 from vlm_collate.pipeline.fast_tiles import tiled_encoding
@@ -213,22 +213,11 @@ def _examples(seed: int, pattern: str) -> list[dict]:
     return examples
 
 
-def _spy(monkeypatch, processor) -> list:
-    calls: list = []
-    original = type(processor).__call__
-    monkeypatch.setattr(
-        type(processor),
-        "__call__",
-        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
-    )
-    return calls
-
-
 @pytest.mark.parametrize("pattern", ["i", "tim", "mit", "tt"])
 def test_collate_equals_the_processor_path(pattern, monkeypatch):
     processor = _processor()
     examples = _examples(len(pattern), pattern)
-    calls = _spy(monkeypatch, processor)
+    calls = processor_calls(monkeypatch, processor)
     fast = dict(llama4_collate_fn(examples, processor, shift=False))
     assert not calls  # the fast path made the batch
     slow = dict(llama4_collate_fn(examples, processor, shift=False, fast_path=False))
@@ -308,7 +297,7 @@ def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, cap
         assert tiled_encoding(processor, texts, images) is None
     logged = _logged(caplog)
     assert len(logged) == 1 and reason in logged[0], logged
-    calls = _spy(monkeypatch, processor)
+    calls = processor_calls(monkeypatch, processor)
     batch = llama4_collate_fn(_examples(1, "ii"), processor, shift=False)
     assert calls and "pixel_values" in batch
 

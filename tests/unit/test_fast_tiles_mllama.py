@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import assert_same_batch, assistant, user
+from helpers import assert_same_batch, assistant, processor_calls, user
 from vlm_collate import VLMCollator
 from vlm_collate.errors import CollateError
 from vlm_collate.families.mllama import mllama_collate_fn
@@ -189,22 +189,11 @@ def _examples(seed: int, pattern: str) -> list[dict]:
     return examples
 
 
-def _spy(monkeypatch, processor) -> list:
-    calls: list = []
-    original = type(processor).__call__
-    monkeypatch.setattr(
-        type(processor),
-        "__call__",
-        lambda self, *a, **k: calls.append(1) or original(self, *a, **k),
-    )
-    return calls
-
-
 @pytest.mark.parametrize("pattern", ["i", "iti", "imm", "mit"])
 def test_collate_equals_the_processor_path(pattern, monkeypatch):
     processor = _processor()
     examples = _examples(len(pattern), pattern)
-    calls = _spy(monkeypatch, processor)
+    calls = processor_calls(monkeypatch, processor)
     fast = dict(mllama_collate_fn(examples, processor, shift=False))
     assert not calls  # the fast path made the batch
     slow = dict(mllama_collate_fn(examples, processor, shift=False, fast_path=False))
@@ -334,14 +323,14 @@ def test_settings_it_does_not_reproduce_fall_back_logged_once(build, reason, cap
         assert tiled_encoding(processor, texts, images) is None
     logged = _logged(caplog)
     assert len(logged) == 1 and reason in logged[0], logged
-    calls = _spy(monkeypatch, processor)
+    calls = processor_calls(monkeypatch, processor)
     batch = mllama_collate_fn(_examples(1, "ii"), processor, shift=False)
     assert calls and "pixel_values" in batch
 
 
 def test_fast_path_off_calls_the_processor(monkeypatch):
     processor = _processor()
-    calls = _spy(monkeypatch, processor)
+    calls = processor_calls(monkeypatch, processor)
     mllama_collate_fn(_examples(2, "i"), processor, fast_path=False)
     assert calls
 
