@@ -73,6 +73,57 @@ class Timing:
         return {"median_s": self.median_s, "runs": self.runs}
 
 
+@dataclass
+class Pair:
+    """Two methods timed in back-to-back pairs: each one's median and, per pair, the
+    second's time over the first's (:func:`paired`)."""
+
+    first_s: float
+    second_s: float
+    ratios: list[float]
+
+    @property
+    def second_over_first(self) -> float:
+        """Median over the pairs of second / first."""
+        return statistics.median(self.ratios)
+
+    @property
+    def first_over_second(self) -> float:
+        """Median over the pairs of first / second."""
+        return statistics.median(1 / r for r in self.ratios)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"first_s": self.first_s, "second_s": self.second_s, "ratios": self.ratios}
+
+
+def paired(
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+    settings: Settings,
+    repeats: int | None = None,
+) -> Pair:
+    """``first`` and ``second`` timed in pairs of calls made back to back, the order
+    alternating pair by pair, after one warm-up call each. A drift in the machine's speed
+    (a shared host) hits both calls of a pair alike, so the median of the pairs' ratios
+    is steadier than a ratio of medians taken at different moments. Pairs: ``repeats``,
+    else as many as fit in twice the budget, between 5 and 41 (quick: 1 to 4)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    first(), second()
+    once = time.perf_counter() - t0
+    if repeats is None:
+        low, high = (1, 4) if settings.quick else (5, 41)
+        repeats = max(low, min(high, int(2 * settings.budget_s / max(once, 1e-9))))
+    a: list[float] = []
+    b: list[float] = []
+    for k in range(repeats):
+        for fn, times in ((first, a), (second, b)) if k % 2 == 0 else ((second, b), (first, a)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return Pair(statistics.median(a), statistics.median(b), [y / x for x, y in zip(a, b)])
+
+
 def measure_all(fns: dict[str, Callable[[], Any]], settings: Settings) -> dict[str, Timing]:
     """Median wall time of each of several methods compared with each other.
 

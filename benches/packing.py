@@ -12,8 +12,6 @@ transformers' ``get_rope_index`` of a tiny Qwen2.5-VL model on the same padded b
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,7 +21,7 @@ from vlm_collate import LengthEstimator, PackedBatchSampler, PackedCollator, VLM
 from vlm_collate.packing.positions import RopeConfig, batch_rope_position_ids
 
 from . import data
-from .common import Context, Table, Target, fmt_ratio, fmt_time, measure_all
+from .common import Context, Table, Target, fmt_ratio, fmt_time, measure_all, paired
 
 
 def steps(settings) -> int:
@@ -52,24 +50,6 @@ def _mix(tokenizer: Any, n: int, seed: int) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _paired(
-    first: Callable[[], Any], second: Callable[[], Any], settings: Any
-) -> tuple[float, float, float]:
-    """``(median time of first, median time of second, median of second / first per pair)``
-    over pairs of calls made back to back, the order alternating pair by pair."""
-    first(), second()  # warm-up
-    repeats = 4 if settings.quick else 40
-    a: list[float] = []
-    b: list[float] = []
-    for k in range(repeats):
-        for fn, times in ((first, a), (second, b)) if k % 2 == 0 else ((second, b), (first, a)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    ratios = [y / x for x, y in zip(a, b)]
-    return float(np.median(a)), float(np.median(b)), float(np.median(ratios))
 
 
 def _share(batches: list[dict[str, Any]], real: list[int]) -> tuple[float, float, float]:
@@ -147,11 +127,12 @@ def run(ctx: Context) -> list[Table]:
     # pairs: the two calls back to back, their order alternating, the ratio the median of
     # the pairs' ratios (a drift in the machine's speed hits both calls of a pair alike).
     pairs = {
-        k: _paired(timed(padded, g), timed(packed, g), s) for k, g in enumerate(groups["packed"])
+        k: paired(timed(padded, g), timed(packed, g), s, repeats=4 if s.quick else 40)
+        for k, g in enumerate(groups["packed"])
     }
-    for k, (padded_s, packed_s, _) in pairs.items():
-        times[f"same padded {k}"], times[f"packed {k}"] = padded_s, packed_s
-    same = [pairs[k][2] for k in range(len(groups["packed"]))]
+    for k, pair in pairs.items():
+        times[f"same padded {k}"], times[f"packed {k}"] = pair.first_s, pair.second_s
+    same = [pairs[k].second_over_first for k in range(len(groups["packed"]))]
     worst_same = max(same)
     per_1k = Table(
         "packing_time",
