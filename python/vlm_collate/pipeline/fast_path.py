@@ -38,6 +38,7 @@ from ..errors import CollateError
 from ..processor.fast_plan import FastPlan, VideoPlan, budgeted, fast_plan, pan_and_scan_crops
 from ..processor.media_tokens import pixel_budget
 from ..processor.profile import ProcessorProfile, profile_of
+from ..processor.tokens import batch_token_ids
 from .pil_buffer import rgbx_view
 
 logger = logging.getLogger("vlm_collate")
@@ -625,7 +626,9 @@ def _videos(
 def _token_types(ids: np.ndarray, plan: FastPlan) -> np.ndarray:
     types = np.zeros_like(ids)
     for t, token_ids in plan.type_ids:
-        if token_ids:
+        if len(token_ids) == 1:
+            types[ids == token_ids[0]] = t
+        elif token_ids:
             types[np.isin(ids, token_ids)] = t
     if plan.video_span is not None:  # GLM-4.1V: image tokens inside a video's span are 2
         start, end = plan.video_span
@@ -702,7 +705,7 @@ def fast_encoding(
         return None
     if plan.placeholder is not None and flat:
         texts = _replaced(texts, plan, crops)
-    tokens = profile.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    tokens = batch_token_ids(profile.tokenizer, texts, add_special_tokens)
     values, offsets = engine.ragged(tokens)
     ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
     encoded: dict[str, torch.Tensor] = {}

@@ -22,6 +22,7 @@ from ..engine import as_int64
 from ..processor.profile import ProcessorProfile, profile_of
 from ..processor.tiles import ImageTiles, has_tile_plan, tile_plan
 from ..processor.tiles.base import install_allocator
+from ..processor.tokens import batch_token_ids
 from .fast_path import OutputBuffers, _threads, _typed, engine_pixels, output_tensor
 
 __all__ = ["has_tile_plan", "tiled_call", "tiled_encoding"]
@@ -143,7 +144,7 @@ def tiled_encoding(
             return None
         per_sample.append(mine)
         expanded.append(written)
-    tokens = profile.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
+    tokens = batch_token_ids(profile.tokenizer, expanded, add_special_tokens)
     values, offsets = engine.ragged(tokens)
     ids, mask = engine.pad_rows(values, offsets, plan.pad_id, "right")
     repeated = plan.repeated()

@@ -4,10 +4,14 @@ vocabulary, the pad id, decoding. Media token facts live in the processor profil
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..errors import CollateError
+
+logger = logging.getLogger(__name__)
 
 
 def tokenizer_of(processor: Any) -> Any:
@@ -64,3 +68,73 @@ def decode_single_token(tokenizer: Any, token: int | Iterable[int] | Any) -> str
         return tokenizer.decode([tid])
     except (TypeError, ValueError):
         return tokenizer.decode(tid)
+
+
+#: Methods of transformers' fast tokenizer class on the way from ``tokenizer(texts)`` to
+#: its Rust backend's ``encode_batch``: a subclass overriding one is always called.
+_ENCODE_PATH = ("__call__", "_call_one", "_encode_plus", "_batch_encode_plus", "_convert_encoding")
+
+#: Calls per tokenizer whose direct ids are compared with ``tokenizer(texts)``'s.
+SELF_CHECKS = 2
+
+_direct_state: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+"""Per tokenizer: its self-checks left (``-1``: the direct path is off for it)."""
+
+
+def _direct_encoder(tokenizer: Any) -> Callable[..., Any] | None:
+    """The Rust backend's batch encoder of a tokenizer whose ``tokenizer(texts)["input_ids"]``
+    it reproduces: transformers' own fast tokenizer class on the encode path (no subclass
+    or instance override), the backend with no truncation or padding set and its
+    special-token splitting as the tokenizer's. None otherwise."""
+    try:
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:
+        return None
+    if not isinstance(tokenizer, PreTrainedTokenizerFast) or _direct_state.get(tokenizer) == -1:
+        return None
+    kind, instance = type(tokenizer), getattr(tokenizer, "__dict__", {})
+    for name in _ENCODE_PATH:
+        own = getattr(PreTrainedTokenizerFast, name, None)
+        if name in instance or getattr(kind, name, None) is not own:
+            return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    try:
+        if (
+            backend is None
+            or backend.truncation is not None
+            or backend.padding is not None
+            or backend.encode_special_tokens != bool(tokenizer.split_special_tokens)
+        ):
+            return None
+    except AttributeError:
+        return None
+    return getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
+
+
+def batch_token_ids(
+    tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True
+) -> list[list[int]]:
+    """``tokenizer(list(texts), add_special_tokens=...)["input_ids"]``. For transformers'
+    own fast tokenizer class the ids come straight from its Rust backend
+    (``encode_batch_fast``: no offsets, no per-text dicts; about a third less time on a
+    collate batch), the first :data:`SELF_CHECKS` calls per tokenizer compared with the
+    tokenizer's own call (a difference turns the direct path off for it, logged once).
+    Anything else calls the tokenizer."""
+    texts = list(texts)
+    encode = _direct_encoder(tokenizer) if texts else None
+    if encode is None:
+        return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+    ids = [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]
+    left = _direct_state.setdefault(tokenizer, SELF_CHECKS)
+    if left > 0:
+        expected = tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+        if ids != expected:
+            _direct_state[tokenizer] = -1
+            logger.warning(
+                "%s: its Rust backend's ids differ from tokenizer(texts)'s; vlm_collate calls "
+                "the tokenizer from now on",
+                type(tokenizer).__name__,
+            )
+            return expected
+        _direct_state[tokenizer] = left - 1
+    return ids
