@@ -32,9 +32,17 @@ _MEDIA_DATA_KEYS = ("path", "url", "data")
 
 def is_list(value: Any) -> bool:
     """A sequence that is not a string or bytes."""
-    if type(value) is list or type(value) is tuple:  # the common case, without the ABC check
+    kind = type(value)  # the common cases, without the ABC check
+    if kind is list or kind is tuple:
         return True
+    if kind is str or kind is dict or value is None:
+        return False
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def is_mapping(value: Any) -> bool:
+    """A mapping (a dict, the common case, without the ABC check)."""
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def is_waveform_pair(value: Any) -> bool:
@@ -78,6 +86,8 @@ def tag_counts(messages: Sequence[Message]) -> dict[str, int]:
     counts = dict.fromkeys(MEDIA_TYPES, 0)
     for message in messages:
         for text in texts_of(message.get("content")):
+            if "<" not in text:
+                continue
             for tag in TAG_PATTERN.findall(text):
                 counts[TAGS[tag]] += 1
     return counts
@@ -101,6 +111,8 @@ def split_tags(content: Any, kinds: Sequence[str], queues: dict[str, list[Any]])
     the next value of that kind's queue (text around the tags kept as it is, empty
     pieces left out). Content without such tags is returned unchanged (a string stays a
     string)."""
+    if isinstance(content, str) and "<" not in content:
+        return content  # no tag (the common case: most messages of a tagged row)
     items = [{"type": "text", "text": content}] if isinstance(content, str) else content
     if not is_list(items):
         return content
@@ -155,7 +167,7 @@ def with_tagged_media(
 def check_message(message: Any, index: int, turn: int, example: Any = None) -> None:
     """Raises a SampleError naming the row and message unless ``message`` is a
     ``{"role": str, "content": str | [items]}`` dict of the conversation form."""
-    if isinstance(message, Mapping) and isinstance(message.get("role"), str):
+    if is_mapping(message) and isinstance(message.get("role"), str):
         content = message.get("content")
         if isinstance(content, str) and "content" in message:
             return
@@ -166,7 +178,7 @@ def check_message(message: Any, index: int, turn: int, example: Any = None) -> N
 
 def _valid_item(item: Any) -> bool:
     return (
-        isinstance(item, Mapping)
+        is_mapping(item)
         and item.get("type") in CONTENT_TYPES
         and (item["type"] != "text" or isinstance(item.get("text"), str))
     )

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from ..errors import SampleError
 from ..options import FORMAT_NAMES
 from . import cauldron, messages, openai, prompt_completion, sharegpt
+from .content import is_mapping
 from .rows import where
 
 
@@ -51,7 +52,7 @@ def format_of(example: Any, index: int = 0) -> str:
 
 
 def _detected(example: Any, index: int) -> Format:
-    if not isinstance(example, Mapping):
+    if not is_mapping(example):
         raise SampleError(
             f"{where(index)}: an example must be a dict, got {type(example).__name__}"
         )
@@ -74,7 +75,7 @@ def conversation_of(example: Any, index: int, format: str = "auto") -> list[dict
     fmt = _BY_NAME.get(ALIASES.get(format, format))
     if fmt is None:
         raise SampleError(f"unknown format {format!r}; expected one of {FORMAT_NAMES}")
-    if not isinstance(example, Mapping):
+    if not is_mapping(example):
         raise SampleError(
             f"{where(index)}: an example must be a dict, got {type(example).__name__}"
         )

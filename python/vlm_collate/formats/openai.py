@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SampleError
-from .content import check_message, is_list
+from .content import check_message, is_list, is_mapping
 from .messages import with_column_media
 from .rows import where
 
@@ -29,13 +29,13 @@ def matches(example: Mapping[str, Any]) -> bool:
     if not is_list(messages):
         return False
     for message in messages:
-        if not isinstance(message, Mapping):
+        if not is_mapping(message):
             continue
         content = message.get("content")
         if message.get("tool_calls") is not None or ("content" in message and content is None):
             return True
         if is_list(content) and any(
-            isinstance(part, Mapping) and part.get("type") in PARTS for part in content
+            is_mapping(part) and part.get("type") in PARTS for part in content
         ):
             return True
     return False
