@@ -8,7 +8,9 @@ each is built with the published sizes (:data:`PUBLISHED`), so the pixels cost w
 cost users. The samples: 8 conversations, one 448² image each, two exchanges of about
 100 words. The processor alone gets the texts already rendered and the images (decoded
 by PIL inside the timed call for the JPEG case, as a dataset's loader would); the collate
-gets the rows (images, or file paths).
+gets the rows (images, or file paths). Each family is timed in a fresh interpreter (no
+heap left by other benchmarks), the two calls in back-to-back pairs (:func:`.common.paired`),
+and once more on one core with glibc keeping freed memory (:data:`MALLOC_NEVER_TRIMS`).
 
 Also: the label cost per family (``build_labels`` alone), Qwen2.5-VL videos (4 × 16 frames
 of 448²), DataLoader throughput with 0 and 2 workers (``VLMCollator`` against a collate
