@@ -159,10 +159,6 @@ def _build(name: str) -> Any:
     return builder(**kwargs)
 
 
-def _ratio(times: dict[str, float], kind: str) -> float:
-    return times[f"processor, {kind}"] / times[f"collate, {kind}"]
-
-
 MALLOC_NEVER_TRIMS = {
     "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
     "MALLOC_TRIM_THRESHOLD_": str(1 << 30),

@@ -70,6 +70,28 @@ def test_an_overridden_encode_path_is_called(monkeypatch: pytest.MonkeyPatch) ->
     assert calls and ids == tokenizer(["QUIET WORDS"], add_special_tokens=False)["input_ids"]
 
 
+def test_a_tokenizer_with_an_input_mode_hook_or_no_hash_is_called() -> None:
+    base = type(_tokenizer("qwen2_vl"))
+    switched = []
+
+    class Translating(base):  # type: ignore[misc, valid-type]
+        def _switch_to_input_mode(self) -> None:  # as NLLB's, MBart's and Marian's
+            switched.append(True)
+
+    class Unhashable(base):  # type: ignore[misc, valid-type]
+        def __eq__(self, other: object) -> bool:
+            return self is other
+
+    assert Unhashable.__hash__ is None
+    tokenizer = _tokenizer("qwen2_vl")
+    expected = tokenizer(["some words"], add_special_tokens=False)["input_ids"]
+    for kind in (Translating, Unhashable):
+        other = kind.__new__(kind)
+        other.__dict__.update(tokenizer.__dict__)
+        assert tokens._direct_encoder(other) is None
+        assert batch_token_ids(other, ["some words"], False) == expected
+
+
 def test_a_backend_with_truncation_set_gives_the_full_ids() -> None:
     tokenizer = testing.FAMILY_PROCESSORS["qwen2_vl"]().tokenizer
     texts = ["one two three four five six seven eight nine ten"]

@@ -5,6 +5,7 @@ vocabulary, the pad id, decoding. Media token facts live in the processor profil
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -71,14 +72,36 @@ def decode_single_token(tokenizer: Any, token: int | Iterable[int] | Any) -> str
 
 
 #: Methods of transformers' fast tokenizer class on the way from ``tokenizer(texts)`` to
-#: its Rust backend's ``encode_batch``: a subclass overriding one is always called.
-_ENCODE_PATH = ("__call__", "_call_one", "_encode_plus", "_batch_encode_plus", "_convert_encoding")
+#: its Rust backend's ``encode_batch`` (and hooks some subclasses add on that way, such
+#: as the translation tokenizers' ``_switch_to_input_mode``): a class that defines or
+#: overrides one is always called.
+_ENCODE_PATH = (
+    "__call__",
+    "_call_one",
+    "_encode_plus",
+    "_batch_encode_plus",
+    "_convert_encoding",
+    "_switch_to_input_mode",
+    "set_truncation_and_padding",
+    "_get_padding_truncation_strategies",
+)
 
 #: Calls per tokenizer whose direct ids are compared with ``tokenizer(texts)``'s.
 SELF_CHECKS = 2
 
 _direct_state: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 """Per tokenizer: its self-checks left (``-1``: the direct path is off for it)."""
+_state_lock = threading.Lock()
+
+
+def _checks_left(tokenizer: Any) -> int | None:
+    """The tokenizer's self-checks left (``-1``: off), or None where it cannot be keyed
+    (a class with ``__eq__`` and no ``__hash__``): such a tokenizer is always called."""
+    try:
+        with _state_lock:
+            return _direct_state.setdefault(tokenizer, SELF_CHECKS)
+    except TypeError:
+        return None
 
 
 def _direct_encoder(tokenizer: Any) -> Callable[..., Any] | None:
@@ -90,7 +113,7 @@ def _direct_encoder(tokenizer: Any) -> Callable[..., Any] | None:
         from transformers import PreTrainedTokenizerFast
     except ImportError:
         return None
-    if not isinstance(tokenizer, PreTrainedTokenizerFast) or _direct_state.get(tokenizer) == -1:
+    if not isinstance(tokenizer, PreTrainedTokenizerFast) or _checks_left(tokenizer) in (-1, None):
         return None
     kind, instance = type(tokenizer), getattr(tokenizer, "__dict__", {})
     for name in _ENCODE_PATH:
@@ -125,16 +148,20 @@ def batch_token_ids(
     if encode is None:
         return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
     ids = [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]
-    left = _direct_state.setdefault(tokenizer, SELF_CHECKS)
-    if left > 0:
+    left = _checks_left(tokenizer)
+    if left is None or left > 0:
         expected = tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+        with _state_lock:
+            current = _direct_state.get(tokenizer, -1)
+            if ids != expected:
+                _direct_state[tokenizer] = -1
+            elif current > 0:  # another thread may have turned it off meanwhile
+                _direct_state[tokenizer] = current - 1
         if ids != expected:
-            _direct_state[tokenizer] = -1
             logger.warning(
                 "%s: its Rust backend's ids differ from tokenizer(texts)'s; vlm_collate calls "
                 "the tokenizer from now on",
                 type(tokenizer).__name__,
             )
             return expected
-        _direct_state[tokenizer] = left - 1
     return ids
